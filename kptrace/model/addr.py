@@ -1,0 +1,89 @@
+"""Addresses and CIDRs as integers, parsed once; ``1.2.3.4`` and ``1.2.3.4/32`` are the same network.
+
+>>> parse_cidr("10.0.0.0/8").contains(parse_addr("10.1.2.3")[1])
+True
+>>> parse_cidr("1.2.3.4") == parse_cidr("1.2.3.4/32")
+True
+>>> format_addr(6, parse_addr("2001:db8::1")[1])
+'2001:db8::1'
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+from dataclasses import dataclass
+
+__all__ = ["Cidr", "format_addr", "format_endpoint", "parse_addr", "parse_cidr", "parse_endpoint"]
+
+
+@dataclass(frozen=True, slots=True)
+class Cidr:
+    version: int
+    network: int
+    mask: int
+    prefixlen: int
+
+    def contains(self, addr: int) -> bool:
+        return (addr & self.mask) == self.network
+
+    @property
+    def is_host(self) -> bool:
+        return self.prefixlen == (32 if self.version == 4 else 128)
+
+    def __str__(self) -> str:
+        return f"{format_addr(self.version, self.network)}/{self.prefixlen}"
+
+    def host(self, offset: int) -> int:
+        """An address inside the network, ``offset`` from its start (negative: from its end)."""
+        size = 1 << ((32 if self.version == 4 else 128) - self.prefixlen)
+        return self.network + (offset % size)
+
+
+@functools.lru_cache(maxsize=65536)
+def parse_cidr(text: str) -> Cidr:
+    """Raises ValueError for a malformed network; host bits are dropped as the kernel does."""
+    n = ipaddress.ip_network(text, strict=False)
+    bits = n.max_prefixlen
+    mask = ((1 << bits) - 1) ^ ((1 << (bits - n.prefixlen)) - 1)
+    return Cidr(n.version, int(n.network_address), mask, n.prefixlen)
+
+
+@functools.lru_cache(maxsize=65536)
+def parse_addr(text: str) -> tuple[int, int]:
+    """``(version, integer)``; raises ValueError."""
+    a = ipaddress.ip_address(text.strip("[]"))
+    return a.version, int(a)
+
+
+def format_addr(version: int, value: int) -> str:
+    return str(ipaddress.IPv4Address(value) if version == 4 else ipaddress.IPv6Address(value))
+
+
+def format_endpoint(version: int, addr: int, port: int | None) -> str:
+    a = format_addr(version, addr)
+    if port is None:
+        return a
+    return f"{a}:{port}" if version == 4 else f"[{a}]:{port}"
+
+
+def parse_endpoint(text: str) -> tuple[int, int, int | None]:
+    """``IP[:PORT]`` or ``[IPv6]:PORT`` (or a bare IPv6 address) -> (version, addr, port or None).
+
+    >>> parse_endpoint("10.106.224.41:8080")[2]
+    8080
+    >>> parse_endpoint("[2001:db8::1]:80")[0]
+    6
+    """
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = int(rest[1:]) if rest.startswith(":") and rest[1:] else None
+        v, a = parse_addr(host)
+        return v, a, port
+    if text.count(":") == 1:
+        host, port_s = text.split(":")
+        v, a = parse_addr(host)
+        return v, a, int(port_s)
+    v, a = parse_addr(text)
+    return v, a, None

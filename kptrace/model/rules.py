@@ -1,0 +1,216 @@
+"""The rules of one node as values: tables, chains, rules, matches, targets.
+
+Rules are small frozen values that keep their raw text and source position. A chain parses its rules
+the first time they are asked for: a 10k-Service node has 434,000 rule lines, a trace reads a few
+hundred of them, and parsing every one up front costs ~10x the whole load (measured in
+``benchmarks/``). ``kptrace parse`` asks for all of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+__all__ = [
+    "BUILTIN_CHAINS",
+    "TABLES",
+    "Chain",
+    "Match",
+    "Option",
+    "RawRule",
+    "Rule",
+    "Ruleset",
+    "Table",
+    "Target",
+]
+
+#: The tables netfilter knows, and the built-in chains each has.
+BUILTIN_CHAINS: dict[str, tuple[str, ...]] = {
+    "raw": ("PREROUTING", "OUTPUT"),
+    "mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"),
+    "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
+    "filter": ("INPUT", "FORWARD", "OUTPUT"),
+    "security": ("INPUT", "FORWARD", "OUTPUT"),
+}
+TABLES = tuple(BUILTIN_CHAINS)
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One option and its values; ``negated`` when a ``!`` stood before it."""
+
+    name: str
+    args: tuple[str, ...] = ()
+    negated: bool = False
+
+    @property
+    def value(self) -> str:
+        return self.args[0] if self.args else ""
+
+    def __str__(self) -> str:
+        return ("! " if self.negated else "") + " ".join((self.name, *self.args))
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """``-m MODULE`` and its options, in the order written. ``known`` is False for a module kptrace has no grammar for."""
+
+    module: str
+    options: tuple[Option, ...]
+    known: bool = True
+
+    def get(self, name: str) -> Option | None:
+        for o in self.options:
+            if o.name == name:
+                return o
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """``-j NAME`` (``goto`` False) or ``-g NAME`` (``goto`` True) and its options."""
+
+    name: str
+    options: tuple[Option, ...] = ()
+    goto: bool = False
+
+    def get(self, name: str) -> Option | None:
+        for o in self.options:
+            if o.name == name:
+                return o
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One rule: base options (``-s -d -p -i -o -f``), matches, target, and where it came from."""
+
+    table: str
+    chain: str
+    number: int  # 1-based position in its chain
+    base: tuple[Option, ...]
+    matches: tuple[Match, ...]
+    target: Target | None
+    text: str  # the rule as written, from "-A CHAIN" on
+    source: str
+    line: int
+    counters: tuple[int, int] | None = None
+    synthetic: bool = False  # supplied by kptrace (kube-proxy's standard jumps), not in the input
+
+    @property
+    def comment(self) -> str | None:
+        for m in self.matches:
+            if m.module == "comment":
+                o = m.get("--comment")
+                if o is not None:
+                    return o.value
+        return None
+
+    def base_option(self, name: str) -> Option | None:
+        for o in self.base:
+            if o.name == name:
+                return o
+        return None
+
+    def match(self, module: str) -> Match | None:
+        for m in self.matches:
+            if m.module == module:
+                return m
+        return None
+
+    @property
+    def location(self) -> str:
+        return f"{self.source}:{self.line}" if self.line else self.source
+
+
+@dataclass(frozen=True, slots=True)
+class RawRule:
+    """A rule line as read at load time, before it is parsed."""
+
+    line: int
+    text: str  # from "-A CHAIN" on (counters removed)
+    counters: tuple[int, int] | None = None
+
+
+class Chain:
+    """A chain: its declaration and its rules, parsed on first use.
+
+    Value-like: the name, policy and raw rules never change after load; ``rules`` is a cache.
+    """
+
+    __slots__ = ("name", "table", "policy", "counters", "source", "line", "declared", "raw", "_parse", "_rules")
+
+    def __init__(
+        self,
+        name: str,
+        table: str,
+        *,
+        policy: str | None,
+        source: str,
+        line: int,
+        declared: bool,
+        raw: list[RawRule],
+        parse: Callable[["Chain", int, RawRule], Rule],
+        counters: tuple[int, int] | None = None,
+    ) -> None:
+        self.name = name
+        self.table = table
+        self.policy = policy  # ACCEPT/DROP for built-in chains, None for user chains
+        self.counters = counters
+        self.source = source
+        self.line = line
+        self.declared = declared
+        self.raw = raw
+        self._parse = parse
+        self._rules: tuple[Rule, ...] | None = None
+
+    @property
+    def builtin(self) -> bool:
+        return self.name in BUILTIN_CHAINS.get(self.table, ())
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        if self._rules is None:
+            self._rules = tuple(self._parse(self, i + 1, r) for i, r in enumerate(self.raw))
+        return self._rules
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def __repr__(self) -> str:
+        return f"Chain({self.table}/{self.name}, {len(self.raw)} rules)"
+
+
+@dataclass(slots=True)
+class Table:
+    name: str
+    chains: dict[str, Chain]
+    source: str = ""
+    line: int = 0
+
+
+@dataclass(slots=True)
+class Ruleset:
+    """Everything one address family of a node holds: ``family`` 4 (iptables) or 6 (ip6tables)."""
+
+    family: int
+    tables: dict[str, Table] = field(default_factory=dict)
+    sources: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # assumptions kptrace made about the input as a whole
+
+    def chain(self, table: str, name: str) -> Chain | None:
+        t = self.tables.get(table)
+        return t.chains.get(name) if t else None
+
+    def iter_rules(self) -> Iterator[Rule]:
+        for t in self.tables.values():
+            for c in t.chains.values():
+                yield from c.rules
+
+    @property
+    def rule_count(self) -> int:
+        return sum(len(c.raw) for t in self.tables.values() for c in t.chains.values())
+
+    @property
+    def chain_count(self) -> int:
+        return sum(len(t.chains) for t in self.tables.values())

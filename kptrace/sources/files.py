@@ -1,0 +1,80 @@
+"""Read a dump from a file or stdin, refusing what is clearly not text before any parser sees it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+
+from kptrace.errors import Diagnostic, InputError, ParseError
+
+__all__ = ["DEFAULT_MAX_BYTES", "SourceText", "read_source"]
+
+#: The largest real dumps (5,000 nodes, 10k Services x 10 endpoints) are about 50 MB; a file ten times
+#: that is far more likely a mistake (a core file, a pcap, a log) than a node's rules.
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SourceText:
+    """Raw text of one input and the name errors use for it (the path, or ``<stdin>``)."""
+
+    name: str
+    text: str
+
+
+def _human(n: int) -> str:
+    return f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n} bytes"
+
+
+def read_source(path: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> SourceText:
+    """Read ``path`` (``-`` is stdin) as text.
+
+    Errors: a missing or unreadable file, a directory, a file over ``max_bytes``, binary data (a NUL
+    byte, reported at its line and column), an empty input.
+    """
+    name = "<stdin>" if path == "-" else path
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read(max_bytes + 1)
+        else:
+            if os.path.isdir(path):
+                raise InputError(f"{path}: is a directory, not a dump", hint="pass the iptables-save output file")
+            size = os.path.getsize(path)
+            if size > max_bytes:
+                raise InputError(
+                    f"{path}: {_human(size)} is larger than the {_human(max_bytes)} limit",
+                    hint="real dumps of 10k Services are about 50 MB; check this is the right file, "
+                    "or pass --max-size to read it anyway",
+                )
+            with open(path, "rb") as f:
+                data = f.read()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file", hint="pass the output of `iptables-save`, or - for stdin") from None
+    except PermissionError:
+        raise InputError(f"{path}: permission denied", hint="check the file's permissions (or run with sudo)") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not a dump") from None
+    if len(data) > max_bytes:
+        raise InputError(f"{name}: more than {_human(max_bytes)} of input", hint="pass --max-size to read it anyway")
+    if not data.strip():
+        raise InputError(f"{name}: empty input", hint="expected the output of `iptables-save` (is the command's output redirected?)")
+    nul = data.find(b"\0", 0, 1 << 20)
+    if nul >= 0:
+        line = data.count(b"\n", 0, nul) + 1
+        col = nul - (data.rfind(b"\n", 0, nul) + 1) + 1
+        raise ParseError([Diagnostic(
+            "error", "binary data (a NUL byte), not a text dump", name, line, col, "",
+            hint="expected the text output of `iptables-save`; is this a compressed or binary file?",
+        )])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        bad_line = data.split(b"\n", line)[line - 1].decode("utf-8", "replace") if line else ""
+        raise ParseError([Diagnostic(
+            "error", f"not UTF-8 text (byte 0x{data[e.start]:02x})", name, line, col, bad_line,
+            hint="expected the text output of `iptables-save`",
+        )]) from None
+    return SourceText(name, text)

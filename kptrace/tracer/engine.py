@@ -1,0 +1,616 @@
+"""Walk a packet through the netfilter hooks the way the kernel does, branching at random rules.
+
+Hook order (net/netfilter, include/uapi/linux/netfilter_ipv4.h priorities):
+
+* arriving (pod, external): PREROUTING (raw, mangle, nat) -> routing on the possibly DNATed
+  destination -> INPUT (mangle, filter, security, nat) for a node address, else
+  FORWARD (mangle, filter, security) -> POSTROUTING (mangle, nat);
+* locally generated (node): OUTPUT (raw, mangle, nat, filter, security) -> routing ->
+  POSTROUTING (mangle, nat); a packet for a node address then loops back through
+  PREROUTING (raw, mangle) and INPUT (mangle, filter, security). The nat table is not consulted again
+  there: conntrack already holds the connection's NAT decision for both directions.
+
+The nat table sees the first packet of a connection only, which is the packet traced here; DNAT,
+SNAT, MASQUERADE and REDIRECT end the nat table's walk for that hook. ``-j CT --notrack`` in raw
+takes the connection out of conntrack, so nat is skipped altogether.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from dataclasses import dataclass
+from fractions import Fraction
+
+from kptrace.errors import KptraceError
+from kptrace.model.addr import Cidr, format_addr, format_endpoint, parse_addr, parse_cidr
+from kptrace.model.rules import Chain, Rule, Ruleset
+from kptrace.tracer.matchers import Assumed, Check, compile_base, compile_match
+from kptrace.tracer.packet import PROTOCOLS, Origin, Packet
+from kptrace.tracer.result import Branch, Outcome, Step, Trace
+
+__all__ = ["Tracer"]
+
+_ONE = Fraction(1)
+_LOOPBACK4 = parse_cidr("127.0.0.0/8")
+_MULTICAST4 = parse_cidr("224.0.0.0/4")
+_MULTICAST6 = parse_cidr("ff00::/8")
+_LOOPBACK6 = parse_addr("::1")[1]
+
+# Targets that change nothing the trace follows and let the walk go on.
+_CONTINUE_TARGETS = {"LOG", "NFLOG", "ULOG", "TRACE", "NFACCT", "CLASSIFY", "DSCP", "TOS", "TTL", "HL", "TCPMSS",
+                     "CHECKSUM", "AUDIT", "SECMARK", "CONNSECMARK", "SET", "IDLETIMER", "LED", "RATEEST", "SYNPROXY"}
+_NAT_TARGETS = {"DNAT", "SNAT", "MASQUERADE", "REDIRECT", "NETMAP"}
+_INDEX_THRESHOLD = 32  # chains shorter than this are scanned; longer ones get a destination index
+
+
+class _St:
+    """The state of one branch of the walk. Copied when a random rule splits the walk."""
+
+    __slots__ = ("src", "dst", "sport", "dport", "proto_num", "mark", "ctmark", "prob", "path", "assumptions", "dnat",
+                 "snat", "masq", "notrack", "recent", "verdict", "reason", "iif", "oif", "orig", "nat_done")
+
+    def copy(self) -> "_St":
+        n = _St.__new__(_St)
+        for k in _St.__slots__:
+            setattr(n, k, getattr(self, k))
+        n.path = list(self.path)
+        n.assumptions = list(self.assumptions)
+        n.nat_done = set(self.nat_done)
+        return n
+
+    def ctstates(self) -> set[str]:
+        if self.notrack:
+            return {"UNTRACKED"}
+        s = {"NEW"}
+        if self.dnat is not None:
+            s.add("DNAT")
+        if self.snat is not None:
+            s.add("SNAT")
+        return s
+
+    def ct_tuple(self, field: str) -> int:
+        o_src, o_dst, o_sport, o_dport = self.orig
+        return {
+            "origsrc": o_src, "origdst": o_dst, "replsrc": self.dst, "repldst": self.src,
+            "origsrcport": o_sport, "origdstport": o_dport, "replsrcport": self.dport, "repldstport": self.sport,
+        }[field]
+
+    def recent_set(self, name: str) -> None:
+        self.recent = self.recent | {name}
+
+    def recent_remove(self, name: str) -> None:
+        self.recent = self.recent - {name}
+
+
+class _Ctx:
+    __slots__ = ("tracer", "hook")
+
+    def __init__(self, tracer: "Tracer") -> None:
+        self.tracer = tracer
+        self.hook = ""
+
+    def is_local(self, addr: int):
+        return self.tracer.is_local(addr)
+
+    def is_multicast(self, addr: int) -> bool:
+        return (_MULTICAST4 if self.tracer.family == 4 else _MULTICAST6).contains(addr)
+
+    def ipset_lookup(self, name: str, flags: str, st: _St):
+        return Assumed(False, f"ipset {name} contents not given: assumed no match")
+
+
+@dataclass(slots=True)
+class _CompiledRule:
+    rule: Rule
+    checks: list[Check]
+    index_dst: int | None  # a plain "-d host" this rule requires, for the chain's index
+    error: str = ""
+
+
+class _CompiledChain:
+    __slots__ = ("chain", "rules", "index", "wild", "_cache")
+
+    def __init__(self, chain: Chain, rules: list[_CompiledRule]) -> None:
+        self.chain = chain
+        self.rules = rules
+        self.index: dict[int, list[int]] | None = None
+        self.wild: list[int] = []
+        self._cache: dict[int, list[int]] = {}
+        if len(rules) >= _INDEX_THRESHOLD:
+            # A rule with "-d A/32" can only match packets to A: look those up by address instead of
+            # trying every rule (KUBE-SERVICES has one or two rules per Service; 20k at 10k Services).
+            index: dict[int, list[int]] = {}
+            for i, cr in enumerate(rules):
+                if cr.index_dst is None:
+                    self.wild.append(i)
+                else:
+                    index.setdefault(cr.index_dst, []).append(i)
+            self.index = index
+
+    def candidates(self, dst: int) -> list[int] | range:
+        if self.index is None:
+            return range(len(self.rules))
+        c = self._cache.get(dst)
+        if c is None:
+            hits = self.index.get(dst)
+            c = sorted(hits + self.wild) if hits else self.wild
+            if len(self._cache) < 4096:
+                self._cache[dst] = c
+        return c
+
+
+class Tracer:
+    """Traces packets through one address family's ruleset. Compiled chains are cached across traces."""
+
+    def __init__(self, ruleset: Ruleset, node_ips: tuple[str, ...] = (), *, assumed_local: tuple[str, ...] = (),
+                 affinity: frozenset[str] = frozenset()) -> None:
+        self.ruleset = ruleset
+        self.family = ruleset.family
+        self.node_ips = {parse_addr(a)[1] for a in node_ips if parse_addr(a)[0] == self.family}
+        self.node_ips_given = bool(node_ips)
+        self.assumed_local = {parse_addr(a)[1] for a in assumed_local if parse_addr(a)[0] == self.family}
+        self.affinity = affinity
+        self._compiled: dict[tuple[str, str], _CompiledChain] = {}
+
+    # ------------------------------------------------------------ addresses
+
+    def is_local(self, addr: int):
+        if self.family == 4 and _LOOPBACK4.contains(addr) or self.family == 6 and addr == _LOOPBACK6:
+            return True
+        if addr in self.node_ips:
+            return True
+        if self.node_ips_given:
+            return False
+        if addr in self.assumed_local:
+            return Assumed(True, f"{format_addr(self.family, addr)} assumed to be a node address (give --node-ip)")
+        return Assumed(False, f"{format_addr(self.family, addr)} assumed not to be a node address (give --node-ip)")
+
+    # ------------------------------------------------------------ compiling
+
+    def compiled(self, table: str, name: str) -> _CompiledChain | None:
+        key = (table, name)
+        cc = self._compiled.get(key)
+        if cc is None:
+            chain = self.ruleset.chain(table, name)
+            if chain is None:
+                return None
+            cc = _CompiledChain(chain, [self._compile_rule(r) for r in chain.rules])
+            self._compiled[key] = cc
+        return cc
+
+    def _compile_rule(self, rule: Rule) -> _CompiledRule:
+        index_dst = None
+        try:
+            checks = compile_base(rule, self.family)
+            for m in rule.matches:
+                checks.extend(compile_match(m, self.family))
+            for o in rule.base:
+                if o.name == "-d" and not o.negated:
+                    c = parse_cidr(o.value)
+                    if c.is_host:
+                        index_dst = c.network
+        except (ValueError, AttributeError, IndexError) as e:
+            reason = f"rule not understood ({e}); assumed not to match"
+            return _CompiledRule(rule, [lambda st, ctx: Assumed(False, reason)], None, str(e))
+        return _CompiledRule(rule, checks, index_dst)
+
+    # ------------------------------------------------------------ tracing
+
+    def trace(self, packet: Packet) -> Trace:
+        v, src = parse_addr(packet.src)
+        v2, dst = parse_addr(packet.dst)
+        if v != self.family or v2 != self.family:
+            raise KptraceError(f"packet {packet} is not IPv{self.family}")
+        st = _St()
+        st.src, st.dst, st.sport, st.dport = src, dst, packet.sport, packet.dport
+        st.proto_num = PROTOCOLS.get(packet.proto, 6)
+        st.mark = st.ctmark = 0
+        st.prob = _ONE
+        st.path, st.assumptions = [], []
+        st.dnat = st.snat = None
+        st.masq = st.notrack = False
+        st.recent = self.affinity
+        st.verdict, st.reason = None, ""
+        st.iif = packet.in_iface if packet.origin is not Origin.NODE else None
+        st.oif = None
+        st.orig = (src, dst, packet.sport, packet.dport)
+        st.nat_done = set()
+
+        finals: list[_St] = []
+        if packet.origin is Origin.NODE:
+            for s in self._hook(st, "OUTPUT", ("raw", "mangle", "nat", "filter", "security")):
+                self._after_output(s, finals)
+        else:
+            for s in self._hook(st, "PREROUTING", ("raw", "mangle", "nat")):
+                self._after_prerouting(s, finals)
+        return Trace(packet, self._outcomes(finals), tuple(self.ruleset.notes))
+
+    def _route_local(self, st: _St) -> bool:
+        local = self.is_local(st.dst)
+        if isinstance(local, Assumed):
+            st.assumptions.append(local.reason)
+            return local.value
+        return local
+
+    def _after_prerouting(self, st: _St, finals: list[_St]) -> None:
+        if st.verdict:
+            finals.append(st)
+            return
+        if self._route_local(st):
+            for s in self._hook(st, "INPUT", ("mangle", "filter", "security", "nat")):
+                if not s.verdict:
+                    s.verdict, s.reason = "ACCEPT", "delivered to a local socket (INPUT)"
+                finals.append(s)
+            return
+        for s in self._hook(st, "FORWARD", ("mangle", "filter", "security")):
+            if s.verdict:
+                finals.append(s)
+                continue
+            for s2 in self._hook(s, "POSTROUTING", ("mangle", "nat")):
+                if not s2.verdict:
+                    s2.verdict, s2.reason = "ACCEPT", "forwarded out of the node"
+                finals.append(s2)
+
+    def _after_output(self, st: _St, finals: list[_St]) -> None:
+        if st.verdict:
+            finals.append(st)
+            return
+        local = self._route_local(st)
+        if local:
+            st.oif = "lo"
+        for s in self._hook(st, "POSTROUTING", ("mangle", "nat")):
+            if s.verdict:
+                finals.append(s)
+                continue
+            if not local:
+                s.verdict, s.reason = "ACCEPT", "sent out of the node"
+                finals.append(s)
+                continue
+            # Looped back: the receive side runs PREROUTING and INPUT, without nat (already decided).
+            s.iif = "lo"
+            for s2 in self._hook(s, "PREROUTING", ("raw", "mangle")):
+                if s2.verdict:
+                    finals.append(s2)
+                    continue
+                for s3 in self._hook(s2, "INPUT", ("mangle", "filter", "security")):
+                    if not s3.verdict:
+                        s3.verdict, s3.reason = "ACCEPT", "delivered to a local socket (INPUT)"
+                    finals.append(s3)
+
+    def _hook(self, st: _St, hook: str, tables: tuple[str, ...]) -> list[_St]:
+        states = [st]
+        for table in tables:
+            if table == "nat":
+                manip = "dst" if hook in ("PREROUTING", "OUTPUT") else "src"
+                if st.notrack:
+                    continue
+                nxt = []
+                for s in states:
+                    if s.verdict or manip in s.nat_done or s.notrack:
+                        nxt.append(s)
+                        continue
+                    s.nat_done.add(manip)
+                    nxt.extend(self._table(s, table, hook))
+                states = nxt
+                continue
+            nxt = []
+            for s in states:
+                if s.verdict:
+                    nxt.append(s)
+                else:
+                    nxt.extend(self._table(s, table, hook))
+            states = nxt
+        return states
+
+    def _table(self, st: _St, table: str, hook: str) -> list[_St]:
+        """Walk one table's built-in chain for ``hook``; return the states that leave it."""
+        if self.compiled(table, hook) is None:
+            return [st]
+        ctx = _Ctx(self)
+        ctx.hook = hook
+        out: list[_St] = []
+        # Work items: (state, chain, next rule index, return frames). Frames are (chain, index) to resume.
+        work: list[tuple[_St, str, int, tuple[tuple[str, int], ...]]] = [(st, hook, 0, ())]
+        while work:
+            s, cname, start, frames = work.pop()
+            while True:
+                cc = self.compiled(table, cname)
+                if cc is None:
+                    # A jump to a chain that is not in the input (partial dump): stop and say where.
+                    s.verdict = "INCOMPLETE"
+                    s.reason = f"continues in {table}/{cname}, which is not in this input"
+                    out.append(s)
+                    break
+                cands = cc.candidates(s.dst)
+                pos = bisect_left(cands, start) if start else 0
+                jumped = False
+                ended = False
+                n = len(cands)
+                while pos < n:
+                    ri = cands[pos]
+                    pos += 1
+                    cr = cc.rules[ri]
+                    branch_p = None
+                    matched = True
+                    for check in cr.checks:
+                        r = check(s, ctx)
+                        if r is True:
+                            continue
+                        if r is False:
+                            matched = False
+                            break
+                        if isinstance(r, Fraction):
+                            if r == 0:
+                                matched = False
+                                break
+                            if r != 1:
+                                branch_p = r if branch_p is None else branch_p * r
+                            continue
+                        # Assumed
+                        s.assumptions.append(r.reason)
+                        if not r.value:
+                            matched = False
+                            break
+                    if not matched:
+                        continue
+                    if branch_p is not None:
+                        alt = s.copy()
+                        alt.prob = alt.prob * (1 - branch_p)
+                        work.append((alt, cname, ri + 1, frames))
+                        s.prob = s.prob * branch_p
+                    rule = cr.rule
+                    tgt = rule.target
+                    step_note = ""
+                    if tgt is None:
+                        s.path.append(self._step(hook, rule, branch_p, ""))
+                        continue
+                    name = tgt.name
+                    if self.ruleset.chain(table, name) is not None and name not in ("ACCEPT", "DROP", "RETURN"):
+                        s.path.append(self._step(hook, rule, branch_p, ""))
+                        if len(frames) > 64:
+                            s.verdict, s.reason = "INCOMPLETE", f"more than 64 nested jumps at {table}/{name}: a jump loop?"
+                            out.append(s)
+                            ended = True
+                            break
+                        if not tgt.goto:
+                            frames = frames + ((cname, ri + 1),)
+                        cname, start = name, 0
+                        jumped = True
+                        break
+                    verdict, step_note, stop = self._target(s, table, hook, rule)
+                    s.path.append(self._step(hook, rule, branch_p, step_note))
+                    if verdict == "RETURN":
+                        ended = False
+                        pos = n  # fall off this chain
+                        break
+                    if stop:
+                        if verdict in ("DROP", "REJECT", "INCOMPLETE"):
+                            s.verdict = verdict
+                            s.reason = s.reason or f"{verdict} by {table}/{cname} rule {rule.number}"
+                        out.append(s)
+                        ended = True
+                        break
+                if ended:
+                    break
+                if jumped:
+                    continue
+                # Fell off the end of the chain (or RETURN).
+                if frames:
+                    cname, start = frames[-1]
+                    frames = frames[:-1]
+                    continue
+                chain = cc.chain
+                if chain.builtin:
+                    policy = chain.policy or "ACCEPT"
+                    s.path.append(Step(hook, table, cname, None, f":{cname} {policy}", chain.source, chain.line,
+                                       note=f"policy {policy}"))
+                    if policy == "DROP":
+                        s.verdict, s.reason = "DROP", f"policy DROP of {table}/{cname}"
+                out.append(s)
+                break
+        return out
+
+    def _step(self, hook: str, rule: Rule, p: Fraction | None, note: str) -> Step:
+        return Step(hook, rule.table, rule.chain, rule.number, rule.text, rule.source, rule.line, p, note, rule.synthetic)
+
+    def _target(self, s: _St, table: str, hook: str, rule: Rule) -> tuple[str, str, bool]:
+        """Apply a non-chain target. Returns (verdict, note for the step, whether the table's walk stops)."""
+        tgt = rule.target
+        name = tgt.name
+        if name == "ACCEPT":
+            return "ACCEPT", "", True
+        if name == "DROP":
+            return "DROP", "", True
+        if name == "REJECT":
+            o = tgt.get("--reject-with")
+            return "REJECT", f"reject with {o.value}" if o else "", True
+        if name == "RETURN":
+            return "RETURN", "", False
+        if name == "MARK":
+            before = s.mark
+            s.mark = _apply_mark(s.mark, tgt)
+            return "", f"mark {before:#x} -> {s.mark:#x}", False
+        if name == "CONNMARK":
+            before = (s.mark, s.ctmark)
+            _apply_connmark(s, tgt)
+            return "", f"mark {before[0]:#x} -> {s.mark:#x}, ctmark {before[1]:#x} -> {s.ctmark:#x}", False
+        if name in _NAT_TARGETS:
+            if table != "nat":
+                s.assumptions.append(f"{name} outside the nat table ({table}/{rule.chain}) is invalid; ignored")
+                return "", "", False
+            return "ACCEPT", self._nat(s, hook, rule), True
+        if name in ("NOTRACK",) or (name == "CT" and tgt.get("--notrack") is not None):
+            s.notrack = True
+            return "", "connection not tracked: nat is skipped", False
+        if name == "CT":
+            return "", "", False
+        if name in _CONTINUE_TARGETS:
+            return "", "", False
+        if name in ("QUEUE", "NFQUEUE"):
+            s.assumptions.append(f"{name}: handed to a userspace program; assumed it accepts")
+            return "ACCEPT", "queued to userspace", True
+        if name in ("TPROXY",):
+            s.assumptions.append("TPROXY: transparent proxying not modelled; assumed delivered locally")
+            return "ACCEPT", "", True
+        # A name that is neither a chain of this table nor an extension kptrace knows.
+        if name.startswith("KUBE-") or not name.isupper() or "-" in name or "_" in name:
+            s.reason = f"continues in {table}/{name}, which is not in this input"
+            return "INCOMPLETE", f"jump to missing chain {name}", True
+        s.assumptions.append(f"target {name} not modelled; assumed to let the packet continue")
+        return "", "", False
+
+    def _nat(self, s: _St, hook: str, rule: Rule) -> str:
+        tgt = rule.target
+        name = tgt.name
+        if name == "DNAT":
+            o = tgt.get("--to-destination")
+            if o is None:
+                return "DNAT (no --to-destination)"
+            addr, port, note = _nat_range(o.value, self.family)
+            if addr is not None:
+                s.dst = addr
+            if port is not None:
+                s.dport = port
+            s.dnat = format_endpoint(self.family, s.dst, s.dport)
+            return f"DNAT to {s.dnat}{note}"
+        if name == "REDIRECT":
+            o = tgt.get("--to-ports")
+            if hook == "OUTPUT":
+                s.dst = parse_addr("127.0.0.1" if self.family == 4 else "::1")[1]
+            elif self.node_ips:
+                s.dst = min(self.node_ips)
+                s.assumptions.append("REDIRECT: the input interface's address taken as the first node address")
+            else:
+                s.assumptions.append("REDIRECT: the input interface's address is unknown (give --node-ip)")
+            if o is not None:
+                s.dport = int(o.value.split("-")[0].split(":")[0])
+            s.dnat = format_endpoint(self.family, s.dst, s.dport)
+            return f"REDIRECT to {s.dnat}"
+        if name == "SNAT":
+            o = tgt.get("--to-source")
+            addr, port, note = _nat_range(o.value, self.family) if o else (None, None, "")
+            if addr is not None:
+                s.src = addr
+            if port is not None:
+                s.sport = port
+            s.snat = format_addr(self.family, s.src)
+            return f"SNAT to {s.snat}{note}"
+        if name == "MASQUERADE":
+            s.masq = True
+            s.snat = "MASQUERADE"
+            return "MASQUERADE (source becomes the egress interface's address)"
+        s.assumptions.append(f"{name} not modelled")
+        return name
+
+
+def _nat_range(value: str, family: int) -> tuple[int | None, int | None, str]:
+    """``a[-b][:p[-q]]`` or ``[v6][-[v6]][:p[-q]]`` -> first address, first port, and a note for ranges."""
+    note = ""
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port_s = rest[1:] if rest.startswith(":") else ""
+    elif family == 6 and value.count(":") > 1:
+        host, port_s = value, ""
+    else:
+        host, _, port_s = value.partition(":")
+    addr = None
+    if host:
+        first, _, last = host.partition("-")
+        addr = parse_addr(first.strip("[]"))[1]
+        if last and last != first:
+            note += f" (range {host}: the kernel picks one per connection; the first shown)"
+    port = None
+    if port_s:
+        p1, _, p2 = port_s.partition("-")
+        port = int(p1)
+        if p2 and p2 != p1:
+            note += f" (ports {port_s})"
+    return addr, port, note
+
+
+def _mark_value(text: str) -> tuple[int, int | None]:
+    v, _, m = text.partition("/")
+    return int(v, 0), (int(m, 0) if m else None)
+
+
+def _apply_mark(mark: int, tgt) -> int:
+    # xt_MARK: mark = (mark & ~mask) ^ value; iptables maps each option onto (value, mask).
+    for o in tgt.options:
+        v, m = _mark_value(o.value) if o.args else (0, None)
+        if o.name == "--set-xmark":
+            mask = 0xFFFFFFFF if m is None else m
+            mark = (mark & ~mask & 0xFFFFFFFF) ^ v
+        elif o.name == "--set-mark":
+            mask = 0xFFFFFFFF if m is None else (v | m)
+            mark = (mark & ~mask & 0xFFFFFFFF) ^ v
+        elif o.name == "--or-mark":
+            mark |= v
+        elif o.name == "--xor-mark":
+            mark ^= v
+        elif o.name == "--and-mark":
+            mark &= v
+    return mark & 0xFFFFFFFF
+
+
+def _apply_connmark(s: _St, tgt) -> None:
+    nfmask = ctmask = 0xFFFFFFFF
+    m = tgt.get("--mask")
+    if m is not None:
+        nfmask = ctmask = int(m.value, 0)
+    if tgt.get("--nfmask") is not None:
+        nfmask = int(tgt.get("--nfmask").value, 0)
+    if tgt.get("--ctmask") is not None:
+        ctmask = int(tgt.get("--ctmask").value, 0)
+    if tgt.get("--save-mark") is not None:
+        s.ctmark = ((s.ctmark & ~ctmask) ^ (s.mark & nfmask)) & 0xFFFFFFFF
+    elif tgt.get("--restore-mark") is not None:
+        s.mark = ((s.mark & ~nfmask) ^ (s.ctmark & ctmask)) & 0xFFFFFFFF
+    else:
+        s.ctmark = _apply_mark(s.ctmark, tgt)
+
+
+def _outcome_key(s: _St, family: int) -> tuple:
+    return (s.verdict, s.dnat, s.snat, s.masq, s.mark, s.reason, format_endpoint(family, s.dst, s.dport))
+
+
+def _merge(states: list[_St], family: int, delivery_of) -> tuple[Outcome, ...]:
+    groups: dict[tuple, list[_St]] = {}
+    for s in states:
+        groups.setdefault(_outcome_key(s, family), []).append(s)
+    outcomes = []
+    for key, members in groups.items():
+        members.sort(key=lambda s: -s.prob)
+        s0 = members[0]
+        assumptions: list[str] = []
+        for m in members:
+            for a in m.assumptions:
+                if a not in assumptions:
+                    assumptions.append(a)
+        outcomes.append(Outcome(
+            probability=sum((m.prob for m in members), Fraction(0)),
+            verdict=s0.verdict,
+            dst=format_endpoint(family, s0.dst, s0.dport),
+            src="MASQUERADE" if s0.masq else (s0.snat or format_addr(family, s0.src)),
+            dnat=s0.dnat,
+            snat=s0.snat,
+            masquerade=s0.masq,
+            mark=s0.mark,
+            delivery=delivery_of(s0),
+            reason=s0.reason,
+            branches=tuple(Branch(m.prob, tuple(m.path)) for m in members),
+            assumptions=tuple(assumptions),
+        ))
+    outcomes.sort(key=lambda o: (-o.probability, o.dst))
+    total = sum((o.probability for o in outcomes), Fraction(0))
+    if total != 1:
+        raise AssertionError(f"outcome probabilities sum to {total}, not 1")
+    return tuple(outcomes)
+
+
+def _delivery(s: _St) -> str:
+    if s.verdict in ("DROP", "REJECT", "INCOMPLETE"):
+        return "none"
+    return "local" if "INPUT" in s.reason else "forward"
+
+
+Tracer._outcomes = lambda self, finals: _merge(finals, self.family, _delivery)  # type: ignore[attr-defined]

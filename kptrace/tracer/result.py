@@ -1,0 +1,102 @@
+"""A trace is a value: Trace -> Outcome -> Branch -> Step. Renderers only read it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from kptrace.tracer.packet import Packet
+
+__all__ = ["Branch", "Outcome", "Step", "Trace", "nice_fraction"]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One rule that matched (or a chain policy that applied) on the way."""
+
+    hook: str
+    table: str
+    chain: str
+    rule: int | None  # 1-based number within the chain; None for the chain's policy
+    text: str
+    source: str = ""
+    line: int = 0
+    probability: Fraction | None = None  # the branch probability when this rule was a random choice
+    note: str = ""  # what the step did: "DNAT to 10.0.0.1:80", "mark 0x0 -> 0x4000", ...
+    synthetic: bool = False  # a rule kptrace supplied (kube-proxy's standard jumps)
+
+    @property
+    def location(self) -> str:
+        return f"{self.source}:{self.line}" if self.line else (self.source or "")
+
+
+@dataclass(frozen=True, slots=True)
+class Branch:
+    """One way of reaching an outcome: its probability and its path."""
+
+    probability: Fraction
+    path: tuple[Step, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    probability: Fraction
+    verdict: str  # ACCEPT | DROP | REJECT | INCOMPLETE
+    dst: str  # final destination "ip:port" (after DNAT)
+    src: str  # final source address (after SNAT; "MASQUERADE" when the egress address is unknown)
+    dnat: str | None
+    snat: str | None
+    masquerade: bool
+    mark: int
+    delivery: str  # "local" (INPUT) | "forward" (FORWARD -> POSTROUTING) | "none"
+    reason: str  # why it ended as it did, in words
+    branches: tuple[Branch, ...]
+    assumptions: tuple[str, ...] = ()
+
+    @property
+    def path(self) -> tuple[Step, ...]:
+        return self.branches[0].path
+
+    @property
+    def assumed(self) -> bool:
+        return bool(self.assumptions)
+
+    @property
+    def masquerade_step(self) -> Step | None:
+        """The rule that asked for masquerading (the jump to KUBE-MARK-MASQ, or the SNAT rule)."""
+        for s in self.path:
+            if "KUBE-MARK-MASQ" in s.text.split(" -j ", 1)[-1][:15] and s.chain != "KUBE-MARK-MASQ":
+                return s
+        for s in self.path:
+            if s.note.startswith(("MASQUERADE", "SNAT")):
+                return s
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    packet: Packet
+    outcomes: tuple[Outcome, ...]
+    notes: tuple[str, ...] = ()  # about the input as a whole (assumed jumps, missing node IPs, ...)
+
+    @property
+    def assumed(self) -> bool:
+        return any(o.assumed for o in self.outcomes)
+
+
+def nice_fraction(p: Fraction) -> str:
+    """A probability as people think of it: ``1/3`` when the kernel's quantised value is that close.
+
+    >>> nice_fraction(Fraction(715827883, 2**31))
+    '1/3'
+    >>> nice_fraction(Fraction(1))
+    '1'
+    """
+    if p == 1:
+        return "1"
+    if p == 0:
+        return "0"
+    approx = p.limit_denominator(1000)
+    if abs(float(approx) - float(p)) < 2e-9:
+        return f"{approx.numerator}/{approx.denominator}"
+    return f"{float(p):.6f}"
