@@ -28,7 +28,7 @@ from kptrace.model.rules import BUILTIN_CHAINS, TABLES, Chain, Match, Option, Ra
 from kptrace.parsers.grammar import Grammar, ModuleGrammar, iptables_grammar
 from kptrace.sources.files import SourceText
 
-__all__ = ["ParseResult", "parse_all_rules", "parse_iptables_save", "tokenize"]
+__all__ = ["ParseResult", "chain_from_lines", "parse_all_rules", "parse_iptables_save", "tokenize"]
 
 _TOKEN = re.compile(r'"((?:[^"\\]|\\.)*)"|(\S+)')
 _UNESCAPE = re.compile(r"\\(.)")
@@ -271,7 +271,7 @@ def parse_iptables_save(
     rs = Ruleset(family=family, sources=[name])
 
     def err(line_no: int, line: str, message: str, hint: str = "", col: int = 1, length: int = 0, severity: str = "error") -> None:
-        diags.append(Diagnostic("warning" if lenient and severity == "error" else severity, message, name, line_no, col, line,
+        diags.append(Diagnostic(severity, message, name, line_no, col, line,
                                 length or max(1, len(line.split()[0]) if line.split() else 1), hint))
 
     table: Table | None = None
@@ -473,3 +473,17 @@ def parse_all_rules(result: ParseResult) -> None:
                     result.diagnostics.append(Diagnostic("warning", f"jump to chain {tg.name!r}, which is not in this input", r.source, r.line, col,
                                                          r.text, len(tg.name),
                                                          "a partial dump (kube-proxy partial sync, or a grep)? a trace stops there and says so"))
+
+
+def chain_from_lines(table: str, name: str, texts: list[str], source: str) -> Chain:
+    """A chain built from rule texts that are not in any file (kptrace's own assumptions)."""
+    diags: list[Diagnostic] = []
+    parser = _RuleParser(iptables_grammar(), source, diags)
+
+    def parse(chain: Chain, number: int, raw: RawRule) -> Rule:
+        r = parser.parse(chain, number, raw)
+        return Rule(r.table, r.chain, r.number, r.base, r.matches, r.target, r.text, r.source, 0, None, synthetic=True)
+
+    policy = "ACCEPT" if name in BUILTIN_CHAINS.get(table, ()) else None
+    return Chain(name, table, policy=policy, source=source, line=0, declared=True,
+                 raw=[RawRule(0, t) for t in texts], parse=parse)

@@ -143,13 +143,14 @@ class Tracer:
     """Traces packets through one address family's ruleset. Compiled chains are cached across traces."""
 
     def __init__(self, ruleset: Ruleset, node_ips: tuple[str, ...] = (), *, assumed_local: tuple[str, ...] = (),
-                 affinity: frozenset[str] = frozenset()) -> None:
+                 affinity: frozenset[str] = frozenset(), remote: tuple[Cidr, ...] = ()) -> None:
         self.ruleset = ruleset
         self.family = ruleset.family
         self.node_ips = {parse_addr(a)[1] for a in node_ips if parse_addr(a)[0] == self.family}
         self.node_ips_given = bool(node_ips)
         self.assumed_local = {parse_addr(a)[1] for a in assumed_local if parse_addr(a)[0] == self.family}
         self.affinity = affinity
+        self.remote = remote  # networks known not to hold node addresses (the pod CIDR)
         self._compiled: dict[tuple[str, str], _CompiledChain] = {}
 
     # ------------------------------------------------------------ addresses
@@ -160,6 +161,8 @@ class Tracer:
         if addr in self.node_ips:
             return True
         if self.node_ips_given:
+            return False
+        if any(c.contains(addr) for c in self.remote) and addr not in self.assumed_local:
             return False
         if addr in self.assumed_local:
             return Assumed(True, f"{format_addr(self.family, addr)} assumed to be a node address (give --node-ip)")

@@ -1,0 +1,66 @@
+"""Options and helpers shared by the commands."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from enum import Enum
+
+import typer
+from rich.console import Console
+
+from kptrace.errors import InputError
+from kptrace.sources.files import DEFAULT_MAX_BYTES
+
+__all__ = ["OutputFormat", "parse_size", "stderr_console", "stdout_console"]
+
+
+class OutputFormat(str, Enum):
+    rich = "rich"
+    json = "json"
+
+
+@functools.cache
+def stderr_console() -> Console:
+    return Console(stderr=True)
+
+
+@functools.cache
+def stdout_console() -> Console:
+    return Console()
+
+
+def parse_size(text: str | None) -> int:
+    if not text:
+        return DEFAULT_MAX_BYTES
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().rstrip("b")
+    try:
+        if t and t[-1] in units:
+            return int(float(t[:-1]) * units[t[-1]])
+        return int(t)
+    except ValueError:
+        raise InputError(f"--max-size {text!r} is not a size", hint="e.g. --max-size 1G") from None
+
+
+DumpOpt = typer.Option([], "--dump", help="iptables-save / ip6tables-save output of one node (repeatable; - for stdin).",
+                       show_default=False)
+NodeIpOpt = typer.Option([], "--node-ip", help="An address of the node (repeatable); decides -m addrtype LOCAL.",
+                         show_default=False)
+LenientOpt = typer.Option(False, "--lenient", help="Keep going past errors in the input (they become warnings).")
+MaxSizeOpt = typer.Option(None, "--max-size", help="Largest input to read (default 256M).", show_default=False)
+OutputOpt = typer.Option(OutputFormat.rich, "--output", "-o", help="rich (default) or json.")
+
+
+def warn_diagnostics(diagnostics, limit: int = 5) -> None:
+    """Warnings from reading the input go to stderr, briefly; `kptrace parse` shows them all."""
+    from kptrace.render.text import render_diagnostics
+
+    warnings = [d for d in diagnostics if d.severity != "note"]
+    if warnings:
+        render_diagnostics(stderr_console(), warnings, limit=limit)
+
+
+def require_dumps(dumps: list[str]) -> None:
+    if not dumps:
+        raise typer.BadParameter("give the node's rules with --dump FILE (iptables-save output; - for stdin)", param_hint="--dump")

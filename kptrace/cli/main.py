@@ -1,0 +1,81 @@
+"""The ``kptrace`` command: one module per subcommand; this one wires them up and turns errors into exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from kptrace import __version__
+from kptrace.errors import EXIT_CODES, EXIT_INTERNAL, KptraceError
+
+_EXIT_HELP = "\n\n".join(f"{code}  {text}" for code, text in EXIT_CODES.items())
+
+app = typer.Typer(
+    name="kptrace",
+    help=("Trace packets through kube-proxy data planes: where does a packet to a Service go, and with what "
+          "probability?\n\n[bold]Exit codes[/bold]\n\n" + _EXIT_HELP),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"kptrace {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks for errors (for bug reports)."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    _state["debug"] = debug or bool(os.environ.get("KPTRACE_DEBUG"))
+
+
+def _register() -> None:
+    from kptrace.cli import packet, parse, svc
+
+    app.command("packet", help=packet.__doc__)(packet.packet)
+    app.command("svc", help=svc.__doc__)(svc.svc)
+    app.command("parse", help=parse.__doc__)(parse.parse)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: errors become a message on stderr and a documented exit code."""
+    try:
+        app(args=argv, standalone_mode=True)
+    except KptraceError as e:
+        if _state["debug"]:
+            raise
+        from kptrace.cli.common import stderr_console
+
+        stderr_console().print("[bold red]error:[/] " + _escape(e.render()), highlight=False)
+        sys.exit(e.exit_code)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+    except Exception as e:  # a bug: say so, briefly, unless --debug
+        if _state["debug"]:
+            raise
+        print(f"kptrace: internal error: {type(e).__name__}: {e}\n  rerun with --debug for the traceback, and report it",
+              file=sys.stderr)
+        sys.exit(EXIT_INTERNAL)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)

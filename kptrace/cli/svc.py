@@ -1,0 +1,48 @@
+"""Everything a node's rules say about a Service: entry points, endpoints with their real shares,
+masquerading and why, traffic policy, session affinity, and warnings.
+
+QUERY is NAMESPACE/NAME[:PORT], a ClusterIP[:PORT], or a KUBE-SVC-/SVL-/EXT-/FW-/XLB-/SEP- chain.
+Services are found by kube-proxy's chain-name hash, so dumps without comments work (give the port name
+when the Service's ports are named).
+"""
+
+from __future__ import annotations
+
+import typer
+
+from kptrace.cli.common import (DumpOpt, LenientOpt, MaxSizeOpt, NodeIpOpt, OutputFormat, OutputOpt, parse_size,
+                                require_dumps, stdout_console, warn_diagnostics)
+from kptrace.errors import EXIT_FINDINGS
+
+
+def svc(
+    query: str = typer.Argument(..., help="NAMESPACE/NAME[:PORT], ClusterIP[:PORT] or a kube-proxy chain name.", show_default=False),
+    dumps: list[str] = DumpOpt,
+    node_ips: list[str] = NodeIpOpt,
+    paths: bool = typer.Option(False, "--paths", help="Also show the rule path of every outcome."),
+    strict: bool = typer.Option(False, "--strict", help=f"Exit {EXIT_FINDINGS} when there are warnings."),
+    lenient: bool = LenientOpt,
+    max_size: str = MaxSizeOpt,
+    output: OutputFormat = OutputOpt,
+) -> None:
+    require_dumps(dumps)
+    from kptrace.load import load_dumps
+    from kptrace.tracer.services import service_views
+
+    dp = load_dumps(dumps, node_ips=node_ips, lenient=lenient, max_bytes=parse_size(max_size))
+    warn_diagnostics(dp.diagnostics)
+    views = service_views(dp, query)
+    if output is OutputFormat.json:
+        from kptrace.render.json_out import dumps as to_json, service_json
+
+        typer.echo(to_json(service_json(views, dp.notes)))
+    else:
+        from kptrace.render.text import render_service
+
+        console = stdout_console()
+        for v in views:
+            render_service(console, v, show_paths=paths)
+        for n in dp.notes:
+            console.print(f"[dim]note: {n}[/]")
+    if strict and any(v.warnings for v in views):
+        raise typer.Exit(EXIT_FINDINGS)

@@ -1,0 +1,219 @@
+"""Rich terminal views: a table of outcomes, each path as a tree, and the Service view."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from rich.console import Console, Group
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from kptrace.errors import Diagnostic, format_diagnostic
+from kptrace.tracer.kubeproxy import masquerade_reason
+from kptrace.tracer.result import Outcome, Step, Trace, nice_fraction
+from kptrace.tracer.services import ServiceView
+
+__all__ = ["render_diagnostics", "render_service", "render_trace", "share_text"]
+
+_VERDICT_STYLE = {"ACCEPT": "green", "DROP": "bold red", "REJECT": "bold red", "INCOMPLETE": "yellow"}
+
+
+def share_text(p: Fraction | None) -> str:
+    if p is None:
+        return "—"
+    nice = nice_fraction(p)
+    pct = f"{float(p):.2%}" if p not in (0, 1) else ("100%" if p == 1 else "0%")
+    return pct if nice in ("1", "0") or "." in nice else f"{nice} ({pct})"
+
+
+def _rule_text(s: Step) -> str:
+    text = s.text
+    prefix = f"-A {s.chain} "
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+def _interesting(s: Step) -> bool:
+    # An empty built-in chain's ACCEPT policy says nothing; everything else is part of the story.
+    return not (s.rule is None and s.note == "policy ACCEPT")
+
+
+def _path_tree(o: Outcome, title: str, *, full: bool, same_as: tuple[Step, ...] = (), same_label: str = "") -> Tree:
+    tree = Tree(title)
+    hook_node = None
+    current_hook = None
+    path = o.path
+    common = 0
+    for a, b in zip(path, same_as):
+        if a != b:
+            break
+        common += 1
+    if common:
+        last = path[common - 1]
+        tree.add(Text(f"… same as {same_label} up to {last.table}/{last.chain}" + (f" #{last.rule}" if last.rule else ""), style="dim"))
+        current_hook = last.hook
+        hook_node = tree.add(f"[bold]{last.hook}[/] (continued)")
+    for s in path[common:]:
+        if not full and not _interesting(s):
+            continue
+        if s.hook != current_hook:
+            current_hook = s.hook
+            hook_node = tree.add(f"[bold]{s.hook}[/]")
+        where = f"{s.table}/{s.chain}" + (f" #{s.rule}" if s.rule else " policy")
+        line = Text()
+        line.append(where, style="cyan")
+        line.append("  ")
+        line.append(_rule_text(s) if s.rule else s.note)
+        if s.probability is not None:
+            line.append(f"  [random: taken with {share_text(s.probability)}]", style="magenta")
+        if s.note and s.rule:
+            line.append(f"  → {s.note}", style="yellow")
+        if s.synthetic:
+            line.append("  (assumed: kube-proxy's standard jump)", style="dim")
+        elif s.line:
+            line.append(f"  {s.location}", style="dim")
+        hook_node.add(line)
+    return tree
+
+
+def render_trace(console: Console, t: Trace, *, full_path: bool = False, show_paths: bool = True) -> None:
+    console.print(f"[bold]Packet[/] {escape(str(t.packet))}")
+    table = Table(show_edge=False, header_style="bold")
+    table.add_column("#", justify="right")
+    table.add_column("probability", justify="right")
+    table.add_column("verdict")
+    table.add_column("destination")
+    table.add_column("source")
+    table.add_column("mark")
+    table.add_column("why")
+    for i, o in enumerate(t.outcomes, 1):
+        verdict = Text(o.verdict, style=_VERDICT_STYLE.get(o.verdict, ""))
+        if o.assumed:
+            verdict.append(" (assumed)", style="yellow")
+        dst = o.dnat and f"{o.dnat} (DNAT)" or o.dst
+        src = "MASQUERADE" if o.masquerade else (f"{o.snat} (SNAT)" if o.snat else o.src)
+        table.add_row(str(i), share_text(o.probability), verdict, dst, src, f"{o.mark:#x}", o.reason)
+    console.print(table)
+    if show_paths:
+        for i, o in enumerate(t.outcomes, 1):
+            title = f"[bold]#{i}[/] {share_text(o.probability)} {o.verdict}" + (f" → {o.dnat}" if o.dnat else "")
+            if len(o.branches) > 1:
+                title += f" [dim]({len(o.branches)} paths; the most likely shown)[/]"
+            first = t.outcomes[0].path if i > 1 and not full_path else ()
+            console.print(_path_tree(o, title, full=full_path, same_as=first, same_label="#1"))
+    assumptions = []
+    for o in t.outcomes:
+        for a in o.assumptions:
+            if a not in assumptions:
+                assumptions.append(a)
+    if assumptions:
+        console.print("[yellow bold]Assumed[/] (decisions kptrace could not make from the input):")
+        for a in assumptions:
+            console.print(f"  [yellow]•[/] {escape(a)}")
+    for n in t.notes:
+        console.print(f"[dim]note: {escape(n)}[/]")
+
+
+def render_service(console: Console, v: ServiceView, *, show_paths: bool = False) -> None:
+    head = Text()
+    head.append(v.name, style="bold")
+    head.append(f"  {v.protocol}, IPv{v.family}  ")
+    head.append(", ".join(v.chains) or "no nat chains", style="cyan")
+    console.print(Panel(head, expand=False))
+    policy = f"internal {v.internal_policy}" + (f", external {v.external_policy}" if v.external_policy else "")
+    affinity = f"ClientIP, timeout {v.affinity_timeout}s" if v.affinity_timeout else "none"
+    console.print(f"[bold]Traffic policy[/] {policy}    [bold]Session affinity[/] {affinity}")
+    if v.source_ranges:
+        console.print(f"[bold]LoadBalancer source ranges[/] {', '.join(v.source_ranges)}")
+
+    entries = Table(title="Entry points", title_justify="left", show_edge=False, header_style="bold")
+    for col in ("kind", "address", "leads to", "rule"):
+        entries.add_column(col)
+    for e in v.entry_points:
+        addr = f"{e.address}:{e.port}" if e.address else f"<node>:{e.port}"
+        style = "red" if e.via in ("REJECT", "DROP") else ""
+        entries.add_row(e.kind, addr, Text(e.via, style=style), Text(e.location, style="dim"))
+    console.print(entries)
+
+    if v.endpoints:
+        eps = Table(title="Endpoints", title_justify="left", show_edge=False, header_style="bold")
+        for col in ("endpoint", "share (pod → ClusterIP)", "chain", "local"):
+            eps.add_column(col)
+        for e in v.endpoints:
+            eps.add_row(e.address, share_text(e.probability), e.chain, "yes" if e.local else "")
+        console.print(eps)
+
+    flows = Table(title="Where connections go, by entry point and origin", title_justify="left", show_edge=False, header_style="bold")
+    for col in ("entry", "from", "probability", "outcome", "masquerade (why)"):
+        flows.add_column(col)
+    for et in v.traces:
+        e = et.entry
+        entry = f"{e.kind} {e.address or '<node>'}:{e.port}"
+        first = True
+        for o in et.trace.outcomes:
+            outcome = Text(o.dnat or o.verdict, style=_VERDICT_STYLE.get(o.verdict, "") if not o.dnat else "")
+            if o.dnat and o.verdict != "ACCEPT":
+                outcome.append(f" {o.verdict}", style="red")
+            if o.assumed:
+                outcome.append(" (assumed)", style="yellow")
+            masq = "no"
+            if o.masquerade or o.snat:
+                step, why = masquerade_reason(o)
+                where = f"{step.chain} #{step.rule}" if step is not None and step.rule else ""
+                masq = f"yes: {why}" + (f" ({where})" if where else "")
+            flows.add_row(entry if first else "", et.label if first else "", share_text(o.probability), outcome, masq)
+            first = False
+        flows.add_section()
+    console.print(flows)
+    if show_paths:
+        for et in v.traces:
+            console.rule(f"{et.entry.kind} {et.entry.address or '<node>'}:{et.entry.port} from {et.label}")
+            render_trace(console, et.trace)
+    if v.warnings:
+        console.print("[bold yellow]Warnings[/]")
+        for w in v.warnings:
+            console.print(f"  [yellow]![/] {escape(w)}")
+    assumptions = []
+    for et in v.traces:
+        for o in et.trace.outcomes:
+            for a in o.assumptions:
+                if a not in assumptions:
+                    assumptions.append(a)
+    if assumptions:
+        console.print("[yellow bold]Assumed[/] (decisions kptrace could not make from the input):")
+        for a in assumptions[:12]:
+            console.print(f"  [yellow]•[/] {escape(a)}")
+        if len(assumptions) > 12:
+            console.print(f"  ... and {len(assumptions) - 12} more (see --output json)")
+    for n in v.notes:
+        console.print(f"[dim]note: {escape(n)}[/]")
+
+
+def render_diagnostics(console: Console, diagnostics: list[Diagnostic], *, limit: int = 20) -> None:
+    shown = diagnostics[:limit]
+    for d in shown:
+        style = "red" if d.severity == "error" else "yellow"
+        console.print(Text(format_diagnostic(d), style=style if d.severity == "error" else ""), highlight=False)
+    if len(diagnostics) > limit:
+        console.print(f"... and {len(diagnostics) - limit} more")
+
+
+def render_inventory(console: Console, inv: dict) -> None:
+    for fam in inv["families"]:
+        console.print(f"[bold]IPv{fam['family']}[/] from {', '.join(fam['sources'])}: {fam['layout']}")
+        t = Table(show_edge=False, header_style="bold")
+        t.add_column("table")
+        t.add_column("chains", justify="right")
+        t.add_column("rules", justify="right")
+        for name, c in fam["tables"].items():
+            t.add_row(name, str(c["chains"]), str(c["rules"]))
+        t.add_row("[bold]total[/]", str(fam["chains"]), str(fam["rules"]))
+        console.print(t)
+        names = fam["service_names"]
+        shown = ", ".join(names[:8]) + (f", ... and {len(names) - 8} more" if len(names) > 8 else "")
+        console.print(f"Service ports: {fam['service_ports']} with endpoints ({fam['endpoint_chains']} endpoint chains)"
+                      + (f", {fam['no_endpoint_rejects']} REJECT rules for Services without endpoints" if fam["no_endpoint_rejects"] else ""))
+        if names:
+            console.print(f"  named in comments: {shown}")
