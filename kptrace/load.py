@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from kptrace.errors import Diagnostic, InputError, ParseError
+from kptrace.errors import InputError
 from kptrace.model.dataplane import Dataplane
 from kptrace.model.addr import parse_addr
 from kptrace.parsers.detect import FORMATS, detect_format
@@ -41,10 +41,8 @@ def load_texts(sources: Iterable[SourceText], *, node_ips: Iterable[str] = (), l
                              hint="kptrace reads `iptables-save` and `ip6tables-save` output here; run `iptables-save` on the node")
         results.append(parse_iptables_save(src, lenient=lenient))
     rulesets = {}
-    diagnostics: list[Diagnostic] = []
     for res in results:
         rs = res.ruleset
-        diagnostics.extend(res.diagnostics)
         if full:
             parse_all_rules(res)
         if rs.family in rulesets:
@@ -58,6 +56,7 @@ def load_texts(sources: Iterable[SourceText], *, node_ips: Iterable[str] = (), l
             prev.tables.update(rs.tables)
             prev.sources.extend(rs.sources)
             prev.notes.extend(rs.notes)
+            prev.diagnostics.extend(rs.diagnostics)
         else:
             rulesets[rs.family] = rs
     for rs in rulesets.values():
@@ -66,4 +65,4 @@ def load_texts(sources: Iterable[SourceText], *, node_ips: Iterable[str] = (), l
             rs.notes.append(f"IPv{rs.family}: the input has no nat table: no Service rewrites can be traced")
         if "filter" not in rs.tables:
             rs.notes.append(f"IPv{rs.family}: the input has no filter table: REJECT/DROP verdicts (Services without endpoints, firewalls) are not checked")
-    return Dataplane(rulesets, node_ips, diagnostics)
+    return Dataplane(rulesets, node_ips)

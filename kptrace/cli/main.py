@@ -59,7 +59,10 @@ def main(argv: list[str] | None = None) -> None:
             raise
         from kptrace.cli.common import stderr_console
 
-        stderr_console().print("[bold red]error:[/] " + _escape(e.render()), highlight=False)
+        from kptrace.errors import ParseError
+
+        prefix = "" if isinstance(e, ParseError) else "[bold red]error:[/] "  # diagnostics carry their own "error:"
+        stderr_console().print(prefix + _escape(e.render()), highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except SystemExit:
         raise

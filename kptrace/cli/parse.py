@@ -29,15 +29,17 @@ def parse(
         typer.echo(dumps({"schema": PARSE_SCHEMA, **inv, "notes": dp.notes,
                           "problems": [diagnostic_json(d) for d in dp.diagnostics]}))
     else:
+        from kptrace.cli.common import stderr_console
         from kptrace.render.text import render_diagnostics, render_inventory
 
         console = stdout_console()
         render_inventory(console, inv)
         for n in dp.notes:
-            console.print(f"[dim]note: {n}[/]")
+            console.print(f"[dim]note: {n}[/]", soft_wrap=True)
         if dp.diagnostics:
-            console.print(f"[bold]{len(errors)} error{'s' * (len(errors) != 1)}, {len(warnings)} warning{'s' * (len(warnings) != 1)}[/]")
-            render_diagnostics(console, dp.diagnostics, limit=50)
+            console.print(f"[bold]{len(errors)} error{'s' * (len(errors) != 1)}, {len(warnings)} warning{'s' * (len(warnings) != 1)}[/]"
+                          " (on stderr)")
+            render_diagnostics(stderr_console(), dp.diagnostics, limit=50)
         else:
             console.print("[green]no problems[/]")
     if errors:

@@ -15,7 +15,6 @@ __all__ = ["Dataplane"]
 class Dataplane:
     rulesets: dict[int, Ruleset]  # 4 -> iptables, 6 -> ip6tables
     node_ips: tuple[str, ...] = ()
-    diagnostics: list[Diagnostic] = field(default_factory=list)
     #: Derived, per-process caches (compiled chains, tracers): never part of the value.
     cache: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -24,6 +23,10 @@ class Dataplane:
 
     def node_ips_of(self, family: int) -> tuple[str, ...]:
         return tuple(a for a in self.node_ips if parse_addr(a)[0] == family)
+
+    @property
+    def diagnostics(self) -> list[Diagnostic]:
+        return [d for rs in self.rulesets.values() for d in rs.diagnostics]
 
     @property
     def sources(self) -> list[str]:

@@ -197,6 +197,8 @@ class Ruleset:
     tables: dict[str, Table] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # assumptions kptrace made about the input as a whole
+    #: Problems found while reading; grows as lazily parsed rules are first used.
+    diagnostics: list = field(default_factory=list)
 
     def chain(self, table: str, name: str) -> Chain | None:
         t = self.tables.get(table)

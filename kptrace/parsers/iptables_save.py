@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from kptrace.errors import Diagnostic, ParseError
+from kptrace.model.addr import parse_cidr
 from kptrace.model.rules import BUILTIN_CHAINS, TABLES, Chain, Match, Option, RawRule, Rule, Ruleset, Table, Target
 from kptrace.parsers.grammar import Grammar, ModuleGrammar, iptables_grammar
 from kptrace.sources.files import SourceText
@@ -186,8 +187,16 @@ class _RuleParser:
                 continue
             bname = g.base.canonical(t)
             if bname is not None:
-                close_module()
+                # Base options may stand between "-m tcp" and "--dport" (kube-proxy writes
+                # "-m tcp -p tcp -d IP --dport 80"): they do not end the match's options.
+                at = i + 1
                 vals, i = take(g.base.options[bname], i + 1)
+                if bname in ("-s", "-d") and vals:
+                    try:
+                        parse_cidr(vals[0])
+                    except ValueError:
+                        self.problem("error", f"{vals[0]!r} is not an address or network", raw, text, at,
+                                     "addresses are written 10.0.0.1, 10.0.0.0/8 or 2001:db8::/32")
                 if bname == "-p" and vals:
                     proto = vals[0].lower()
                 if bname == "-c":
@@ -268,7 +277,7 @@ def parse_iptables_save(
             family = 4
         else:
             family = 6 if _IPV6_HINT.search(text, 0, 1 << 20) else 4
-    rs = Ruleset(family=family, sources=[name])
+    rs = Ruleset(family=family, sources=[name], diagnostics=diags)
 
     def err(line_no: int, line: str, message: str, hint: str = "", col: int = 1, length: int = 0, severity: str = "error") -> None:
         diags.append(Diagnostic(severity, message, name, line_no, col, line,
@@ -296,10 +305,19 @@ def parse_iptables_save(
         chains = t.chains
         return t
 
+    skipping = False  # inside a table we could not read: its lines are not worth more errors
     for idx, line in enumerate(lines):
         if not line:
             continue
         c0 = line[0]
+        if skipping:
+            if line.strip() == "COMMIT":
+                skipping = False
+                continue
+            if c0 == "*":
+                skipping = False
+            else:
+                continue
         if c0 == "-" or c0 == "[":
             counters = None
             if c0 == "[":
@@ -415,6 +433,7 @@ def parse_iptables_save(
                 err(idx + 1, line, f"unknown table {tname!r}", f"tables are {', '.join(TABLES)}", col=2, length=len(tname))
                 table = None
                 chains = {}
+                skipping = True
                 continue
             fragment = False
             table = open_table(tname, idx + 1)

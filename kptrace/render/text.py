@@ -195,7 +195,7 @@ def render_diagnostics(console: Console, diagnostics: list[Diagnostic], *, limit
     shown = diagnostics[:limit]
     for d in shown:
         style = "red" if d.severity == "error" else "yellow"
-        console.print(Text(format_diagnostic(d), style=style if d.severity == "error" else ""), highlight=False)
+        console.print(Text(format_diagnostic(d), style=style if d.severity == "error" else ""), highlight=False, soft_wrap=True)
     if len(diagnostics) > limit:
         console.print(f"... and {len(diagnostics) - limit} more")
 
