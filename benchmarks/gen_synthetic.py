@@ -306,7 +306,7 @@ def generate(services: int, endpoints: int, nodeport_every: int = 10, *, seed: i
     ]
 
     # ---- per-service chains, rendered lazily (keeps memory and time down).
-    def lb_rules(chain: str, spn: str, eps: list[tuple[str, str]], affinity: bool) -> list[str]:
+    def lb_rules(spn: str, eps: list[tuple[str, str]], affinity: bool) -> list[str]:
         """writeServiceToEndpointRules: affinity rchecks, then statistic rules."""
         out = []
         cnt = len(eps)
@@ -331,11 +331,11 @@ def generate(services: int, endpoints: int, nodeport_every: int = 10, *, seed: i
         def render() -> list[str]:
             masq = (f"! -s {pod_cidr} -d {s.cip}{plen} -p tcp {_comment(s.spn + ' cluster IP')} "
                     f"-m tcp --dport {PORT} -j KUBE-MARK-MASQ")
-            return [masq] + lb_rules("KUBE-SVC-" + s.hash, s.spn, s.eps, s.affinity)
+            return [masq] + lb_rules(s.spn, s.eps, s.affinity)
         return render
 
     def svl_chain(s: _Svc) -> Callable[[], list[str]]:
-        return lambda: lb_rules("KUBE-SVL-" + s.hash, s.spn, s.local_eps, s.affinity)
+        return lambda: lb_rules(s.spn, s.local_eps, s.affinity)
 
     def sep_chain(s: _Svc, ep: str, sep: str) -> Callable[[], list[str]]:
         def render() -> list[str]:

@@ -25,6 +25,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -174,12 +175,19 @@ def reference_seconds(path: str, repeat: int = 3) -> float:
     return min(restore_once(path, exe=exe) for _ in range(max(1, repeat)))
 
 
+def _raise_exit(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description="Time `iptables-nft-restore --test < DUMP` in a throwaway network namespace.")
     ap.add_argument("dump", help="iptables-save dump (e.g. from gen_synthetic.py)")
     ap.add_argument("--repeat", type=int, default=3, help="runs; the best is reported (default 3)")
     a = ap.parse_args(argv)
+    # Turn SIGTERM/SIGHUP into an exception so the throwaway netns is always deleted.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_exit)
     try:
         exe = _check_env(_tool_for(a.dump))
         times = [restore_once(a.dump, exe=exe) for _ in range(max(1, a.repeat))]

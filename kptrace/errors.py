@@ -11,7 +11,7 @@ Exception tree::
 A :class:`Diagnostic` is one problem at one place (``file:line:col``); parsers collect them rather than
 stopping at the first, and :func:`format_diagnostic` renders one with the line quoted and a caret.
 
->>> d = Diagnostic("error", "unknown table 'nta'", "dump.rules", 3, 2, "*nta", hint="tables are raw, mangle, nat, filter, security")
+>>> d = Diagnostic("error", "unknown table 'nta'", "dump.rules", 3, 2, "*nta", 3, hint="tables are raw, mangle, nat, filter, security")
 >>> print(format_diagnostic(d))
 dump.rules:3:2: error: unknown table 'nta'
     *nta

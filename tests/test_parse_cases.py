@@ -88,3 +88,13 @@ def test_error_case_snapshot(path, capsys, monkeypatch, update_snapshots):
             pytest.fail(f"no snapshot {snap.name}: run pytest --update-snapshots and review it")
         snap.write_text(got)
     assert got == snap.read_text()
+
+
+@pytest.mark.parametrize("path", ALL_DUMPS, ids=lambda p: p.name)
+def test_fast_tokenizer_agrees_with_the_full_one(path):
+    from kptrace.parsers.iptables_save import _fast_tokens
+
+    for line in path.read_text().splitlines():
+        fast = _fast_tokens(line)
+        if fast is not None:
+            assert fast == [t for t, _, _ in tokenize(line)], line

@@ -40,9 +40,33 @@ class Cidr:
         return self.network + (offset % size)
 
 
+def _ipv4(text: str) -> int | None:
+    # ipaddress takes ~15 us an address; a trace into a new Service reads ~20 of them, and this ~1 us.
+    parts = text.split(".")
+    if len(parts) != 4:
+        return None
+    value = 0
+    for p in parts:
+        if not p.isdigit() or len(p) > 3 or (len(p) > 1 and p[0] == "0"):
+            return None
+        o = int(p)
+        if o > 255:
+            return None
+        value = (value << 8) | o
+    return value
+
+
+_V4_MASKS = [(0xFFFFFFFF << (32 - n)) & 0xFFFFFFFF for n in range(33)]
+
+
 @functools.lru_cache(maxsize=65536)
 def parse_cidr(text: str) -> Cidr:
     """Raises ValueError for a malformed network; host bits are dropped as the kernel does."""
+    host, sep, plen = text.partition("/")
+    v4 = _ipv4(host)
+    if v4 is not None and (not sep or (plen.isdigit() and int(plen) <= 32)):
+        n = int(plen) if sep else 32
+        return Cidr(4, v4 & _V4_MASKS[n], _V4_MASKS[n], n)
     n = ipaddress.ip_network(text, strict=False)
     bits = n.max_prefixlen
     mask = ((1 << bits) - 1) ^ ((1 << (bits - n.prefixlen)) - 1)
@@ -52,10 +76,14 @@ def parse_cidr(text: str) -> Cidr:
 @functools.lru_cache(maxsize=65536)
 def parse_addr(text: str) -> tuple[int, int]:
     """``(version, integer)``; raises ValueError."""
+    v4 = _ipv4(text)
+    if v4 is not None:
+        return 4, v4
     a = ipaddress.ip_address(text.strip("[]"))
     return a.version, int(a)
 
 
+@functools.lru_cache(maxsize=65536)
 def format_addr(version: int, value: int) -> str:
     return str(ipaddress.IPv4Address(value) if version == 4 else ipaddress.IPv6Address(value))
 

@@ -24,11 +24,11 @@ class ModuleGrammar:
     options: dict[str, int | str]  # canonical option -> arity (0, 1, 2, "rest")
     aliases: dict[str, str]
     implicit: bool = False
+    #: every spelling -> canonical name: one dict lookup per token on the parser's hot path
+    canon: dict[str, str] = None  # type: ignore[assignment]
 
     def canonical(self, option: str) -> str | None:
-        if option in self.options:
-            return option
-        return self.aliases.get(option)
+        return self.canon.get(option)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +39,10 @@ class Grammar:
 
 
 def _module(name: str, data: dict) -> ModuleGrammar:
-    return ModuleGrammar(name, dict(data.get("options", {})), dict(data.get("aliases", {})), bool(data.get("implicit", False)))
+    options = dict(data.get("options", {}))
+    aliases = dict(data.get("aliases", {}))
+    canon = {**aliases, **{k: k for k in options}}
+    return ModuleGrammar(name, options, aliases, bool(data.get("implicit", False)), canon)
 
 
 @functools.cache

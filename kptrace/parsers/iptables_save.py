@@ -69,10 +69,26 @@ def tokenize(text: str) -> list[tuple[str, int, int]]:
 
 
 def _fast_tokens(text: str) -> list[str] | None:
-    # Most rules have no quotes at all, and str.split is ~10x faster than the regex.
-    if '"' in text or "'" in text:
+    """Tokens by str.split, ~10x faster than the regex: a rule with no quotes at all, or (kube-proxy's
+    comments) whole-token double quotes with no escapes in them. None: use :func:`tokenize`."""
+    if '"' not in text:
+        return None if "'" in text else text.split()
+    if "\\" in text or "'" in text:
         return None
-    return text.split()
+    parts = text.split('"')
+    if len(parts) % 2 == 0:
+        return None  # an unbalanced quote: let tokenize() say where
+    out: list[str] = []
+    last = len(parts) - 1
+    for i, part in enumerate(parts):
+        if i % 2:
+            out.append(part)
+        else:
+            # A quote must stand between white space (or the line's ends): 'x"y"' is not our shape.
+            if (i > 0 and part and not part[0].isspace()) or (i < last and part and not part[-1].isspace()):
+                return None
+            out.extend(part.split())
+    return out
 
 
 class _RuleParser:
@@ -93,15 +109,42 @@ class _RuleParser:
                 col, length = len(text) + 1, 1
         self.diagnostics.append(Diagnostic(severity, message, self.source, raw.line, col, text, length, hint))
 
+    def _take(self, toks: list[str], at: int, arity: int | str, raw: RawRule, text: str) -> tuple[tuple[str, ...], int]:
+        """The values of the option at ``toks[at - 1]`` and the index after them."""
+        n = len(toks)
+        if arity == 1 and at < n:  # by far the most common case
+            return (toks[at],), at + 1
+        if arity == "rest" or arity == -1:
+            j = at
+            while j < n:
+                t = toks[j]
+                if t == "!" or (len(t) > 1 and t[0] == "-" and not t[1].isdigit()):
+                    break
+                j += 1
+            vals = toks[at:j]
+            return ((" ".join(vals),) if arity == "rest" else tuple(vals)), j
+        end = at + int(arity)
+        if end > n:
+            self.problem("error", f"option {toks[at - 1]} needs {arity} value{'s' if arity != 1 else ''}", raw, text, at - 1,
+                         "the rule ends too early; is the line cut off?")
+            return tuple(toks[at:n]), n
+        return tuple(toks[at:end]), end
+
     def parse(self, chain: Chain, number: int, raw: RawRule) -> Rule:
+        # One flat loop, no closures: this runs for every rule a trace touches for the first time,
+        # and cell variables made it 3x slower (benchmarks/).
         text = raw.text
         toks = _fast_tokens(text)
         if toks is None:
             toks = [t for t, _, _ in tokenize(text)]
         g = self.g
+        base_grammar = g.base
+        base_canon = base_grammar.canon.get
+        base_arity = base_grammar.options
+        match_grammars = g.matches
+        take = self._take
         base: list[Option] = []
         matches: list[Match] = []
-        target: Target | None = None
         module: ModuleGrammar | None = None
         module_name = ""
         module_opts: list[Option] = []
@@ -115,30 +158,8 @@ class _RuleParser:
         n = len(toks)
         # toks[0:2] is "-A CHAIN" (or "-I CHAIN [N]"): skip it.
         i = 2
-        if toks and toks[0] == "-I" and n > 2 and toks[2].isdigit():
+        if n > 2 and toks[0] == "-I" and toks[2].isdigit():
             i = 3
-
-        def close_module() -> None:
-            nonlocal module, module_name, module_opts
-            if module_name:
-                matches.append(Match(module_name, tuple(module_opts), module_known))
-            module, module_name, module_opts = None, "", []
-
-        def take(arity: int | str, at: int) -> tuple[tuple[str, ...], int]:
-            # Values of the option at toks[at-1]; returns (values, next index).
-            if arity == "rest" or arity == -1:
-                j = at
-                while j < n and not (toks[j].startswith("-") and len(toks[j]) > 1 and not toks[j][1].isdigit()) and toks[j] != "!":
-                    j += 1
-                vals = toks[at:j]
-                return ((" ".join(vals),) if arity == "rest" else tuple(vals)), j
-            end = at + int(arity)
-            if end > n:
-                self.problem("error", f"option {toks[at - 1]} needs {arity} value{'s' if arity != 1 else ''}", raw, text, at - 1,
-                             "the rule ends too early; is the line cut off?")
-                return tuple(toks[at:n]), n
-            return tuple(toks[at:end]), end
-
         while i < n:
             t = toks[i]
             if t == "!":
@@ -147,102 +168,114 @@ class _RuleParser:
                 continue
             if target_name:
                 # Everything after the target belongs to the target.
-                name = target_grammar.canonical(t) if target_grammar else None
+                name = target_grammar.canon.get(t) if target_grammar is not None else None
                 if name is None:
                     if target_grammar is not None or not t.startswith("-"):
                         self.problem("warning", f"unknown option {t!r} for target {target_name}", raw, text, i,
                                      "kept as written; a decision that rests on it is marked assumed")
-                    vals, i = take(-1, i + 1)
+                    vals, i = take(toks, i + 1, -1, raw, text)
                     target_opts.append(Option(t, vals, negate))
                 else:
-                    vals, i = take(target_grammar.options[name], i + 1)
+                    vals, i = take(toks, i + 1, target_grammar.options[name], raw, text)
                     target_opts.append(Option(name, vals, negate))
                 negate = False
                 continue
-            if t in ("-m", "--match"):
-                close_module()
+            if t == "-m" or t == "--match":
+                if module_name:
+                    matches.append(Match(module_name, tuple(module_opts), module_known))
                 if i + 1 >= n:
                     self.problem("error", "-m needs a module name", raw, text, i)
+                    module_name = ""
                     break
                 module_name = toks[i + 1]
-                module = g.matches.get(module_name)
+                module_opts = []
+                module = match_grammars.get(module_name)
                 module_known = module is not None
                 if not module_known:
                     self.problem("warning", f"unknown match module {module_name!r}", raw, text, i + 1,
                                  "kept as written; a decision that rests on it is marked assumed")
                 i += 2
                 continue
-            if t in ("-j", "--jump", "-g", "--goto"):
-                close_module()
+            if t == "-j" or t == "-g" or t == "--jump" or t == "--goto":
+                if module_name:
+                    matches.append(Match(module_name, tuple(module_opts), module_known))
+                    module_name, module = "", None
                 if i + 1 >= n:
                     self.problem("error", f"{t} needs a target", raw, text, i)
                     break
                 target_name = toks[i + 1]
-                target_goto = t in ("-g", "--goto")
+                target_goto = t == "-g" or t == "--goto"
                 target_grammar = g.targets.get(target_name)
                 if negate:
                     self.problem("error", "a target cannot be negated", raw, text, i - 1)
                     negate = False
                 i += 2
                 continue
-            bname = g.base.canonical(t)
+            bname = base_canon(t)
             if bname is not None:
                 # Base options may stand between "-m tcp" and "--dport" (kube-proxy writes
                 # "-m tcp -p tcp -d IP --dport 80"): they do not end the match's options.
                 at = i + 1
-                vals, i = take(g.base.options[bname], i + 1)
-                if bname in ("-s", "-d") and vals:
+                arity = base_arity[bname]
+                if arity == 1 and at < n:
+                    vals, i = (toks[at],), at + 1
+                else:
+                    vals, i = take(toks, at, arity, raw, text)
+                if bname == "-p" and vals:
+                    proto = vals[0].lower()
+                elif (bname == "-s" or bname == "-d") and vals:
                     try:
                         parse_cidr(vals[0])
                     except ValueError:
                         self.problem("error", f"{vals[0]!r} is not an address or network", raw, text, at,
                                      "addresses are written 10.0.0.1, 10.0.0.0/8 or 2001:db8::/32")
-                if bname == "-p" and vals:
-                    proto = vals[0].lower()
-                if bname == "-c":
-                    pass  # iptables-restore's "-c PKTS BYTES": counters, not a match
-                else:
+                if bname != "-c":  # iptables-restore's "-c PKTS BYTES" is counters, not a match
                     base.append(Option(bname, vals, negate))
                 negate = False
                 continue
             if t.startswith("--"):
-                name = module.canonical(t) if module is not None else None
+                name = module.canon.get(t) if module is not None else None
                 if name is not None:
-                    vals, i = take(module.options[name], i + 1)
+                    arity = module.options[name]
+                    if arity == 1 and i + 1 < n:
+                        vals, i = (toks[i + 1],), i + 2
+                    else:
+                        vals, i = take(toks, i + 1, arity, raw, text)
                 elif module_name and not module_known:
-                    vals, i = take(-1, i + 1)
+                    vals, i = take(toks, i + 1, -1, raw, text)
                     name = t
                 else:
-                    implicit = g.matches.get(proto)
+                    implicit = match_grammars.get(proto)
                     iname = implicit.canonical(t) if implicit is not None and implicit.implicit else None
                     if iname is not None and module_name != proto:
                         # "-p tcp --dport 80" without "-m tcp": iptables loads the protocol's module implicitly.
-                        close_module()
-                        module, module_name, module_known = implicit, proto, True
-                        vals, i = take(implicit.options[iname], i + 1)
+                        if module_name:
+                            matches.append(Match(module_name, tuple(module_opts), module_known))
+                        module, module_name, module_known, module_opts = implicit, proto, True, []
+                        vals, i = take(toks, i + 1, implicit.options[iname], raw, text)
                         name = iname
                     else:
                         where = f"match {module_name!r}" if module_name else "this rule (no -m before it)"
                         self.problem("warning" if module_name else "error", f"unknown option {t!r} for {where}", raw, text, i,
                                      f"{module_name} takes {', '.join(module.options)}" if module is not None and module.options else
                                      "a match option must follow its -m MODULE")
-                        vals, i = take(-1, i + 1)
+                        vals, i = take(toks, i + 1, -1, raw, text)
                         name = t
                 # Old iptables wrote negation after the option name: "--mark ! 0x4000".
-                if vals == ("!",) or (vals and vals[0] == "!" and i < n):
+                if vals and vals[0] == "!" and (len(vals) == 1 or i < n):
                     negate = True
-                    vals, i = take(module.options.get(name, 1) if module is not None else 1, i)
+                    vals, i = take(toks, i - len(vals) + 1, module.options.get(name, 1) if module is not None else 1, raw, text)
                 if module_name:
                     module_opts.append(Option(name, vals, negate))
                 negate = False
                 continue
             self.problem("error", f"unexpected {t!r}", raw, text, i, "options start with - or --; is a value missing its option, or a comment not quoted?")
             i += 1
-        close_module()
+        if module_name:
+            matches.append(Match(module_name, tuple(module_opts), module_known))
         if negate:
             self.problem("error", "'!' at the end of the rule negates nothing", raw, text, n - 1)
-        if target_name:
-            target = Target(target_name, tuple(target_opts), target_goto)
+        target = Target(target_name, tuple(target_opts), target_goto) if target_name else None
         return Rule(chain.table, chain.name, number, tuple(base), tuple(matches), target, text, self.source, raw.line, raw.counters)
 
 
@@ -286,13 +319,15 @@ def parse_iptables_save(
     table: Table | None = None
     chains: dict[str, Chain] = {}
     fragment = False  # rules before any "*table": an `iptables-save | grep` paste
-    committed_tables: set[str] = set()
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
     lines = text.split("\n")
     last_line_no = len(lines)
 
     def new_chain(cname: str, tname: str, line_no: int, *, declared: bool, policy: str | None = None,
                   counters: tuple[int, int] | None = None) -> Chain:
-        c = Chain(cname, tname, policy=policy, source=name, line=line_no, declared=declared, raw=[], parse=parse_rule, counters=counters)
+        c = Chain(cname, tname, policy=policy, source=name, line=line_no, declared=declared, lines=lines,
+                  parse=parse_rule, counters=counters)
         chains[cname] = c
         return c
 
@@ -305,95 +340,97 @@ def parse_iptables_save(
         chains = t.chains
         return t
 
+    def rule_line(idx: int, line: str) -> None:
+        """An -A/-I/-N/-X/-F/-P line that the fast path did not take (counters, new chain, fragment)."""
+        nonlocal table, chains, fragment
+        body = line
+        if line[0] == "[":
+            m = _COUNTERS.match(line)
+            if m is None:
+                err(idx + 1, line, "malformed counters", "iptables-save -c writes [packets:bytes] before the rule")
+                return
+            body = line[m.end():].lstrip()
+            if not body:
+                err(idx + 1, line, "counters with no rule after them")
+                return
+        parts = body.split()
+        cmd = parts[0]
+        if cmd not in _COMMANDS:
+            err(idx + 1, line, f"unknown command {cmd!r}", "dump lines are *table, :chain, -A rule, COMMIT or # comment")
+            return
+        if table is None:
+            if not fragment:
+                fragment = True
+                open_table("nat", idx + 1)
+                table = rs.tables["nat"]
+                diags.append(Diagnostic("warning", "no table header (*nat, *filter, ...): reading this as a fragment of the nat table",
+                                        name, idx + 1, 0, line, 0,
+                                        "an `iptables-save | grep` paste? kptrace creates the chains it jumps to and traces as far as the input goes"))
+                rs.notes.append("input has no table header: read as the nat table")
+            else:
+                table = rs.tables["nat"]
+                chains = table.chains
+        cname = parts[1] if len(parts) > 1 else ""
+        if cmd in ("-A", "-I"):
+            ch = chains.get(cname)
+            if ch is None:
+                if not cname or not _CHAIN_NAME.match(cname):
+                    err(idx + 1, line, f"bad chain name {cname!r}", "chain names are 1-28 characters without spaces", col=4)
+                    return
+                if not fragment and cname not in BUILTIN_CHAINS.get(table.name, ()):
+                    err(idx + 1, line, f"rule for chain {cname!r}, which this table does not declare",
+                        f"iptables-restore needs ':{cname} - [0:0]' before its rules; kptrace creates it",
+                        col=line.find(cname) + 1, length=len(cname), severity="warning")
+                ch = new_chain(cname, table.name, idx + 1, declared=False,
+                               policy="ACCEPT" if cname in BUILTIN_CHAINS.get(table.name, ()) else None)
+            if cmd == "-A":
+                ch._idx.append(idx)
+            else:
+                pos = int(parts[2]) - 1 if len(parts) > 2 and parts[2].isdigit() else 0
+                ch._idx.insert(max(0, min(pos, len(ch._idx))), idx)
+            ch._changed()
+        elif cmd == "-N":
+            if cname and cname not in chains:
+                new_chain(cname, table.name, idx + 1, declared=True)
+        elif cmd == "-X":
+            # kube-proxy's partial syncs delete stale chains; no name deletes every user chain.
+            if cname:
+                chains.pop(cname, None)
+            else:
+                for k in [k for k, v in chains.items() if not v.builtin]:
+                    del chains[k]
+        elif cmd == "-F":
+            for ch in ([chains[cname]] if cname in chains else [] if cname else list(chains.values())):
+                ch._idx.clear()
+                ch._changed()
+        elif cmd == "-P":
+            if cname in chains and len(parts) > 2:
+                chains[cname].policy = parts[2]
+        else:
+            err(idx + 1, line, f"{cmd} is not supported in a dump",
+                "kptrace reads what iptables-save prints and what kube-proxy restores (-A, -I, -N, -X, -F, -P)", severity="warning")
+
     skipping = False  # inside a table we could not read: its lines are not worth more errors
     for idx, line in enumerate(lines):
         if not line:
             continue
         c0 = line[0]
+        if c0 == "-" and not skipping and table is not None and line.startswith("-A "):
+            # The fast path: 99% of a big dump. Everything else goes through rule_line().
+            sp = line.find(" ", 3)
+            ch = chains.get(line[3:sp] if sp > 0 else line[3:])
+            if ch is not None:
+                ch._idx.append(idx)
+                continue
         if skipping:
             if line.strip() == "COMMIT":
                 skipping = False
                 continue
-            if c0 == "*":
-                skipping = False
-            else:
+            if c0 != "*":
                 continue
+            skipping = False
         if c0 == "-" or c0 == "[":
-            counters = None
-            if c0 == "[":
-                m = _COUNTERS.match(line)
-                if m is None:
-                    err(idx + 1, line, "malformed counters", "iptables-save -c writes [packets:bytes] before the rule")
-                    continue
-                counters = (int(m.group(1)), int(m.group(2)))
-                line = line[m.end():].lstrip()
-                if not line:
-                    err(idx + 1, line, "counters with no rule after them")
-                    continue
-            if line.endswith("\r"):
-                line = line[:-1]
-            cmd = line[:2]
-            if cmd == "-A":
-                sp = line.find(" ", 3)
-                cname = line[3:sp] if sp > 0 else line[3:]
-                if table is None:
-                    if not fragment:
-                        fragment = True
-                        table = open_table("nat", idx + 1)
-                        diags.append(Diagnostic("warning", "no table header (*nat, *filter, ...): reading this as a fragment of the nat table",
-                                                name, idx + 1, 0, line, 0,
-                                                "an `iptables-save | grep` paste? kptrace creates the chains it jumps to and traces as far as the input goes"))
-                        rs.notes.append("input has no table header: read as the nat table")
-                    else:
-                        table = rs.tables["nat"]
-                        chains = table.chains
-                ch = chains.get(cname)
-                if ch is None:
-                    if not cname or not _CHAIN_NAME.match(cname):
-                        err(idx + 1, line, f"bad chain name {cname!r}", "chain names are 1-28 characters without spaces", col=4)
-                        continue
-                    if not fragment and cname not in BUILTIN_CHAINS.get(table.name, ()):
-                        err(idx + 1, line, f"rule for chain {cname!r}, which this table does not declare",
-                            f"iptables-restore needs ':{cname} - [0:0]' before its rules; kptrace creates it",
-                            col=4, length=len(cname), severity="warning")
-                    ch = new_chain(cname, table.name, idx + 1, declared=False,
-                                   policy="ACCEPT" if cname in BUILTIN_CHAINS.get(table.name, ()) else None)
-                ch.raw.append(RawRule(idx + 1, line, counters))
-                continue
-            parts = line.split()
-            cmd = parts[0]
-            if cmd not in _COMMANDS:
-                err(idx + 1, line, f"unknown command {cmd!r}", "dump lines are *table, :chain, -A rule, COMMIT or # comment")
-                continue
-            if table is None:
-                fragment = True
-                table = open_table("nat", idx + 1)
-            cname = parts[1] if len(parts) > 1 else ""
-            if cmd == "-I":
-                ch = chains.get(cname) or new_chain(cname, table.name, idx + 1, declared=False)
-                pos = int(parts[2]) - 1 if len(parts) > 2 and parts[2].isdigit() else 0
-                ch.raw.insert(max(0, min(pos, len(ch.raw))), RawRule(idx + 1, line, counters))
-                ch._rules = None
-            elif cmd == "-N":
-                if cname and cname not in chains:
-                    new_chain(cname, table.name, idx + 1, declared=True)
-            elif cmd == "-X":
-                # kube-proxy's partial syncs delete stale chains; no name deletes every user chain.
-                if cname:
-                    chains.pop(cname, None)
-                else:
-                    for k in [k for k, v in chains.items() if not v.builtin]:
-                        del chains[k]
-            elif cmd == "-F":
-                for ch in ([chains[cname]] if cname in chains else [] if cname else list(chains.values())):
-                    ch.raw.clear()
-                    ch._rules = None
-            elif cmd == "-P":
-                if cname in chains and len(parts) > 2:
-                    chains[cname].policy = parts[2]
-            else:
-                err(idx + 1, line, f"{cmd} is not supported in a dump", "kptrace reads what iptables-save prints and what kube-proxy restores (-A, -I, -N, -X, -F, -P)",
-                    severity="warning")
+            rule_line(idx, line)
             continue
         if c0 == ":":
             if table is None:
@@ -405,23 +442,20 @@ def parse_iptables_save(
                 continue
             cname = parts[0]
             policy = parts[1] if len(parts) > 1 else "-"
-            counters = None
-            if len(parts) > 2:
-                m = _COUNTERS.fullmatch(parts[2])
-                if m:
-                    counters = (int(m.group(1)), int(m.group(2)))
-            builtin = cname in BUILTIN_CHAINS.get(table.name, ())
-            if policy not in ("-", "ACCEPT", "DROP", "RETURN", "QUEUE"):
+            builtin = cname in BUILTIN_CHAINS[table.name]
+            if policy != "-" and policy not in ("ACCEPT", "DROP", "RETURN", "QUEUE"):
                 err(idx + 1, line, f"bad policy {policy!r} for chain {cname}", "a built-in chain's policy is ACCEPT or DROP; a user chain's is -",
                     col=line.find(policy) + 1, length=len(policy))
             existing = chains.get(cname)
-            if existing is not None and existing.declared:
-                existing.policy = policy if builtin else None
-                continue
             if existing is not None:
                 existing.declared = True
                 existing.policy = policy if builtin else None
                 continue
+            counters = None
+            if builtin and len(parts) > 2:
+                m = _COUNTERS.fullmatch(parts[2])
+                if m:
+                    counters = (int(m.group(1)), int(m.group(2)))
             new_chain(cname, table.name, idx + 1, declared=True, policy=(policy if builtin else None), counters=counters)
             continue
         if c0 == "*":
@@ -444,8 +478,6 @@ def parse_iptables_save(
         if stripped == "COMMIT":
             if table is None:
                 err(idx + 1, line, "COMMIT outside a table", "each COMMIT closes the *table before it")
-            else:
-                committed_tables.add(table.name)
             table = None
             fragment = False
             continue
@@ -454,7 +486,6 @@ def parse_iptables_save(
         if stripped.startswith(("-A ", "-I ", "-X", "-N ", ":", "*")):
             err(idx + 1, line, "line starts with white space", "iptables-restore does not accept indented lines; remove the indentation",
                 col=1, severity="warning")
-            # Fall through by re-feeding is awkward; kube-proxy test dumps are dedented, so say so and skip.
             continue
         if stripped.startswith("Chain ") and ("(policy" in stripped or "references)" in stripped):
             raise ParseError([Diagnostic("error", "this is an `iptables -L` listing, not iptables-save output", name, idx + 1, 1, line, 5,
@@ -504,5 +535,7 @@ def chain_from_lines(table: str, name: str, texts: list[str], source: str) -> Ch
         return Rule(r.table, r.chain, r.number, r.base, r.matches, r.target, r.text, r.source, 0, None, synthetic=True)
 
     policy = "ACCEPT" if name in BUILTIN_CHAINS.get(table, ()) else None
-    return Chain(name, table, policy=policy, source=source, line=0, declared=True,
-                 raw=[RawRule(0, t) for t in texts], parse=parse)
+    chain = Chain(name, table, policy=policy, source=source, line=0, declared=True, lines=list(texts), parse=parse)
+    chain._idx.extend(range(len(texts)))
+    chain._raw = [RawRule(0, t) for t in texts]
+    return chain

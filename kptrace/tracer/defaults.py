@@ -56,7 +56,7 @@ def plan_packet(dp: Dataplane, dst: str, dport: int, *, src: str | None = None, 
         elif origin is Origin.EXTERNAL:
             src = DEFAULT_EXTERNAL_SOURCE if family == 4 else DEFAULT_EXTERNAL_SOURCE6
         else:
-            cidr = pod_cidr(rs)
+            cidr = cached_pod_cidr(dp, family)
             if cidr is not None:
                 src = format_addr(family, cidr.host(-2))
                 notes.append(f"pod source {src} is inside the pod CIDR {cidr} that the masquerade rules reveal")
@@ -84,13 +84,20 @@ def _is_service_address(rs, addr: int, dport: int) -> bool:
     return any(needle in r.text for r in chain.raw)
 
 
+def cached_pod_cidr(dp: Dataplane, family: int):
+    key = ("pod_cidr", family)
+    if key not in dp.cache:
+        dp.cache[key] = pod_cidr(dp.rulesets[family])
+    return dp.cache[key]
+
+
 def tracer_for(dp: Dataplane, family: int, assumed_local: tuple[str, ...] = (), affinity: frozenset[str] = frozenset()) -> Tracer:
     key = (family, assumed_local, affinity)
     cache = dp.cache.setdefault("tracers", {})
     t = cache.get(key)
     if t is None:
         rs = dp.rulesets[family]
-        cidr = pod_cidr(rs)
+        cidr = cached_pod_cidr(dp, family)
         # Pod addresses are never the node's own (hostNetwork pods use node addresses, outside the pod CIDR).
         t = Tracer(rs, dp.node_ips_of(family), assumed_local=assumed_local, affinity=affinity,
                    remote=(cidr,) if cidr is not None else ())

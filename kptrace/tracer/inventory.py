@@ -11,7 +11,7 @@ __all__ = ["inventory"]
 def inventory(dp: Dataplane) -> dict:
     families = []
     for fam, rs in sorted(dp.rulesets.items()):
-        tables = {name: {"chains": len(t.chains), "rules": sum(len(c.raw) for c in t.chains.values())}
+        tables = {name: {"chains": len(t.chains), "rules": sum(len(c) for c in t.chains.values())}
                   for name, t in rs.tables.items()}
         nat = rs.tables.get("nat")
         hashes: set[str] = set()

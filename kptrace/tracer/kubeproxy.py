@@ -3,6 +3,8 @@ input leaves out, and the pod CIDR its masquerade rules reveal."""
 
 from __future__ import annotations
 
+import itertools
+
 from kptrace.model.addr import Cidr, parse_cidr
 from kptrace.model.rules import BUILTIN_CHAINS, Ruleset
 
@@ -68,14 +70,17 @@ def add_standard_jumps(rs: Ruleset, make_chain) -> list[str]:
 
 def pod_cidr(rs: Ruleset) -> Cidr | None:
     """The cluster's pod CIDR as kube-proxy's masquerade rules reveal it (``! -s CIDR -j KUBE-MARK-MASQ``),
-    or the eTP Local short-circuit (``-s CIDR -j KUBE-SVC-...``)."""
+    or the eTP Local short-circuit (``-s CIDR -j KUBE-SVC-...``). Looks at the first few Service
+    chains only: every one of them says the same."""
     t = rs.tables.get("nat")
     if t is None:
         return None
-    candidates = [t.chains[c] for c in ("KUBE-SERVICES",) if c in t.chains]
-    candidates += [c for n, c in t.chains.items() if n.startswith(("KUBE-SVC-", "KUBE-EXT-", "KUBE-XLB-"))]
-    for chain in candidates[:2000]:
-        for raw in chain.raw[:3]:
+    chains = itertools.chain(
+        (t.chains[c] for c in ("KUBE-SERVICES",) if c in t.chains),
+        itertools.islice((c for n, c in t.chains.items() if n.startswith(("KUBE-SVC-", "KUBE-EXT-", "KUBE-XLB-"))), 200),
+    )
+    for chain in chains:
+        for raw in chain.raw[:3] if chain.name != "KUBE-SERVICES" else chain.raw:
             text = raw.text
             if "KUBE-MARK-MASQ" in text and "! -s " in text:
                 value = text.split("! -s ", 1)[1].split(None, 1)[0]

@@ -80,9 +80,7 @@ class _Key:
 # ------------------------------------------------------------------ finding
 
 def _rule_at(chain: Chain, index: int) -> Rule:
-    if chain._rules is not None:
-        return chain._rules[index]
-    return chain._parse(chain, index + 1, chain.raw[index])
+    return chain.rule_at(index)
 
 
 def _spn_from_comment(comment: str | None) -> str | None:

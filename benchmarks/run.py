@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""kptrace's speed targets, measured against a reference run in the same session.
+
+Workload: a synthetic node in the current kube-proxy layout, 10,000 Services x 10 endpoints, every
+10th Service also a NodePort (about 434,000 lines, 47 MB), from ``gen_synthetic.py``; and the same at
+1,000 Services for the growth check. Reference: ``iptables-nft-restore --test < file`` in a
+throwaway network namespace (``reference.py``), timed in the same run, because machines here are
+noisy and only ratios mean something.
+
+Targets (issue: core):
+
+* load (parse + graph + indexes) <= 0.25 x reference, peak RSS <= 400 MB;
+* ``kptrace svc ns/name`` end to end (process start to exit) <= 0.4 x reference;
+* one packet trace after load <= 2 ms (median);
+* load time grows linearly: 10k Services within 12 x of 1k.
+
+Run as root (the reference needs a network namespace)::
+
+    sudo python3 benchmarks/run.py            # prints a table; exit 1 if a target is missed
+    python3 benchmarks/run.py --no-reference  # without root: absolute figures only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+
+OUT = HERE / "out"
+
+_LOAD_CHILD = r"""
+import resource, sys, time, json
+t = time.perf_counter()
+from kptrace.load import load_dumps
+dp = load_dumps([sys.argv[1]], node_ips=["192.168.0.2"])
+load = time.perf_counter() - t
+from kptrace.tracer.defaults import plan_packet, trace_packet
+trace_packet(dp, plan_packet(dp, "172.30.0.1", 80))  # first trace builds the indexes it needs
+samples = []
+for i in range(300):
+    dst = "172.30.%d.%d" % ((i * 7) // 250, 1 + (i * 7) % 250)
+    t = time.perf_counter()
+    trace_packet(dp, plan_packet(dp, dst, 80))
+    samples.append(time.perf_counter() - t)
+samples.sort()
+print(json.dumps({"load": load, "trace_median": samples[len(samples) // 2], "trace_p90": samples[int(len(samples) * 0.9)],
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def workload(services: int) -> Path:
+    from gen_synthetic import generate
+
+    OUT.mkdir(exist_ok=True)
+    path = OUT / f"node-{services}x10.rules"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            for line in generate(services, 10, 10):
+                f.write(line + "\n")
+        tmp.rename(path)
+    return path
+
+
+def measure_load(path: Path, repeat: int) -> dict:
+    runs = []
+    for _ in range(repeat):
+        out = subprocess.run([sys.executable, "-c", _LOAD_CHILD, str(path)], capture_output=True, text=True, check=True, cwd=ROOT)
+        runs.append(json.loads(out.stdout))
+    best = min(runs, key=lambda r: r["load"])
+    best["rss_mb"] = max(r["rss_mb"] for r in runs)
+    best["trace_median"] = statistics.median(r["trace_median"] for r in runs)
+    return best
+
+
+def measure_svc(path: Path, repeat: int) -> float:
+    exe = [sys.executable, "-m", "kptrace", "svc", "ns50/svc5000", "--dump", str(path), "--node-ip", "192.168.0.2"]
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        subprocess.run(exe, capture_output=True, check=True, cwd=ROOT, env={**os.environ, "COLUMNS": "120"})
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each measurement (best taken)")
+    ap.add_argument("--no-reference", action="store_true", help="skip the iptables-nft-restore reference (no root)")
+    ap.add_argument("--json", help="also write the figures to this file")
+    args = ap.parse_args(argv)
+
+    big, small = workload(10_000), workload(1_000)
+    lines = sum(1 for _ in open(big))
+    size_mb = big.stat().st_size / 1e6
+    ref = None
+    if not args.no_reference:
+        from reference import ReferenceUnavailable, reference_seconds
+
+        try:
+            ref = reference_seconds(str(big), repeat=args.repeat)
+        except ReferenceUnavailable as e:
+            print(f"reference unavailable: {e}; rerun as root, or with --no-reference", file=sys.stderr)
+            return 2
+    load_big = measure_load(big, args.repeat)
+    load_small = measure_load(small, args.repeat)
+    svc = measure_svc(big, args.repeat)
+
+    rows = []
+    ok = True
+
+    def row(name: str, value: str, target: str, passed: bool | None) -> None:
+        nonlocal ok
+        if passed is False:
+            ok = False
+        rows.append((name, value, target, "" if passed is None else ("ok" if passed else "MISSED")))
+
+    row("workload", f"{lines:,} lines, {size_mb:.1f} MB", "~434,000 lines, ~47 MB", None)
+    if ref is not None:
+        row("reference: iptables-nft-restore --test", f"{ref:.2f} s", "", None)
+        row("load (parse + graph + indexes)", f"{load_big['load']:.2f} s = {load_big['load'] / ref:.2f} x ref", "<= 0.25 x ref",
+            load_big["load"] <= 0.25 * ref)
+        row("kptrace svc end to end", f"{svc:.2f} s = {svc / ref:.2f} x ref", "<= 0.40 x ref", svc <= 0.4 * ref)
+    else:
+        row("load (parse + graph + indexes)", f"{load_big['load']:.2f} s", "<= 0.25 x ref", None)
+        row("kptrace svc end to end", f"{svc:.2f} s", "<= 0.40 x ref", None)
+    row("peak RSS after load + traces", f"{load_big['rss_mb']:.0f} MB", "<= 400 MB", load_big["rss_mb"] <= 400)
+    row("one packet trace after load (median)", f"{load_big['trace_median'] * 1e3:.2f} ms", "<= 2 ms", load_big["trace_median"] <= 0.002)
+    growth = load_big["load"] / load_small["load"]
+    row("load growth 1k -> 10k Services", f"{load_small['load']:.3f} s -> {load_big['load']:.2f} s = {growth:.1f} x", "<= 12 x",
+        growth <= 12)
+
+    width = max(len(r[0]) for r in rows)
+    for name, value, target, verdict in rows:
+        print(f"{name:<{width}}  {value:<34} {target:<16} {verdict}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"reference_s": ref, "load": load_big, "load_1k": load_small, "svc_s": svc,
+                                               "lines": lines, "size_mb": size_mb}, indent=2))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+from kptrace.cli.main import main
+
+main()
