@@ -75,6 +75,15 @@ def _fast_tokens(text: str) -> list[str] | None:
         return None if "'" in text else text.split()
     if "\\" in text or "'" in text:
         return None
+    if text.count('"') == 2:  # one quoted comment: kube-proxy's usual rule
+        head, _, rest = text.partition('"')
+        quoted, _, tail = rest.partition('"')
+        if (head and not head[-1].isspace()) or (tail and not tail[0].isspace()):
+            return None
+        out = head.split()
+        out.append(quoted)
+        out.extend(tail.split())
+        return out
     parts = text.split('"')
     if len(parts) % 2 == 0:
         return None  # an unbalanced quote: let tokenize() say where
@@ -98,6 +107,10 @@ class _RuleParser:
         self.g = grammar
         self.source = source
         self.diagnostics = diagnostics
+        # Check addresses while parsing: on for `kptrace parse` (every rule, every problem reported);
+        # off for the rules a trace parses on first use, whose addresses the tracer reads anyway and
+        # reports, as an assumed non-match, if they are bad.
+        self.validate = False
 
     def problem(self, severity: str, message: str, raw: RawRule, text: str, token_index: int | None, hint: str = "") -> None:
         col, length = 0, 0
@@ -223,7 +236,7 @@ class _RuleParser:
                     vals, i = take(toks, at, arity, raw, text)
                 if bname == "-p" and vals:
                     proto = vals[0].lower()
-                elif (bname == "-s" or bname == "-d") and vals:
+                elif (bname == "-s" or bname == "-d") and vals and self.validate:
                     try:
                         parse_cidr(vals[0])
                     except ValueError:
@@ -511,6 +524,10 @@ def parse_all_rules(result: ParseResult) -> None:
     g = iptables_grammar()
     for t in rs.tables.values():
         for c in list(t.chains.values()):
+            parser = getattr(c._parse, "__self__", None)
+            if isinstance(parser, _RuleParser):
+                parser.validate = True
+                c._rules = None
             for r in c.rules:
                 tg = r.target
                 if tg is None or tg.name in g.targets or tg.name in t.chains:

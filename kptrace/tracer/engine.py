@@ -17,6 +17,7 @@ takes the connection out of conntrack, so nat is skipped altogether.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from dataclasses import dataclass
 from fractions import Fraction
@@ -24,7 +25,7 @@ from fractions import Fraction
 from kptrace.errors import KptraceError
 from kptrace.model.addr import Cidr, format_addr, format_endpoint, parse_addr, parse_cidr
 from kptrace.model.rules import Chain, Rule, Ruleset
-from kptrace.tracer.matchers import Assumed, Check, compile_base, compile_match
+from kptrace.tracer.matchers import Assumed, Check, Coin, compile_base, compile_match
 from kptrace.tracer.packet import PROTOCOLS, Origin, Packet
 from kptrace.tracer.result import Branch, Outcome, Step, Trace
 
@@ -104,8 +105,11 @@ class _Ctx:
 @dataclass(slots=True)
 class _CompiledRule:
     rule: Rule
-    checks: list[Check]
+    checks: tuple[Check, ...]
+    jump: str | None = None  # the user chain this rule jumps or goes to, if its target is one
     error: str = ""
+    #: the target, with its options read once: action(state, hook) -> (verdict, note, stops the table)
+    action: object = None
 
 
 class _CompiledChain:
@@ -117,7 +121,7 @@ class _CompiledChain:
     wildcard (always tried), so the index can only narrow, never skip a rule that could match.
     """
 
-    __slots__ = ("chain", "rules", "index", "wild", "_cache", "_compile")
+    __slots__ = ("chain", "rules", "index", "wild", "_cache", "_compile", "src_of")
 
     def __init__(self, chain: Chain, compile_rule) -> None:
         self.chain = chain
@@ -127,7 +131,13 @@ class _CompiledChain:
         self.index: dict[int, list[int]] | None = None
         self.wild: list[int] = []
         self._cache: dict[int, list[int]] = {}
-        if n >= _INDEX_THRESHOLD:
+        #: a plain "-s host" each rule requires, read from its text: a rule for another source is passed
+        #: over without parsing it (every KUBE-SEP chain's hairpin rule, a third of a trace's rules)
+        self.src_of: list[int | None] | None = None
+        if n < _INDEX_THRESHOLD:
+            self.wild = range(n)
+            self.src_of = [_plain_addr(raw.text, " -s ") for raw in chain.raw]
+        else:
             index: dict[int, list[int]] = {}
             for i, raw in enumerate(chain.raw):
                 dst = _plain_dst(raw.text)
@@ -145,7 +155,7 @@ class _CompiledChain:
 
     def candidates(self, dst: int) -> list[int] | range:
         if self.index is None:
-            return range(len(self.rules))
+            return self.wild  # every rule
         c = self._cache.get(dst)
         if c is None:
             hits = self.index.get(dst)
@@ -156,10 +166,14 @@ class _CompiledChain:
 
 
 def _plain_dst(text: str) -> int | None:
-    """The host address of a rule's un-negated ``-d``, read from its text; None when there is none or
-    the text is not plain enough to be sure (a quoted comment containing " -d ", a network)."""
-    pos = text.find(" -d ")
-    if pos < 0 or text.find(" -d ", pos + 4) >= 0:
+    return _plain_addr(text, " -d ")
+
+
+def _plain_addr(text: str, opt: str) -> int | None:
+    """The host address of a rule's un-negated ``-d`` (or ``-s``), read from its text; None when there
+    is none or the text is not plain enough to be sure (a quoted comment containing " -d ", a network)."""
+    pos = text.find(opt)
+    if pos < 0 or text.find(opt, pos + 4) >= 0:
         return None
     if text[pos - 1] == "!" or text.count('"', 0, pos) % 2:
         return None
@@ -221,14 +235,30 @@ class Tracer:
         return cc
 
     def _compile_rule(self, rule: Rule) -> _CompiledRule:
+        jump = None
+        tgt = rule.target
+        if tgt is not None and tgt.name not in ("ACCEPT", "DROP", "RETURN"):
+            table = self.ruleset.tables.get(rule.table)
+            if table is not None and tgt.name in table.chains:
+                jump = tgt.name
         try:
             checks = compile_base(rule, self.family)
             for m in rule.matches:
                 checks.extend(compile_match(m, self.family))
         except (ValueError, AttributeError, IndexError) as e:
             reason = f"rule not understood ({e}); assumed not to match"
-            return _CompiledRule(rule, [lambda st, ctx: Assumed(False, reason)], str(e))
-        return _CompiledRule(rule, checks)
+            return _CompiledRule(rule, (lambda st, ctx: Assumed(False, reason),), None, str(e))
+        action = None
+        if tgt is not None and jump is None:
+            try:
+                action = self._compile_action(rule)
+            except (ValueError, IndexError) as e:
+                reason = f"target of {rule.location} not understood ({e}); assumed to let the packet continue"
+
+                def action(st, hook, reason=reason):
+                    st.assumptions.append(reason)
+                    return "", "", False
+        return _CompiledRule(rule, tuple(checks), jump, "", action)
 
     # ------------------------------------------------------------ tracing
 
@@ -349,13 +379,14 @@ class Tracer:
             return [st]
         ctx = self._ctx
         ctx.hook = hook
+        compiled_get = self._compiled.get
         out: list[_St] = []
         # Work items: (state, chain, next rule index, return frames). Frames are (chain, index) to resume.
         work: list[tuple[_St, str, int, tuple[tuple[str, int], ...]]] = [(st, hook, 0, ())]
         while work:
             s, cname, start, frames = work.pop()
             while True:
-                cc = self.compiled(table, cname)
+                cc = compiled_get((table, cname)) or self.compiled(table, cname)
                 if cc is None:
                     # A jump to a chain that is not in the input (partial dump): stop and say where.
                     s.verdict = "INCOMPLETE"
@@ -367,11 +398,14 @@ class Tracer:
                 jumped = False
                 ended = False
                 n = len(cands)
+                src_of = cc.src_of
                 while pos < n:
                     ri = cands[pos]
                     pos += 1
+                    if src_of is not None and src_of[ri] is not None and src_of[ri] != s.src:
+                        continue
                     cr = cc.rules[ri] or cc.rule(ri)
-                    branch_p = None
+                    coin = None
                     matched = True
                     for check in cr.checks:
                         r = check(s, ctx)
@@ -380,12 +414,8 @@ class Tracer:
                         if r is False:
                             matched = False
                             break
-                        if isinstance(r, Fraction):
-                            if r == 0:
-                                matched = False
-                                break
-                            if r != 1:
-                                branch_p = r if branch_p is None else branch_p * r
+                        if type(r) is Coin:
+                            coin = r if coin is None else Coin(coin.p * r.p, 1 - coin.p * r.p)
                             continue
                         # Assumed
                         s.assumptions.append(r.reason)
@@ -394,20 +424,21 @@ class Tracer:
                             break
                     if not matched:
                         continue
-                    if branch_p is not None:
+                    branch_p = None
+                    if coin is not None:
+                        branch_p = coin.p
                         alt = s.copy()
-                        alt.prob = alt.prob * (1 - branch_p)
+                        alt.prob = alt.prob * coin.q
                         work.append((alt, cname, ri + 1, frames))
                         s.prob = s.prob * branch_p
                     rule = cr.rule
                     tgt = rule.target
-                    step_note = ""
                     if tgt is None:
-                        s.path.append(self._step(hook, rule, branch_p, ""))
+                        s.path.append(Step(hook, table, rule.chain, rule.number, rule.text, rule.source, rule.line, branch_p, "", rule.synthetic))
                         continue
-                    name = tgt.name
-                    if self.ruleset.chain(table, name) is not None and name not in ("ACCEPT", "DROP", "RETURN"):
-                        s.path.append(self._step(hook, rule, branch_p, ""))
+                    name = cr.jump
+                    if name is not None:
+                        s.path.append(Step(hook, table, rule.chain, rule.number, rule.text, rule.source, rule.line, branch_p, "", rule.synthetic))
                         if len(frames) > 64:
                             s.verdict, s.reason = "INCOMPLETE", f"more than 64 nested jumps at {table}/{name}: a jump loop?"
                             out.append(s)
@@ -418,8 +449,8 @@ class Tracer:
                         cname, start = name, 0
                         jumped = True
                         break
-                    verdict, step_note, stop = self._target(s, table, hook, rule)
-                    s.path.append(self._step(hook, rule, branch_p, step_note))
+                    verdict, step_note, stop = cr.action(s, hook)
+                    s.path.append(Step(hook, table, rule.chain, rule.number, rule.text, rule.source, rule.line, branch_p, step_note, rule.synthetic))
                     if verdict == "RETURN":
                         ended = False
                         pos = n  # fall off this chain
@@ -451,97 +482,141 @@ class Tracer:
                 break
         return out
 
-    def _step(self, hook: str, rule: Rule, p: Fraction | None, note: str) -> Step:
-        return Step(hook, rule.table, rule.chain, rule.number, rule.text, rule.source, rule.line, p, note, rule.synthetic)
+    def _compile_action(self, rule: Rule):
+        """The rule's target as a function of the state, its options read once.
 
-    def _target(self, s: _St, table: str, hook: str, rule: Rule) -> tuple[str, str, bool]:
-        """Apply a non-chain target. Returns (verdict, note for the step, whether the table's walk stops)."""
+        Returns ``action(state, hook) -> (verdict, note, stop)``: verdict "" lets the walk go on,
+        RETURN leaves the chain, ACCEPT/DROP/REJECT/INCOMPLETE end the table's walk (``stop``).
+        """
         tgt = rule.target
         name = tgt.name
-        if name == "ACCEPT":
-            return "ACCEPT", "", True
-        if name == "DROP":
-            return "DROP", "", True
+        table = rule.table
+        family = self.family
+        const = {
+            "ACCEPT": ("ACCEPT", "", True),
+            "DROP": ("DROP", "", True),
+            "RETURN": ("RETURN", "", False),
+        }
+        if name in const:
+            result = const[name]
+            return lambda st, hook: result
         if name == "REJECT":
             o = tgt.get("--reject-with")
-            return "REJECT", f"reject with {o.value}" if o else "", True
-        if name == "RETURN":
-            return "RETURN", "", False
+            result = ("REJECT", f"reject with {o.value}" if o else "", True)
+            return lambda st, hook: result
         if name == "MARK":
-            before = s.mark
-            s.mark = _apply_mark(s.mark, tgt)
-            return "", f"mark {before:#x} -> {s.mark:#x}", False
+            ops = _mark_ops(tgt)
+
+            def mark(st, hook):
+                before = st.mark
+                st.mark = _run_mark_ops(before, ops)
+                return "", f"mark {before:#x} -> {st.mark:#x}", False
+            return mark
         if name == "CONNMARK":
-            before = (s.mark, s.ctmark)
-            _apply_connmark(s, tgt)
-            return "", f"mark {before[0]:#x} -> {s.mark:#x}, ctmark {before[1]:#x} -> {s.ctmark:#x}", False
+            def connmark(st, hook):
+                before = (st.mark, st.ctmark)
+                _apply_connmark(st, tgt)
+                return "", f"mark {before[0]:#x} -> {st.mark:#x}, ctmark {before[1]:#x} -> {st.ctmark:#x}", False
+            return connmark
         if name in _NAT_TARGETS:
             if table != "nat":
-                s.assumptions.append(f"{name} outside the nat table ({table}/{rule.chain}) is invalid; ignored")
-                return "", "", False
-            return "ACCEPT", self._nat(s, hook, rule), True
-        if name in ("NOTRACK",) or (name == "CT" and tgt.get("--notrack") is not None):
-            s.notrack = True
-            return "", "connection not tracked: nat is skipped", False
-        if name == "CT":
-            return "", "", False
-        if name in _CONTINUE_TARGETS:
-            return "", "", False
-        if name in ("QUEUE", "NFQUEUE"):
-            s.assumptions.append(f"{name}: handed to a userspace program; assumed it accepts")
-            return "ACCEPT", "queued to userspace", True
-        if name in ("TPROXY",):
-            s.assumptions.append("TPROXY: transparent proxying not modelled; assumed delivered locally")
-            return "ACCEPT", "", True
+                reason = f"{name} outside the nat table ({table}/{rule.chain}) is invalid; ignored"
+
+                def invalid(st, hook):
+                    st.assumptions.append(reason)
+                    return "", "", False
+                return invalid
+            return self._compile_nat(rule)
+        if name == "NOTRACK" or (name == "CT" and tgt.get("--notrack") is not None):
+            def notrack(st, hook):
+                st.notrack = True
+                return "", "connection not tracked: nat is skipped", False
+            return notrack
+        if name == "CT" or name in _CONTINUE_TARGETS:
+            return lambda st, hook: ("", "", False)
+        if name in ("QUEUE", "NFQUEUE", "TPROXY"):
+            reason = (f"{name}: handed to a userspace program; assumed it accepts" if name != "TPROXY"
+                      else "TPROXY: transparent proxying not modelled; assumed delivered locally")
+
+            def queued(st, hook):
+                st.assumptions.append(reason)
+                return "ACCEPT", "queued to userspace" if name != "TPROXY" else "", True
+            return queued
         # A name that is neither a chain of this table nor an extension kptrace knows.
         if name.startswith("KUBE-") or not name.isupper() or "-" in name or "_" in name:
-            s.reason = f"continues in {table}/{name}, which is not in this input"
-            return "INCOMPLETE", f"jump to missing chain {name}", True
-        s.assumptions.append(f"target {name} not modelled; assumed to let the packet continue")
-        return "", "", False
+            reason = f"continues in {table}/{name}, which is not in this input"
 
-    def _nat(self, s: _St, hook: str, rule: Rule) -> str:
+            def missing(st, hook):
+                st.reason = reason
+                return "INCOMPLETE", f"jump to missing chain {name}", True
+            return missing
+        reason = f"target {name} not modelled; assumed to let the packet continue"
+
+        def unknown(st, hook):
+            st.assumptions.append(reason)
+            return "", "", False
+        return unknown
+
+    def _compile_nat(self, rule: Rule):
         tgt = rule.target
         name = tgt.name
+        family = self.family
         if name == "DNAT":
             o = tgt.get("--to-destination")
             if o is None:
-                return "DNAT (no --to-destination)"
-            addr, port, note = _nat_range(o.value, self.family)
-            if addr is not None:
-                s.dst = addr
-            if port is not None:
-                s.dport = port
-            s.dnat = format_endpoint(self.family, s.dst, s.dport)
-            return f"DNAT to {s.dnat}{note}"
+                return lambda st, hook: ("ACCEPT", "DNAT (no --to-destination)", True)
+            addr, port, extra = _nat_range(o.value, family)
+
+            def dnat(st, hook):
+                if addr is not None:
+                    st.dst = addr
+                if port is not None:
+                    st.dport = port
+                st.dnat = format_endpoint(family, st.dst, st.dport)
+                return "ACCEPT", f"DNAT to {st.dnat}{extra}", True
+            return dnat
         if name == "REDIRECT":
             o = tgt.get("--to-ports")
-            if hook == "OUTPUT":
-                s.dst = parse_addr("127.0.0.1" if self.family == 4 else "::1")[1]
-            elif self.node_ips:
-                s.dst = min(self.node_ips)
-                s.assumptions.append("REDIRECT: the input interface's address taken as the first node address")
-            else:
-                s.assumptions.append("REDIRECT: the input interface's address is unknown (give --node-ip)")
-            if o is not None:
-                s.dport = int(o.value.split("-")[0].split(":")[0])
-            s.dnat = format_endpoint(self.family, s.dst, s.dport)
-            return f"REDIRECT to {s.dnat}"
+            to_port = int(o.value.split("-")[0].split(":")[0]) if o is not None else None
+            loopback = parse_addr("127.0.0.1" if family == 4 else "::1")[1]
+
+            def redirect(st, hook):
+                if hook == "OUTPUT":
+                    st.dst = loopback
+                elif self.node_ips:
+                    st.dst = min(self.node_ips)
+                    st.assumptions.append("REDIRECT: the input interface's address taken as the first node address")
+                else:
+                    st.assumptions.append("REDIRECT: the input interface's address is unknown (give --node-ip)")
+                if to_port is not None:
+                    st.dport = to_port
+                st.dnat = format_endpoint(family, st.dst, st.dport)
+                return "ACCEPT", f"REDIRECT to {st.dnat}", True
+            return redirect
         if name == "SNAT":
             o = tgt.get("--to-source")
-            addr, port, note = _nat_range(o.value, self.family) if o else (None, None, "")
-            if addr is not None:
-                s.src = addr
-            if port is not None:
-                s.sport = port
-            s.snat = format_addr(self.family, s.src)
-            return f"SNAT to {s.snat}{note}"
+            addr, port, extra = _nat_range(o.value, family) if o else (None, None, "")
+
+            def snat(st, hook):
+                if addr is not None:
+                    st.src = addr
+                if port is not None:
+                    st.sport = port
+                st.snat = format_addr(family, st.src)
+                return "ACCEPT", f"SNAT to {st.snat}{extra}", True
+            return snat
         if name == "MASQUERADE":
-            s.masq = True
-            s.snat = "MASQUERADE"
-            return "MASQUERADE (source becomes the egress interface's address)"
-        s.assumptions.append(f"{name} not modelled")
-        return name
+            def masquerade(st, hook):
+                st.masq = True
+                st.snat = "MASQUERADE"
+                return "ACCEPT", "MASQUERADE (source becomes the egress interface's address)", True
+            return masquerade
+        reason = f"{name} not modelled"
+
+        def other(st, hook):
+            st.assumptions.append(reason)
+            return "ACCEPT", name, True
+        return other
 
 
 def _nat_range(value: str, family: int) -> tuple[int | None, int | None, str]:
@@ -574,23 +649,32 @@ def _mark_value(text: str) -> tuple[int, int | None]:
     return int(v, 0), (int(m, 0) if m else None)
 
 
-def _apply_mark(mark: int, tgt) -> int:
-    # xt_MARK: mark = (mark & ~mask) ^ value; iptables maps each option onto (value, mask).
+def _mark_ops(tgt) -> list[tuple[int, int]]:
+    """xt_MARK applies mark = (mark & ~mask) ^ value; iptables maps each option onto (value, mask)."""
+    ops = []
     for o in tgt.options:
         v, m = _mark_value(o.value) if o.args else (0, None)
         if o.name == "--set-xmark":
-            mask = 0xFFFFFFFF if m is None else m
-            mark = (mark & ~mask & 0xFFFFFFFF) ^ v
+            ops.append((v, 0xFFFFFFFF if m is None else m))
         elif o.name == "--set-mark":
-            mask = 0xFFFFFFFF if m is None else (v | m)
-            mark = (mark & ~mask & 0xFFFFFFFF) ^ v
+            ops.append((v, 0xFFFFFFFF if m is None else (v | m)))
         elif o.name == "--or-mark":
-            mark |= v
+            ops.append((v, v))
         elif o.name == "--xor-mark":
-            mark ^= v
+            ops.append((v, 0))
         elif o.name == "--and-mark":
-            mark &= v
-    return mark & 0xFFFFFFFF
+            ops.append((0, ~v & 0xFFFFFFFF))
+    return ops
+
+
+def _run_mark_ops(mark: int, ops: list[tuple[int, int]]) -> int:
+    for value, mask in ops:
+        mark = (mark & ~mask & 0xFFFFFFFF) ^ value
+    return mark
+
+
+def _apply_mark(mark: int, tgt) -> int:
+    return _run_mark_ops(mark, _mark_ops(tgt))
 
 
 def _apply_connmark(s: _St, tgt) -> None:
@@ -620,7 +704,8 @@ def _merge(states: list[_St], family: int, delivery_of) -> tuple[Outcome, ...]:
         groups.setdefault(_outcome_key(s, family), []).append(s)
     outcomes = []
     for key, members in groups.items():
-        members.sort(key=lambda s: -s.prob)
+        if len(members) > 1:
+            members.sort(key=lambda s: -float(s.prob))
         s0 = members[0]
         assumptions: list[str] = []
         for m in members:
@@ -628,7 +713,7 @@ def _merge(states: list[_St], family: int, delivery_of) -> tuple[Outcome, ...]:
                 if a not in assumptions:
                     assumptions.append(a)
         outcomes.append(Outcome(
-            probability=sum((m.prob for m in members), Fraction(0)),
+            probability=_exact_sum([m.prob for m in members]),
             verdict=s0.verdict,
             dst=format_endpoint(family, s0.dst, s0.dport),
             src="MASQUERADE" if s0.masq else (s0.snat or format_addr(family, s0.src)),
@@ -641,11 +726,20 @@ def _merge(states: list[_St], family: int, delivery_of) -> tuple[Outcome, ...]:
             branches=tuple(Branch(m.prob, tuple(m.path)) for m in members),
             assumptions=tuple(assumptions),
         ))
-    outcomes.sort(key=lambda o: (-o.probability, o.dst))
-    total = sum((o.probability for o in outcomes), Fraction(0))
+    outcomes.sort(key=lambda o: (-float(o.probability), o.dst))
+    total = _exact_sum([o.probability for o in outcomes])
     if total != 1:
         raise AssertionError(f"outcome probabilities sum to {total}, not 1")
     return tuple(outcomes)
+
+
+def _exact_sum(ps: list[Fraction]) -> Fraction:
+    """Sum of fractions over their least common denominator: one normalisation instead of one per
+    addition (the kernel's probabilities all have power-of-two denominators)."""
+    if len(ps) == 1:
+        return ps[0]
+    den = math.lcm(*(p.denominator for p in ps))
+    return Fraction(sum(p.numerator * (den // p.denominator) for p in ps), den)
 
 
 def _delivery(s: _St) -> str:

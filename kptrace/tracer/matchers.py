@@ -3,29 +3,47 @@
 A compiled check is ``check(st, ctx) -> result`` where the result is
 
 * ``True`` / ``False`` -- decided;
-* a :class:`Fraction` ``p`` -- a random choice: matches with probability ``p`` (``statistic``);
+* a :class:`Coin` ``(p, 1 - p)`` -- a random choice: matches with probability ``p`` (``statistic``);
 * :class:`Assumed` -- kptrace cannot know (node addresses not given, ipset contents, a module it does
   not model); the value is the assumption, and the reason travels with the outcome.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from kptrace.model.addr import Cidr, parse_addr, parse_cidr
 from kptrace.model.rules import Match, Option, Rule
 from kptrace.tracer.packet import PROTOCOLS
 
-__all__ = ["Assumed", "Check", "MATCHERS", "compile_base", "compile_match", "kernel_probability"]
+__all__ = ["Assumed", "Check", "Coin", "MATCHERS", "compile_base", "compile_match", "kernel_probability"]
 
 
 @dataclass(frozen=True, slots=True)
 class Assumed:
     value: bool
     reason: str
+
+
+class Coin(NamedTuple):
+    """A random match: taken with probability ``p``, not taken with ``q = 1 - p`` (both exact, 0 < p < 1)."""
+
+    p: Fraction
+    q: Fraction
+
+
+def _coin(p: Fraction) -> Check:
+    # Decided once here, so the tracer's inner loop never does Fraction arithmetic for a constant.
+    if p <= 0:
+        return lambda st, ctx: False
+    if p >= 1:
+        return lambda st, ctx: True
+    coin = Coin(p, 1 - p)
+    return lambda st, ctx: coin
 
 
 Check = Callable[["object", "object"], "bool | Fraction | Assumed"]
@@ -55,8 +73,8 @@ def _negate(check: Check, negated: bool) -> Check:
         r = check(st, ctx)
         if r is True or r is False:
             return not r
-        if isinstance(r, Fraction):
-            return 1 - r
+        if isinstance(r, Coin):
+            return Coin(r.q, r.p)
         return Assumed(not r.value, r.reason)
 
     return neg
@@ -116,8 +134,13 @@ def _iface_check(pattern: str, which: str) -> Check:
 # ---------------------------------------------------------------- base (-s -d -p -i -o -f)
 
 def compile_base(rule: Rule, family: int) -> list[Check]:
+    return list(_compile_base_cached(rule.base, family))
+
+
+@functools.lru_cache(maxsize=65536)
+def _compile_base_cached(base: tuple[Option, ...], family: int) -> tuple[Check, ...]:
     checks: list[Check] = []
-    for o in rule.base:
+    for o in base:
         if o.name in ("-s", "-d"):
             cidr = _cidr(o.value, family)
             if o.name == "-s":
@@ -137,7 +160,7 @@ def compile_base(rule: Rule, family: int) -> list[Check]:
             checks.append(_negate(_iface_check(o.value, "in" if o.name == "-i" else "out"), o.negated))
         elif o.name == "-f":
             checks.append(_negate(lambda st, ctx: False, o.negated))  # the first packet is never a later fragment
-    return checks
+    return tuple(checks)
 
 
 def _cidr(text: str, family: int) -> Cidr:
@@ -216,7 +239,7 @@ def _statistic(m: Match, family: int) -> list[Check]:
         p = kernel_probability(o.value) if o else Fraction(1)
         if o is not None and o.negated:
             p = 1 - p
-        return [lambda st, ctx: p]
+        return [_coin(p)]
     if mode == "nth":
         every = int(m.get("--every").value) if m.get("--every") else 1
         p = Fraction(1, every)
@@ -224,7 +247,7 @@ def _statistic(m: Match, family: int) -> list[Check]:
         if o is not None and o.negated:
             p = 1 - p
         # One connection in every n: over many connections this is exactly a 1/n share.
-        return [lambda st, ctx: p]
+        return [_coin(p)]
     return [lambda st, ctx: Assumed(False, f"statistic mode {mode} not modelled")]
 
 
@@ -367,7 +390,17 @@ MATCHERS: dict[str, Callable[[Match, int], list[Check]]] = {
 
 
 def compile_match(m: Match, family: int) -> list[Check]:
+    """The checks for one match. Matches repeat across a dump (every endpoint chain's ``-m tcp``, the
+    same ten ``--probability`` values in 10,000 Service chains), and checks hold no per-rule state, so
+    they are compiled once per distinct match (cached), not once per rule."""
+    if m.module in ("comment", "nfacct"):
+        return []
+    return list(_compile_match_cached(m, family))
+
+
+@functools.lru_cache(maxsize=8192)
+def _compile_match_cached(m: Match, family: int) -> tuple[Check, ...]:
     compiler = MATCHERS.get(m.module)
     if compiler is None:
-        return _assume(False, "match module not modelled, assumed not to match")(m, family)
-    return compiler(m, family)
+        return tuple(_assume(False, "match module not modelled, assumed not to match")(m, family))
+    return tuple(compiler(m, family))
