@@ -136,7 +136,9 @@ class _CompiledChain:
         self.src_of: list[int | None] | None = None
         if n < _INDEX_THRESHOLD:
             self.wild = range(n)
-            self.src_of = [_plain_addr(raw.text, " -s ") for raw in chain.raw]
+            lines = chain._lines
+            if any(" -s " in lines[i] for i in chain._idx):
+                self.src_of = [_plain_addr(raw.text, " -s ") for raw in chain.raw]
         else:
             index: dict[int, list[int]] = {}
             for i, raw in enumerate(chain.raw):
@@ -174,6 +176,8 @@ def _plain_addr(text: str, opt: str) -> int | None:
     is none or the text is not plain enough to be sure (a quoted comment containing " -d ", a network)."""
     pos = text.find(opt)
     if pos < 0 or text.find(opt, pos + 4) >= 0:
+        return None
+    if text[pos - 1] == "!":
         return None
     if text[pos - 1] == "!" or text.count('"', 0, pos) % 2:
         return None
