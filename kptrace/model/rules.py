@@ -189,11 +189,24 @@ class Chain:
             self._raw = out
         return self._raw
 
+    def text_at(self, index: int) -> str:
+        """The text of rule ``index`` (0-based) from "-A" on, without building :attr:`raw`."""
+        if self._raw is not None:
+            return self._raw[index].text
+        text = self._lines[self._idx[index]]
+        return text[text.index("]") + 1:].lstrip() if text.startswith("[") else text
+
     def rule_at(self, index: int) -> Rule:
         """One rule, parsed without parsing the rest of the chain (a Service lookup in a 20k-rule chain)."""
         if self._rules is not None:
             return self._rules[index]
-        return self._parse(self, index + 1, self.raw[index])
+        if self._raw is not None:
+            return self._parse(self, index + 1, self._raw[index])
+        i = self._idx[index]
+        text = self._lines[i]
+        if text.startswith("["):
+            return self._parse(self, index + 1, self.raw[index])
+        return self._parse(self, index + 1, RawRule(i + 1, text, None))
 
     @property
     def rules(self) -> tuple[Rule, ...]:
