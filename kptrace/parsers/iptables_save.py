@@ -31,6 +31,9 @@ from kptrace.sources.files import SourceText
 
 __all__ = ["ParseResult", "chain_from_lines", "parse_all_rules", "parse_iptables_save", "tokenize"]
 
+# The parser builds its NamedTuples with tuple.__new__: NamedTuple's own __new__ is a Python function,
+# and its call was a tenth of a first trace's time (benchmarks/run.py).
+_new = tuple.__new__
 _TOKEN = re.compile(r'"((?:[^"\\]|\\.)*)"|(\S+)')
 _UNESCAPE = re.compile(r"\\(.)")
 _COUNTERS = re.compile(r"\[(\d+):(\d+)\]")
@@ -179,6 +182,14 @@ class _RuleParser:
             i = 3
         while i < n:
             t = toks[i]
+            if module is not None:
+                # Most tokens are an option of the match just opened taking one value: take it here.
+                name = module.canon.get(t)
+                if name is not None and module.options[name] == 1 and i + 1 < n and toks[i + 1] != "!":
+                    module_opts.append(_new(Option, (name, (toks[i + 1],), negate)))
+                    negate = False
+                    i += 2
+                    continue
             if t == "!":
                 negate = True
                 i += 1
@@ -191,15 +202,15 @@ class _RuleParser:
                         self.problem("warning", f"unknown option {t!r} for target {target_name}", raw, text, i,
                                      "kept as written; a decision that rests on it is marked assumed")
                     vals, i = take(toks, i + 1, -1, raw, text)
-                    target_opts.append(Option(t, vals, negate))
+                    target_opts.append(_new(Option, (t, vals, negate)))
                 else:
                     vals, i = take(toks, i + 1, target_grammar.options[name], raw, text)
-                    target_opts.append(Option(name, vals, negate))
+                    target_opts.append(_new(Option, (name, vals, negate)))
                 negate = False
                 continue
             if t == "-m" or t == "--match":
                 if module_name:
-                    matches.append(Match(module_name, tuple(module_opts), module_known))
+                    matches.append(_new(Match, (module_name, tuple(module_opts), module_known)))
                 if i + 1 >= n:
                     self.problem("error", "-m needs a module name", raw, text, i)
                     module_name = ""
@@ -215,7 +226,7 @@ class _RuleParser:
                 continue
             if t == "-j" or t == "-g" or t == "--jump" or t == "--goto":
                 if module_name:
-                    matches.append(Match(module_name, tuple(module_opts), module_known))
+                    matches.append(_new(Match, (module_name, tuple(module_opts), module_known)))
                     module_name, module = "", None
                 if i + 1 >= n:
                     self.problem("error", f"{t} needs a target", raw, text, i)
@@ -247,7 +258,7 @@ class _RuleParser:
                         self.problem("error", f"{vals[0]!r} is not an address or network", raw, text, at,
                                      "addresses are written 10.0.0.1, 10.0.0.0/8 or 2001:db8::/32")
                 if bname != "-c":  # iptables-restore's "-c PKTS BYTES" is counters, not a match
-                    base.append(Option(bname, vals, negate))
+                    base.append(_new(Option, (bname, vals, negate)))
                 negate = False
                 continue
             if t.startswith("--"):
@@ -267,7 +278,7 @@ class _RuleParser:
                     if iname is not None and module_name != proto:
                         # "-p tcp --dport 80" without "-m tcp": iptables loads the protocol's module implicitly.
                         if module_name:
-                            matches.append(Match(module_name, tuple(module_opts), module_known))
+                            matches.append(_new(Match, (module_name, tuple(module_opts), module_known)))
                         module, module_name, module_known, module_opts = implicit, proto, True, []
                         vals, i = take(toks, i + 1, implicit.options[iname], raw, text)
                         name = iname
@@ -283,17 +294,17 @@ class _RuleParser:
                     negate = True
                     vals, i = take(toks, i - len(vals) + 1, module.options.get(name, 1) if module is not None else 1, raw, text)
                 if module_name:
-                    module_opts.append(Option(name, vals, negate))
+                    module_opts.append(_new(Option, (name, vals, negate)))
                 negate = False
                 continue
             self.problem("error", f"unexpected {t!r}", raw, text, i, "options start with - or --; is a value missing its option, or a comment not quoted?")
             i += 1
         if module_name:
-            matches.append(Match(module_name, tuple(module_opts), module_known))
+            matches.append(_new(Match, (module_name, tuple(module_opts), module_known)))
         if negate:
             self.problem("error", "'!' at the end of the rule negates nothing", raw, text, n - 1)
-        target = Target(target_name, tuple(target_opts), target_goto) if target_name else None
-        return Rule(chain.table, chain.name, number, tuple(base), tuple(matches), target, text, self.source, raw.line, raw.counters)
+        target = _new(Target, (target_name, tuple(target_opts), target_goto)) if target_name else None
+        return _new(Rule, (chain.table, chain.name, number, tuple(base), tuple(matches), target, text, self.source, raw.line, raw.counters, False))
 
 
 _COMMANDS = {"-A", "-I", "-N", "-X", "-F", "-P", "-D", "-R", "-Z", "-E"}

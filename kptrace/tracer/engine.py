@@ -32,6 +32,7 @@ from kptrace.tracer.result import Branch, Outcome, Step, Trace
 __all__ = ["Tracer"]
 
 _ONE = Fraction(1)
+_new = tuple.__new__  # Steps are NamedTuples; tuple.__new__ skips their Python-level __new__ on the hot path
 _LOOPBACK4 = parse_cidr("127.0.0.0/8")
 _MULTICAST4 = parse_cidr("224.0.0.0/4")
 _MULTICAST6 = parse_cidr("ff00::/8")
@@ -277,7 +278,7 @@ class Tracer:
         st.src, st.dst, st.sport, st.dport = src, dst, packet.sport, packet.dport
         st.proto_num = PROTOCOLS.get(packet.proto, 6)
         st.mark = st.ctmark = 0
-        st.prob = _ONE
+        st.prob = (1, 1)  # numerator, denominator: multiplied without normalising; a Fraction at the end
         st.path, st.assumptions = [], []
         st.dnat = st.snat = None
         st.masq = st.notrack = False
@@ -395,7 +396,8 @@ class Tracer:
                     n.path.extend(r.path[path_len:])
                     n.assumptions.extend(r.assumptions[assumptions_len:])
                     if r.prob != prob:
-                        n.prob = other.prob * (r.prob / prob)
+                        (on, od), (rn, rd), (pn, pd) = other.prob, r.prob, prob
+                        n.prob = (on * rn * pd, od * rd * pn)
                     n.src, n.sport, n.mark, n.ctmark = r.src, r.sport, r.mark, r.ctmark
                     n.snat, n.masq, n.notrack, n.recent = r.snat, r.masq, r.notrack, r.recent
                     n.verdict, n.reason = r.verdict, r.reason
@@ -480,7 +482,7 @@ class Tracer:
                             matched = False
                             break
                         if type(r) is Coin:
-                            coin = r if coin is None else Coin(coin.p * r.p, 1 - coin.p * r.p)
+                            coin = r if coin is None else Coin.of(coin.p * r.p)
                             continue
                         # Assumed
                         s.assumptions.append(r.reason)
@@ -493,17 +495,18 @@ class Tracer:
                     if coin is not None:
                         branch_p = coin.p
                         alt = s.copy()
-                        alt.prob = alt.prob * coin.q
+                        n0, d0 = s.prob
+                        alt.prob = (n0 * coin.qn, d0 * coin.qd)
                         work.append((alt, cname, ri + 1, frames))
-                        s.prob = s.prob * branch_p
+                        s.prob = (n0 * coin.pn, d0 * coin.pd)
                     rule = cr.rule
                     tgt = rule.target
                     if tgt is None:
-                        s.path.append(Step(hook, table, rule.chain, rule.number, rule.text, rule.source, rule.line, branch_p, "", rule.synthetic))
+                        s.path.append(_new(Step, (hook, table, rule.chain, rule.number, rule.text, rule.source, rule.line, branch_p, "", rule.synthetic)))
                         continue
                     name = cr.jump
                     if name is not None:
-                        s.path.append(Step(hook, table, rule.chain, rule.number, rule.text, rule.source, rule.line, branch_p, "", rule.synthetic))
+                        s.path.append(_new(Step, (hook, table, rule.chain, rule.number, rule.text, rule.source, rule.line, branch_p, "", rule.synthetic)))
                         if len(frames) > 64:
                             s.verdict, s.reason = "INCOMPLETE", f"more than 64 nested jumps at {table}/{name}: a jump loop?"
                             out.append(s)
@@ -515,7 +518,7 @@ class Tracer:
                         jumped = True
                         break
                     verdict, step_note, stop = cr.action(s, hook)
-                    s.path.append(Step(hook, table, rule.chain, rule.number, rule.text, rule.source, rule.line, branch_p, step_note, rule.synthetic))
+                    s.path.append(_new(Step, (hook, table, rule.chain, rule.number, rule.text, rule.source, rule.line, branch_p, step_note, rule.synthetic)))
                     if verdict == "RETURN":
                         ended = False
                         pos = n  # fall off this chain
@@ -799,6 +802,7 @@ def _outcome_key(s: _St, family: int) -> tuple:
 def _merge(states: list[_St], family: int, delivery_of) -> tuple[Outcome, ...]:
     groups: dict[tuple, list[_St]] = {}
     for s in states:
+        s.prob = Fraction(*s.prob)
         groups.setdefault(_outcome_key(s, family), []).append(s)
     outcomes = []
     for key, members in groups.items():

@@ -30,10 +30,20 @@ class Assumed:
 
 
 class Coin(NamedTuple):
-    """A random match: taken with probability ``p``, not taken with ``q = 1 - p`` (both exact, 0 < p < 1)."""
+    """A random match: taken with probability ``p``, not taken with ``q = 1 - p`` (both exact, 0 < p < 1),
+    also as integer numerators and denominators, which the tracer multiplies without normalising."""
 
     p: Fraction
     q: Fraction
+    pn: int
+    pd: int
+    qn: int
+    qd: int
+
+    @classmethod
+    def of(cls, p: Fraction) -> "Coin":
+        q = 1 - p
+        return cls(p, q, p.numerator, p.denominator, q.numerator, q.denominator)
 
 
 def _coin(p: Fraction) -> Check:
@@ -42,7 +52,7 @@ def _coin(p: Fraction) -> Check:
         return lambda st, ctx: False
     if p >= 1:
         return lambda st, ctx: True
-    coin = Coin(p, 1 - p)
+    coin = Coin.of(p)
     return lambda st, ctx: coin
 
 
@@ -74,7 +84,7 @@ def _negate(check: Check, negated: bool) -> Check:
         if r is True or r is False:
             return not r
         if isinstance(r, Coin):
-            return Coin(r.q, r.p)
+            return Coin(r.q, r.p, r.qn, r.qd, r.pn, r.pd)
         return Assumed(not r.value, r.reason)
 
     return neg
