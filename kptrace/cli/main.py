@@ -40,11 +40,12 @@ def _root(
 
 
 def _register() -> None:
-    from kptrace.cli import packet, parse, svc
+    from kptrace.cli import packet, parse, svc, verify
 
     app.command("packet", help=packet.__doc__)(packet.packet)
     app.command("svc", help=svc.__doc__)(svc.svc)
     app.command("parse", help=parse.__doc__)(parse.parse)
+    app.command("verify", help=verify.__doc__)(verify.verify)
 
 
 _register()

@@ -36,3 +36,33 @@ def format_rule(rule: Rule) -> str:
         out.append(("-g " if rule.target.goto else "-j ") + rule.target.name)
         out.extend(_option(o) for o in rule.target.options)
     return " ".join(out)
+
+
+def format_ruleset(rs, *, extra_chains: dict[str, set[str]] | None = None) -> str:
+    """The whole ruleset as input ``iptables-restore`` accepts: every table with its built-in chains
+    (and their policies), its user chains, then its rules in canonical form. kube-proxy's restore input
+    becomes loadable this way: built-in chains and kptrace's assumed jumps are written out, comments
+    are quoted. ``extra_chains`` (table -> names) declares chains the rules jump to but the input lacks.
+    """
+    from kptrace.model.rules import BUILTIN_CHAINS
+
+    out = []
+    for tname, table in rs.tables.items():
+        out.append(f"*{tname}")
+        declared = []
+        for b in BUILTIN_CHAINS[tname]:
+            chain = table.chains.get(b)
+            policy = (chain.policy if chain is not None and chain.policy else "ACCEPT")
+            out.append(f":{b} {policy} [0:0]")
+            declared.append(b)
+        for name in table.chains:
+            if name not in declared:
+                out.append(f":{name} - [0:0]")
+        for name in sorted((extra_chains or {}).get(tname, ())):
+            if name not in table.chains:
+                out.append(f":{name} - [0:0]")
+        for chain in table.chains.values():
+            for rule in chain.rules:
+                out.append(format_rule(rule))
+        out.append("COMMIT")
+    return "\n".join(out) + "\n"

@@ -109,3 +109,29 @@ def diagnostic_json(d: Diagnostic) -> dict[str, Any]:
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, indent=2, ensure_ascii=False)
+
+
+VERIFY_SCHEMA = "kptrace/verify/v1"
+
+
+def verify_json(results) -> dict[str, Any]:
+    return {
+        "schema": VERIFY_SCHEMA,
+        "agree": all(r.status != "disagree" for r in results),
+        "packets": [{
+            "label": r.label,
+            "status": r.status,
+            "packet": trace_json(r.trace)["packet"],
+            "confidence": r.confidence,
+            "path_agrees": r.path_ok,
+            "kernel_path": [{"table": t, "chain": c, "rule": x if isinstance(x, int) else None,
+                             "text": None if isinstance(x, int) else x} for t, c, x in r.kernel_path],
+            "outcomes": [{"verdict": c.verdict, "dst": c.dst, "source_rewritten": c.snat,
+                          "predicted": float(c.predicted) if c.predicted is not None else None,
+                          "observed": c.observed, "connections": c.n, "accepted_range": [c.low, c.high], "ok": c.ok}
+                         for c in r.checks],
+            "session_affinity": r.affinity,
+            "problems": list(r.problems),
+            "notes": list(r.notes),
+        } for r in results],
+    }

@@ -217,3 +217,36 @@ def render_inventory(console: Console, inv: dict) -> None:
                       + (f", {fam['no_endpoint_rejects']} REJECT rules for Services without endpoints" if fam["no_endpoint_rejects"] else ""))
         if names:
             console.print(f"  named in comments: {shown}")
+
+
+def render_verify(console: Console, results) -> None:
+    for r in results:
+        style = {"agree": "green", "disagree": "bold red", "unverifiable": "yellow"}[r.status]
+        console.print(Text.assemble(("● ", style), (r.label, "bold"), ("  " + r.status, style)))
+        if r.checks:
+            t = Table(show_edge=False, header_style="bold")
+            for col in ("outcome", "kptrace predicts", "kernel", "accepted", ""):
+                t.add_column(col, justify="right" if col in ("kptrace predicts", "kernel", "accepted") else "left")
+            for c in r.checks:
+                what = (c.dst or c.verdict) + (" (source rewritten)" if c.snat else "")
+                if c.verdict != "ACCEPT" and c.dst:
+                    what = f"{c.verdict} {what}"
+                seen = f"{c.observed}/{c.n} = {c.observed / c.n:.1%}" if c.n else "—"
+                t.add_row(what, share_text(c.predicted) if c.predicted is not None else "not predicted", seen,
+                          f"{c.low}..{c.high}", Text("ok" if c.ok else "✗", style="green" if c.ok else "bold red"))
+            console.print(t)
+        if r.path_ok is not None:
+            console.print(f"  rule path of one probe: {'[green]one of the predicted paths[/]' if r.path_ok else '[bold red]not predicted[/]'}"
+                          f" ({len(r.kernel_path)} rules and policies)")
+            if not r.path_ok:
+                for table, chain, x in r.kernel_path:
+                    console.print(f"    kernel: {table}/{chain} {'#' + str(x) if isinstance(x, int) else escape(str(x))}")
+        for p in r.problems:
+            console.print(f"  [red]✗[/] {escape(p)}")
+        for n in r.notes:
+            console.print(f"  [dim]{escape(n)}[/]")
+    agree = sum(r.status == "agree" for r in results)
+    disagree = sum(r.status == "disagree" for r in results)
+    unverifiable = sum(r.status == "unverifiable" for r in results)
+    console.print(f"[bold]{agree} agree, {disagree} disagree, {unverifiable} unverifiable[/] "
+                  f"(binomial bounds at {results[0].confidence if results else 0.999:.4%} confidence)")

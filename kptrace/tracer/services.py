@@ -464,7 +464,7 @@ def _view(dp: Dataplane, k: _Key, origins: tuple[Origin, ...] | None) -> Service
             traces.append(EntryTrace(e, origin, origin.value, trace_packet(dp, plan)))
             if origin is Origin.EXTERNAL and source_ranges and e.kind != "NodePort":
                 inside = _host_in(source_ranges[0])
-                if inside is not None:
+                if inside is not None and inside != plan.packet.src:
                     plan = plan_packet(dp, dst, e.port, origin=origin, proto=proto, src=inside)
                     traces.append(EntryTrace(e, origin, f"external from {inside} (in {source_ranges[0]})", trace_packet(dp, plan)))
 
@@ -512,3 +512,31 @@ def _host_in(cidr_text: str) -> str | None:
     except ValueError:
         return None
     return format_addr(c.version, c.host(1) if not c.is_host else c.network)
+
+
+def all_service_views(dp: Dataplane) -> list[ServiceView]:
+    """A view of every Service port the dump has rules for (nat Service chains, and filter REJECT/DROP
+    rules of Services without endpoints)."""
+    keys: list[_Key] = []
+    seen: set[tuple[int, str]] = set()
+    for fam, rs in sorted(dp.rulesets.items()):
+        nat = rs.tables.get("nat")
+        for name in (nat.chains if nat else {}):
+            h = chain_hash_of(name) if name.startswith(SERVICE_CHAIN_PREFIXES) else None
+            if h and (fam, h) not in seen:
+                seen.add((fam, h))
+                keys.append(_Key(h, fam, None, None))
+        for cname in ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES"):
+            chain = rs.chain("filter", cname)
+            for i, raw in enumerate(chain.raw if chain else ()):
+                if "has no endpoints" not in raw.text:
+                    continue
+                r = chain.rule_at(i)
+                spn = _spn_from_comment(r.comment)
+                proto = _proto(r) or "tcp"
+                if spn:
+                    h = service_chain_hash(spn, proto)
+                    if (fam, h) not in seen:
+                        seen.add((fam, h))
+                        keys.append(_Key(h, fam, spn, proto))
+    return [_view(dp, k, None) for k in _name_keys(dp, keys)]

@@ -1,0 +1,157 @@
+"""Compare kptrace's prediction for a packet with what the kernel did (``kptrace verify``).
+
+Agreement means all of:
+
+* the kernel's rule-by-rule path for one probe is one of the predicted paths;
+* the set of outcomes (verdict, destination after NAT, source rewritten or not) is the same;
+* each outcome's observed share of N connections lies within the binomial bound of its predicted
+  probability at the stated confidence (Bonferroni-corrected over the outcomes);
+* for a Service with session affinity, where one client is pinned after its first connection: every
+  connection went to one endpoint, one of the predicted ones.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+from statistics import NormalDist
+
+from kptrace.lab.netns import KernelFlow, KernelObservation
+from kptrace.tracer.result import Outcome, Trace
+
+__all__ = ["OutcomeCheck", "VerifyResult", "compare", "connections_needed", "outcome_key"]
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeCheck:
+    verdict: str
+    dst: str | None
+    snat: bool
+    predicted: Fraction | None  # None: the kernel did something kptrace did not predict
+    observed: int
+    n: int
+    low: int  # the range of counts the bound accepts
+    high: int
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    label: str
+    trace: Trace
+    status: str  # agree | disagree | unverifiable
+    checks: tuple[OutcomeCheck, ...]
+    path_ok: bool | None
+    kernel_path: tuple[tuple[str, str, str], ...]
+    problems: tuple[str, ...]
+    affinity: bool = False
+    confidence: float = 0.999
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "agree"
+
+
+def outcome_key(o: Outcome, src: str, egress: str | None) -> KernelFlow:
+    """The kernel-observable form of an outcome. MASQUERADE rewrites the source to the egress
+    interface's address, which for a connection the node itself opened from that address changes
+    nothing (conntrack then records no source NAT at all)."""
+    if o.verdict in ("DROP", "REJECT"):
+        return KernelFlow(o.verdict, None, False)
+    if o.masquerade:
+        rewritten = egress is None or src != egress
+    else:
+        rewritten = o.snat is not None and o.snat != src
+    return KernelFlow("ACCEPT", o.dnat or o.dst, rewritten)
+
+
+def connections_needed(trace: Trace, *, minimum: int = 200, expected_per_outcome: int = 40, cap: int = 5000) -> int:
+    """Enough connections that every predicted outcome is expected ``expected_per_outcome`` times."""
+    smallest = min((o.probability for o in trace.outcomes if o.probability > 0), default=Fraction(1))
+    return max(minimum, min(cap, math.ceil(expected_per_outcome / float(smallest))))
+
+
+def _band(n: int, p: float, z: float) -> tuple[int, int]:
+    if p <= 0:
+        return 0, 0
+    if p >= 1:
+        return n, n
+    sd = math.sqrt(n * p * (1 - p))
+    return max(0, math.floor(n * p - z * sd - 0.5)), min(n, math.ceil(n * p + z * sd + 0.5))
+
+
+def _uses_affinity(trace: Trace) -> bool:
+    return any("-m recent" in s.text and ("--rcheck" in s.text or "--update" in s.text)
+               for o in trace.outcomes for b in o.branches for s in b.path) or any(
+        "-m recent" in s.text and "--set" in s.text for o in trace.outcomes for s in o.path)
+
+
+def _comparable(steps) -> list[tuple[str, str, object]]:
+    # A chain's ACCEPT policy decides nothing, and the kernel prints it for base chains kptrace only
+    # assumes; everything else must be the same, in the same order.
+    return [s for s in steps if s[2] != "policy ACCEPT"]
+
+
+def compare(label: str, trace: Trace, obs: KernelObservation, kernel_rule_index, *, confidence: float = 0.999,
+            tables: set[str] | None = None, egress: str | None = None) -> VerifyResult:
+    """``kernel_rule_index(table, chain, text) -> 1-based rule number`` maps the kernel's rule texts
+    onto the loaded chains (the kernel prints rules in its own canonical form)."""
+    problems: list[str] = []
+    notes: list[str] = []
+    if any(o.verdict == "INCOMPLETE" for o in trace.outcomes):
+        return VerifyResult(label, trace, "unverifiable", (), None, tuple(obs.path), (
+            "the prediction stops at a chain the input does not hold; the kernel saw it as an empty chain",), confidence=confidence)
+
+    # Paths: the probe's path must be one of the predicted ones.
+    kernel = []
+    for table, chain, text in obs.path:
+        if tables is not None and table not in tables:
+            continue
+        kernel.append((table, chain, text if text.startswith("policy ") else kernel_rule_index(table, chain, text)))
+    kernel = _comparable(kernel)
+    predicted_paths = []
+    for o in trace.outcomes:
+        for b in o.branches:
+            steps = [(s.table, s.chain, s.rule if s.rule is not None else s.note) for s in b.path]
+            predicted_paths.append(_comparable(steps))
+    path_ok = None
+    if obs.path:
+        path_ok = kernel in predicted_paths
+        if not path_ok:
+            problems.append("the kernel's path for the probe is not one of the predicted paths")
+    else:
+        notes.append("xtables-monitor reported no trace for the probe; the path was not compared")
+
+    predicted = {}
+    for o in trace.outcomes:
+        k = outcome_key(o, trace.packet.src, egress)
+        predicted[k] = predicted.get(k, Fraction(0)) + o.probability
+    n = obs.sent
+    affinity = _uses_affinity(trace)
+    checks: list[OutcomeCheck] = []
+    if affinity and len(obs.flows) == 1 and next(iter(obs.flows)) in predicted:
+        (k,) = obs.flows
+        notes.append("session affinity: after the first connection this client is pinned, so every connection went "
+                     f"to {k.dst}; shares cannot be measured from one client")
+        checks.append(OutcomeCheck(k.verdict, k.dst, k.snat, predicted[k], obs.flows[k], n, 1, n, True))
+        for other in predicted:
+            if other != k:
+                checks.append(OutcomeCheck(other.verdict, other.dst, other.snat, predicted[other], 0, n, 0, 0, True))
+    else:
+        z = NormalDist().inv_cdf(1 - (1 - confidence) / (2 * max(1, len(predicted))))
+        for k in sorted(set(predicted) | set(obs.flows), key=lambda k: (-(predicted.get(k) or 0), str(k.dst))):
+            p = predicted.get(k)
+            seen = obs.flows.get(k, 0)
+            low, high = _band(n, float(p), z) if p is not None else (0, 0)
+            ok = p is not None and low <= seen <= high
+            if p is None:
+                problems.append(f"the kernel did what kptrace did not predict: {k.verdict} {k.dst or ''}"
+                                f"{' with source rewritten' if k.snat else ''} ({seen} of {n})")
+            elif not ok:
+                problems.append(f"{k.verdict} {k.dst or ''}: {seen} of {n} connections, outside {low}..{high} for p={float(p):.4f}")
+            checks.append(OutcomeCheck(k.verdict, k.dst, k.snat, p, seen, n, low, high, ok))
+    status = "agree" if not problems else "disagree"
+    return VerifyResult(label, trace, status, tuple(checks), path_ok, tuple(kernel), tuple(problems), affinity, confidence,
+                        tuple(notes))

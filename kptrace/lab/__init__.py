@@ -1,0 +1,1 @@
+"""Real netfilter in throwaway network namespaces: the kernel as the ground truth (root only)."""

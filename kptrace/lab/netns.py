@@ -1,0 +1,336 @@
+"""A throwaway node in network namespaces, running a dump's rules in the real kernel.
+
+Three namespaces, all kptrace's own and deleted on success, failure, Ctrl-C or SIGTERM::
+
+    client (C)                 node (N)                           sink (S)
+    eth0: the packet's    <->  cl0: 169.254.77.1, fd00:77::1      eth0 <-> sink0 (drops everything)
+    source address             eth0: the node's addresses, default route out to the sink
+
+The node holds the dump's rules (``iptables-nft-restore``: the nft backend, so ``xtables-monitor
+--trace`` reports the rule-by-rule path), forwards, and has route_localnet on as kube-proxy sets it.
+Packets from a pod or from outside start in the client; packets from the node itself start in N.
+Connections leave towards the sink and are never answered: what matters is the NAT the node's
+conntrack recorded for each one, read with ``conntrack -L``. The host's own netfilter rules are never
+touched: every command runs inside the lab's namespaces.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from kptrace.errors import EnvironmentProblem, KptraceError
+
+__all__ = ["KernelFlow", "KernelObservation", "Lab", "TOOLS"]
+
+TOOLS = ("ip", "iptables-nft-restore", "iptables-nft", "conntrack", "xtables-monitor")
+GATEWAY = {4: "169.254.77.1", 6: "fd00:77::1"}
+
+_SENDER = r"""
+import errno, socket, sys
+family, src, dst, dport, proto, first, count, mode = sys.argv[1:9]
+af = socket.AF_INET6 if family == "6" else socket.AF_INET
+kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+dport, first, count = int(dport), int(first), int(count)
+if mode == "burst":
+    keep = []
+    for i in range(count):
+        s = socket.socket(af, kind)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((src, first + i))
+        if kind == socket.SOCK_STREAM:
+            s.setblocking(False)
+            s.connect_ex((dst, dport))
+        else:
+            try:
+                s.sendto(b"kptrace", (dst, dport))
+            except OSError:
+                pass
+        keep.append(s)
+    print("sent", count)
+else:
+    s = socket.socket(af, kind)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((src, first))
+    s.settimeout(1.0)
+    try:
+        s.connect((dst, dport))
+        if kind == socket.SOCK_DGRAM:
+            s.send(b"kptrace")
+            s.recv(16)
+        print("ACCEPT")
+    except socket.timeout:
+        print("TIMEOUT")
+    except ConnectionRefusedError:
+        print("REJECT")
+    except PermissionError:
+        print("DROP")  # a locally generated packet dropped in OUTPUT: the kernel says EPERM
+    except OSError as e:
+        print("REJECT" if e.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EACCES) else "ERROR %s" % e.errno)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class KernelFlow:
+    """Where the kernel sent one connection: its destination after NAT and whether its source was rewritten."""
+
+    verdict: str  # ACCEPT (conntrack has it) | DROP | REJECT
+    dst: str | None  # "ip:port" after DNAT (the original destination when there was none); None if blocked
+    snat: bool
+
+
+@dataclass(slots=True)
+class KernelObservation:
+    flows: Counter = field(default_factory=Counter)  # KernelFlow -> connections
+    sent: int = 0
+    path: list[tuple[str, str, str]] = field(default_factory=list)  # (table, chain, rule text or "policy X")
+    path_raw: list[str] = field(default_factory=list)
+    probe_verdict: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def check_environment() -> None:
+    if os.geteuid() != 0:
+        raise EnvironmentProblem("kptrace verify needs root: it builds network namespaces and loads the rules into them",
+                                 hint="run it with sudo (nothing outside its own throwaway namespaces is touched)")
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        raise EnvironmentProblem(f"kptrace verify needs {', '.join(missing)}",
+                                 hint="on Debian/Ubuntu: apt-get install iptables iproute2 conntrack")
+
+
+def _run(cmd: list[str], *, ns: str | None = None, input: str | None = None, check: bool = True, timeout: float = 120) -> str:
+    full = (["ip", "netns", "exec", ns] if ns else []) + cmd
+    res = subprocess.run(full, input=input, capture_output=True, text=True, timeout=timeout)
+    if check and res.returncode != 0:
+        raise KptraceError(f"{' '.join(cmd)} failed in the lab: {res.stderr.strip() or res.stdout.strip()}")
+    return res.stdout
+
+
+class Lab:
+    """``with Lab(restore_texts, node_ips) as lab: lab.observe(packet, n)``."""
+
+    def __init__(self, restore: dict[int, str], node_ips: dict[int, list[str]], nfacct: set[str] = frozenset()) -> None:
+        self.restore = restore
+        self.node_ips = node_ips
+        self.nfacct = set(nfacct)
+        tag = f"{os.getpid()}-{secrets.token_hex(2)}"
+        self.node, self.client, self.sink = f"kpt-node-{tag}", f"kpt-client-{tag}", f"kpt-sink-{tag}"
+        self._made: list[str] = []
+        self._client_addrs: set[str] = set()
+        self._old_term = None
+
+    # -------------------------------------------------------------- life cycle
+
+    def __enter__(self) -> "Lab":
+        check_environment()
+        self._old_term = signal.signal(signal.SIGTERM, _raise_exit) if _main_thread() else None
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for ns in reversed(self._made):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        self._made.clear()
+        if self._old_term is not None:
+            signal.signal(signal.SIGTERM, self._old_term)
+            self._old_term = None
+
+    def _netns(self, name: str) -> None:
+        _run(["ip", "netns", "add", name])
+        self._made.append(name)
+        _run(["ip", "link", "set", "lo", "up"], ns=name)
+
+    def _build(self) -> None:
+        n, c, s = self.node, self.client, self.sink
+        for ns in (n, c, s):
+            self._netns(ns)
+        _run(["ip", "link", "add", "cl0", "type", "veth", "peer", "name", "eth0", "netns", c], ns=n)
+        _run(["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "sink0", "netns", s], ns=n)
+        for ns, dev in ((n, "cl0"), (n, "eth0"), (c, "eth0"), (s, "sink0")):
+            _run(["ip", "link", "set", dev, "up"], ns=ns)
+        for key, value in (("net.ipv4.ip_forward", "1"), ("net.ipv4.conf.all.route_localnet", "1"),
+                           ("net.ipv4.conf.all.rp_filter", "0"), ("net.ipv4.conf.default.rp_filter", "0"),
+                           ("net.ipv6.conf.all.forwarding", "1"), ("net.ipv4.conf.all.accept_local", "1"),
+                           # REJECT answers with ICMP errors, which the kernel rate-limits: after a burst of
+                           # rejected connections the probe that tells REJECT from DROP would go unanswered.
+                           ("net.ipv4.icmp_ratelimit", "0"), ("net.ipv4.icmp_msgs_per_sec", "1000000"),
+                           ("net.ipv4.icmp_msgs_burst", "1000000"), ("net.ipv6.icmp.ratelimit", "0")):
+            _run(["sysctl", "-qw", f"{key}={value}"], ns=n, check=False)
+        for fam, addrs in self.node_ips.items():
+            for a in addrs:
+                _run(["ip", f"-{fam}", "addr", "add", f"{a}/{32 if fam == 4 else 128}", "dev", "eth0"]
+                     + (["nodad"] if fam == 6 else []), ns=n)
+        for fam in (4, 6):
+            gw = GATEWAY[fam]
+            _run(["ip", f"-{fam}", "addr", "add", f"{gw}/{32 if fam == 4 else 128}", "dev", "cl0"] + (["nodad"] if fam == 6 else []), ns=n)
+            _run(["ip", f"-{fam}", "route", "add", "default", "dev", "eth0"], ns=n, check=False)
+            _run(["ip", f"-{fam}", "route", "add", gw, "dev", "eth0"], ns=c)
+            _run(["ip", f"-{fam}", "route", "add", "default", "via", gw, "dev", "eth0"], ns=c)
+        for name in sorted(self.nfacct):
+            if shutil.which("nfacct") is None:
+                raise EnvironmentProblem(f"the dump uses -m nfacct ({name}); loading it needs the nfacct tool",
+                                         hint="apt-get install nfacct")
+            _run(["nfacct", "add", name], ns=n, check=False)
+        for fam, text in self.restore.items():
+            tool = "ip6tables-nft-restore" if fam == 6 else "iptables-nft-restore"
+            res = subprocess.run(["ip", "netns", "exec", n, tool], input=text, capture_output=True, text=True, timeout=300)
+            if res.returncode != 0:
+                raise KptraceError(f"the kernel refused the rules ({tool}): {res.stderr.strip()}",
+                                   hint="kptrace verify --show-normalised prints what it loaded")
+
+    # -------------------------------------------------------------- observing
+
+    def _client_source(self, family: int, src: str) -> None:
+        if src in self._client_addrs:
+            return
+        _run(["ip", f"-{family}", "addr", "add", f"{src}/{32 if family == 4 else 128}", "dev", "eth0"]
+             + (["nodad"] if family == 6 else []), ns=self.client)
+        _run(["ip", f"-{family}", "route", "replace", src, "dev", "cl0"], ns=self.node)
+        self._client_addrs.add(src)
+
+    def _reset(self) -> None:
+        _run(["conntrack", "-F"], ns=self.node, check=False)
+        # Session affinity lists (-m recent): forget every client, as for a fresh one.
+        _run(["sh", "-c", "for f in /proc/net/xt_recent/* /proc/net/ip6t_recent/*; do [ -e \"$f\" ] && echo / > \"$f\"; done; true"],
+             ns=self.node, check=False)
+
+    def _send(self, ns: str, family: int, src: str, dst: str, dport: int, proto: str, first: int, count: int, mode: str) -> str:
+        return _run([sys.executable, "-c", _SENDER, str(family), src, dst, str(dport), proto, str(first), str(count), mode],
+                    ns=ns, timeout=60).strip()
+
+    def observe(self, family: int, src: str, dst: str, dport: int, proto: str, from_node: bool, n: int,
+                *, trace: bool = True) -> KernelObservation:
+        obs = KernelObservation()
+        sender = self.node if from_node else self.client
+        if not from_node:
+            self._client_source(family, src)
+        ipt = "ip6tables-nft" if family == 6 else "iptables-nft"
+        self._reset()
+        if trace:
+            probe_port = 19001
+            chain = "OUTPUT" if from_node else "PREROUTING"
+            spec = ["-s", src, "-d", dst, "-p", proto, "--sport", str(probe_port), "--dport", str(dport), "-j", "TRACE"]
+            _run([ipt, "-t", "raw", "-I", chain, "1", *spec], ns=self.node)
+            monitor = subprocess.Popen(["ip", "netns", "exec", self.node, "xtables-monitor", "--trace", f"-{family}"],
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                time.sleep(0.3)
+                obs.probe_verdict = self._send(sender, family, src, dst, dport, proto, probe_port, 1, "probe")
+                time.sleep(0.3)
+            finally:
+                monitor.terminate()
+                out, _ = monitor.communicate(timeout=10)
+                _run([ipt, "-t", "raw", "-D", chain, *spec], ns=self.node, check=False)
+            obs.path_raw = out.splitlines()
+            obs.path = parse_trace(out)
+            self._reset()
+        first = 20000
+        self._send(sender, family, src, dst, dport, proto, first, n, "burst")
+        obs.sent = n
+        ct = ["conntrack", "-L", "-f", "ipv6" if family == 6 else "ipv4", "-p", proto]
+        # MASQUERADE to the address the connection already had (from the node itself) leaves the
+        # tuples alike: conntrack's own SNAT flag (--src-nat) says whether the source was rewritten.
+        snatted = {f.dst_sport for f in _flows_with_ports(_run(ct + ["--src-nat"], ns=self.node, check=False), src, dst, dport)}
+        flows = parse_conntrack(_run(ct, ns=self.node, check=False), src, dst, dport, range(first, first + n), family, snatted)
+        for f in flows:
+            obs.flows[f] += 1
+        blocked = n - sum(obs.flows.values())
+        if blocked:
+            self._reset()
+            how = self._send(sender, family, src, dst, dport, proto, first + n + 10, 1, "probe")
+            verdict = how if how in ("REJECT", "DROP") else ("DROP" if how == "TIMEOUT" else how)
+            obs.flows[KernelFlow(verdict, None, False)] += blocked
+        return obs
+
+
+def _raise_exit(signum, frame):  # SIGTERM: unwind through the with-block so the namespaces go
+    raise SystemExit(128 + signum)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+_TRACE = re.compile(r"^\s*TRACE: \d+ ([0-9a-f]+) (\w+):([^:]+):(rule|policy|return):([^ ]*)\s*(.*)$")
+
+
+def parse_trace(text: str) -> list[tuple[str, str, str]]:
+    """xtables-monitor --trace output -> the first traced packet's path: (table, chain, rule text from
+    "-A" on, or "policy ACCEPT"). kptrace's own TRACE rule is left out."""
+    path = []
+    first_id = None
+    for line in text.splitlines():
+        m = _TRACE.match(line)
+        if not m:
+            continue
+        pid, table, chain, kind, verdict, rest = m.groups()
+        if first_id is None:
+            first_id = pid
+        if pid != first_id:
+            continue
+        if kind == "rule":
+            rule = re.sub(r"^-[46] -t \w+ ", "", rest.strip())
+            if rule.endswith("-j TRACE"):
+                continue
+            path.append((table, chain, rule))
+        elif kind == "policy":
+            path.append((table, chain, f"policy {verdict}"))
+    return path
+
+
+_CT_FIELD = re.compile(r"(src|dst|sport|dport)=(\S+)")
+
+
+@dataclass(frozen=True, slots=True)
+class _CtEntry:
+    orig: dict
+    reply: dict
+
+    @property
+    def dst_sport(self) -> int:
+        return int(self.orig["sport"])
+
+
+def _flows_with_ports(text: str, src: str, dst: str, dport: int) -> list[_CtEntry]:
+    out = []
+    for line in text.splitlines():
+        fields = _CT_FIELD.findall(line)
+        if len(fields) < 8:
+            continue
+        orig, reply = dict(fields[:4]), dict(fields[4:8])
+        if orig.get("src") == src and orig.get("dst") == dst and orig.get("dport") == str(dport):
+            out.append(_CtEntry(orig, reply))
+    return out
+
+
+def parse_conntrack(text: str, src: str, dst: str, dport: int, sports: range, family: int,
+                    snatted: set[int] = frozenset()) -> list[KernelFlow]:
+    """``conntrack -L`` lines of our connections -> where each went (reply source = the destination after
+    DNAT) and whether its source was rewritten (``snatted``: source ports conntrack lists under --src-nat)."""
+    flows = []
+    for e in _flows_with_ports(text, src, dst, dport):
+        sport = e.dst_sport
+        if sport not in sports:
+            continue
+        host = e.reply["src"] if family == 4 else f"[{e.reply['src']}]"
+        rewritten = sport in snatted or e.reply["dst"] != e.orig["src"] or e.reply["dport"] != e.orig["sport"]
+        flows.append(KernelFlow("ACCEPT", f"{host}:{e.reply['sport']}", rewritten))
+    return flows
