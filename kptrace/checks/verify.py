@@ -13,6 +13,7 @@ Agreement means all of:
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from fractions import Fraction
 from statistics import NormalDist
@@ -60,8 +61,15 @@ def outcome_key(o: Outcome, src: str, egress: str | None) -> KernelFlow:
     nothing (conntrack then records no source NAT at all)."""
     if o.verdict in ("DROP", "REJECT"):
         return KernelFlow(o.verdict, None, False)
+    if o.masquerade and o.delivery == "local":
+        # Masquerading a connection delivered to the node itself picks an address for the loopback
+        # route from whatever the node has: not predictable from a dump (kptrace says MASQUERADE).
+        return KernelFlow("ACCEPT", o.dnat or o.dst, None)
     if o.masquerade:
-        rewritten = egress is None or src != egress
+        # MASQUERADE keeps the source port unless told to randomise it.
+        masq = next((s for s in o.path if s.note.startswith("MASQUERADE")), None)
+        randomised = masq is not None and " --random" in masq.text
+        rewritten = egress is None or src != egress or randomised
     else:
         rewritten = o.snat is not None and o.snat != src
     return KernelFlow("ACCEPT", o.dnat or o.dst, rewritten)
@@ -112,9 +120,15 @@ def compare(label: str, trace: Trace, obs: KernelObservation, kernel_rule_index,
         kernel.append((table, chain, text if text.startswith("policy ") else kernel_rule_index(table, chain, text)))
     kernel = _comparable(kernel)
     predicted_paths = []
+    from_node = trace.packet.origin.value == "node"
     for o in trace.outcomes:
         for b in o.branches:
-            steps = [(s.table, s.chain, s.rule if s.rule is not None else s.note) for s in b.path]
+            path = list(b.path)
+            if from_node and o.delivery == "local":
+                # The kernel stops tracing a packet once it loops back through lo: compare up to there.
+                last = max((i for i, s in enumerate(path) if s.hook == "POSTROUTING"), default=len(path) - 1)
+                path = path[:last + 1]
+            steps = [(s.table, s.chain, s.rule if s.rule is not None else s.note) for s in path]
             predicted_paths.append(_comparable(steps))
     path_ok = None
     if obs.path:
@@ -129,6 +143,11 @@ def compare(label: str, trace: Trace, obs: KernelObservation, kernel_rule_index,
         k = outcome_key(o, trace.packet.src, egress)
         predicted[k] = predicted.get(k, Fraction(0)) + o.probability
     n = obs.sent
+    flows = Counter()
+    for k, count in obs.flows.items():
+        loose = KernelFlow(k.verdict, k.dst, None)
+        flows[k if k in predicted or loose not in predicted else loose] += count
+    obs = KernelObservation(flows, obs.sent, obs.path, obs.path_raw, obs.probe_verdict, obs.notes)
     affinity = _uses_affinity(trace)
     checks: list[OutcomeCheck] = []
     if affinity and len(obs.flows) == 1 and next(iter(obs.flows)) in predicted:

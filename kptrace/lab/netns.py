@@ -84,7 +84,7 @@ class KernelFlow:
 
     verdict: str  # ACCEPT (conntrack has it) | DROP | REJECT
     dst: str | None  # "ip:port" after DNAT (the original destination when there was none); None if blocked
-    snat: bool
+    snat: bool | None  # source rewritten; None in a prediction that cannot say
 
 
 @dataclass(slots=True)
@@ -241,13 +241,20 @@ class Lab:
             obs.path = parse_trace(out)
             self._reset()
         first = 20000
-        self._send(sender, family, src, dst, dport, proto, first, n, "burst")
+        # Conntrack's NEW events, not a listing afterwards: a connection delivered to the node itself is
+        # answered with a RST, and conntrack forgets it at once.
+        events = subprocess.Popen(["ip", "netns", "exec", self.node, "conntrack", "-E", "-e", "NEW", "-p", proto,
+                                   "-f", "ipv6" if family == 6 else "ipv4", "-b", str(8 << 20)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(0.2)
+            self._send(sender, family, src, dst, dport, proto, first, n, "burst")
+            time.sleep(0.3)
+        finally:
+            events.terminate()
+            out, _ = events.communicate(timeout=10)
         obs.sent = n
-        ct = ["conntrack", "-L", "-f", "ipv6" if family == 6 else "ipv4", "-p", proto]
-        # MASQUERADE to the address the connection already had (from the node itself) leaves the
-        # tuples alike: conntrack's own SNAT flag (--src-nat) says whether the source was rewritten.
-        snatted = {f.dst_sport for f in _flows_with_ports(_run(ct + ["--src-nat"], ns=self.node, check=False), src, dst, dport)}
-        flows = parse_conntrack(_run(ct, ns=self.node, check=False), src, dst, dport, range(first, first + n), family, snatted)
+        flows = parse_conntrack(out, src, dst, dport, range(first, first + n), family)
         for f in flows:
             obs.flows[f] += 1
         blocked = n - sum(obs.flows.values())
@@ -321,16 +328,19 @@ def _flows_with_ports(text: str, src: str, dst: str, dport: int) -> list[_CtEntr
     return out
 
 
-def parse_conntrack(text: str, src: str, dst: str, dport: int, sports: range, family: int,
-                    snatted: set[int] = frozenset()) -> list[KernelFlow]:
-    """``conntrack -L`` lines of our connections -> where each went (reply source = the destination after
-    DNAT) and whether its source was rewritten (``snatted``: source ports conntrack lists under --src-nat)."""
+def parse_conntrack(text: str, src: str, dst: str, dport: int, sports: range, family: int) -> list[KernelFlow]:
+    """``conntrack -L`` / ``-E`` lines of our connections -> where each went (the reply source is the
+    destination after DNAT) and whether its source was rewritten: the reply tuple is not the original
+    one reversed, which is exactly when the kernel records source NAT (MASQUERADE to the address and
+    port a connection already had changes nothing, and the kernel does not count it)."""
     flows = []
+    seen = set()
     for e in _flows_with_ports(text, src, dst, dport):
         sport = e.dst_sport
-        if sport not in sports:
+        if sport not in sports or sport in seen:
             continue
+        seen.add(sport)
         host = e.reply["src"] if family == 4 else f"[{e.reply['src']}]"
-        rewritten = sport in snatted or e.reply["dst"] != e.orig["src"] or e.reply["dport"] != e.orig["sport"]
+        rewritten = e.reply["dst"] != e.orig["src"] or e.reply["dport"] != e.orig["sport"]
         flows.append(KernelFlow("ACCEPT", f"{host}:{e.reply['sport']}", rewritten))
     return flows

@@ -228,7 +228,7 @@ def render_verify(console: Console, results) -> None:
             for col in ("outcome", "kptrace predicts", "kernel", "accepted", ""):
                 t.add_column(col, justify="right" if col in ("kptrace predicts", "kernel", "accepted") else "left")
             for c in r.checks:
-                what = (c.dst or c.verdict) + (" (source rewritten)" if c.snat else "")
+                what = (c.dst or c.verdict) + (" (source rewritten)" if c.snat else " (source rewritten or not)" if c.snat is None else "")
                 if c.verdict != "ACCEPT" and c.dst:
                     what = f"{c.verdict} {what}"
                 seen = f"{c.observed}/{c.n} = {c.observed / c.n:.1%}" if c.n else "—"
