@@ -69,7 +69,10 @@ def outcome_key(o: Outcome, src: str, egress: str | None) -> KernelFlow:
         # MASQUERADE keeps the source port unless told to randomise it.
         masq = next((s for s in o.path if s.note.startswith("MASQUERADE")), None)
         randomised = masq is not None and " --random" in masq.text
-        rewritten = egress is None or src != egress or randomised
+        if egress is not None and src == egress and randomised:
+            # Only the port is rewritten, to a random one, which now and then is the port it had.
+            return KernelFlow("ACCEPT", o.dnat or o.dst, None)
+        rewritten = egress is None or src != egress
     else:
         rewritten = o.snat is not None and o.snat != src
     return KernelFlow("ACCEPT", o.dnat or o.dst, rewritten)
@@ -108,6 +111,11 @@ def compare(label: str, trace: Trace, obs: KernelObservation, kernel_rule_index,
     onto the loaded chains (the kernel prints rules in its own canonical form)."""
     problems: list[str] = []
     notes: list[str] = []
+    if trace.packet.origin.value == "node" and any(o.delivery == "local" or (o.verdict != "ACCEPT" and any(
+            s.hook == "INPUT" for s in o.path)) for o in trace.outcomes):
+        return VerifyResult(label, trace, "unverifiable", (), None, tuple(obs.path), (
+            "a connection the node opens to itself is confirmed by conntrack in POSTROUTING, before the loopback's "
+            "INPUT decides, and the kernel stops tracing it there: the lab cannot see that verdict",), confidence=confidence)
     if any(o.verdict == "INCOMPLETE" for o in trace.outcomes):
         return VerifyResult(label, trace, "unverifiable", (), None, tuple(obs.path), (
             "the prediction stops at a chain the input does not hold; the kernel saw it as an empty chain",), confidence=confidence)
@@ -136,7 +144,8 @@ def compare(label: str, trace: Trace, obs: KernelObservation, kernel_rule_index,
         if not path_ok:
             problems.append("the kernel's path for the probe is not one of the predicted paths")
     else:
-        notes.append("xtables-monitor reported no trace for the probe; the path was not compared")
+        notes.append("xtables-monitor gave no usable trace for the probe (it prints none for IPv6 here); "
+                     "the path was not compared")
 
     predicted = {}
     for o in trace.outcomes:

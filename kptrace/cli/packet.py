@@ -38,6 +38,7 @@ def packet(
     affinity: str = typer.Option(None, "--affinity", help="Trace a client pinned to this endpoint (IP:PORT or KUBE-SEP-…) by session affinity.",
                                  show_default=False),
     in_iface: str = typer.Option(None, "--in-iface", help="Interface the packet arrives on (decides -i matches).", show_default=False),
+    out_iface: str = typer.Option(None, "--out-iface", help="Interface the node routes it out of (decides -o matches).", show_default=False),
     full_path: bool = typer.Option(False, "--full-path", help="Show every chain visited, even empty ones."),
     strict: bool = typer.Option(False, "--strict", help=f"Exit {EXIT_FINDINGS} when an outcome rests on an assumption."),
     lenient: bool = LenientOpt,
@@ -59,7 +60,8 @@ def packet(
             raise typer.BadParameter(f"{src!r} is not an IP address", param_hint="--src") from None
     dp = load_dumps(dumps, node_ips=node_ips, lenient=lenient, max_bytes=parse_size(max_size))
     warn_diagnostics(dp.diagnostics)
-    plan = plan_packet(dp, format_addr(fam, addr), port, src=src, origin=origin, proto=proto.lower(), sport=sport, in_iface=in_iface)
+    plan = plan_packet(dp, format_addr(fam, addr), port, src=src, origin=origin, proto=proto.lower(), sport=sport, in_iface=in_iface,
+                       out_iface=out_iface)
     pinned = resolve_affinity(dp, fam, affinity) if affinity else frozenset()
     trace = trace_packet(dp, plan, affinity=pinned)
     if output is OutputFormat.json:

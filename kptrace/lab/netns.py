@@ -227,15 +227,12 @@ class Lab:
             chain = "OUTPUT" if from_node else "PREROUTING"
             spec = ["-s", src, "-d", dst, "-p", proto, "--sport", str(probe_port), "--dport", str(dport), "-j", "TRACE"]
             _run([ipt, "-t", "raw", "-I", chain, "1", *spec], ns=self.node)
-            monitor = subprocess.Popen(["ip", "netns", "exec", self.node, "xtables-monitor", "--trace", f"-{family}"],
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            monitor = _Listener(["ip", "netns", "exec", self.node, "xtables-monitor", "--trace", f"-{family}"], ready=None)
             try:
-                time.sleep(0.3)
                 obs.probe_verdict = self._send(sender, family, src, dst, dport, proto, probe_port, 1, "probe")
-                time.sleep(0.3)
+                monitor.settle(lambda lines: any(":policy:" in line and "POSTROUTING" in line for line in lines))
             finally:
-                monitor.terminate()
-                out, _ = monitor.communicate(timeout=10)
+                out = monitor.stop()
                 _run([ipt, "-t", "raw", "-D", chain, *spec], ns=self.node, check=False)
             obs.path_raw = out.splitlines()
             obs.path = parse_trace(out)
@@ -243,16 +240,13 @@ class Lab:
         first = 20000
         # Conntrack's NEW events, not a listing afterwards: a connection delivered to the node itself is
         # answered with a RST, and conntrack forgets it at once.
-        events = subprocess.Popen(["ip", "netns", "exec", self.node, "conntrack", "-E", "-e", "NEW", "-p", proto,
-                                   "-f", "ipv6" if family == 6 else "ipv4", "-b", str(8 << 20)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        events = _Listener(["ip", "netns", "exec", self.node, "conntrack", "-E", "-e", "NEW", "-p", proto,
+                            "-f", "ipv6" if family == 6 else "ipv4", "-b", str(8 << 20)], ready="NOTICE")
         try:
-            time.sleep(0.2)
             self._send(sender, family, src, dst, dport, proto, first, n, "burst")
-            time.sleep(0.3)
+            events.settle(lambda lines: sum(1 for line in lines if f"dst={dst} " in line) >= n)
         finally:
-            events.terminate()
-            out, _ = events.communicate(timeout=10)
+            out = events.stop()
         obs.sent = n
         flows = parse_conntrack(out, src, dst, dport, range(first, first + n), family)
         for f in flows:
@@ -264,6 +258,64 @@ class Lab:
             verdict = how if how in ("REJECT", "DROP") else ("DROP" if how == "TIMEOUT" else how)
             obs.flows[KernelFlow(verdict, None, False)] += blocked
         return obs
+
+
+def _line_buffered(cmd: list[str]) -> list[str]:
+    # conntrack and xtables-monitor write to a pipe through stdio buffers: without line buffering the
+    # last events are lost when they are stopped.
+    return ["stdbuf", "-oL", *cmd] if shutil.which("stdbuf") else cmd
+
+
+class _Listener:
+    """An event listener (conntrack -E, xtables-monitor) read line by line in a thread: started and
+    subscribed before the traffic (``ready``: a word its stderr prints once it listens), stopped once its
+    output settles, and stopped with Ctrl-C so that it flushes."""
+
+    def __init__(self, cmd: list[str], *, ready: str | None) -> None:
+        import threading
+
+        self.lines: list[str] = []
+        self._ready = threading.Event()
+        self.proc = subprocess.Popen(_line_buffered(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self._threads = [threading.Thread(target=self._read, args=(self.proc.stdout, self.lines), daemon=True),
+                         threading.Thread(target=self._read_err, args=(ready,), daemon=True)]
+        for t in self._threads:
+            t.start()
+        if ready is None or not self._ready.wait(2.0):
+            time.sleep(0.4)  # no word to wait for: give it time to subscribe
+
+    def _read(self, stream, sink: list[str]) -> None:
+        for line in stream:
+            sink.append(line)
+
+    def _read_err(self, ready: str | None) -> None:
+        for line in self.proc.stderr:
+            if ready and ready in line:
+                self._ready.set()
+
+    def settle(self, done, *, idle: float = 0.3, limit: float = 5.0) -> None:
+        """Wait until ``done(lines)`` or no new line for ``idle`` seconds (at most ``limit``)."""
+        start = last_change = time.monotonic()
+        count = -1
+        while time.monotonic() - start < limit:
+            if done(self.lines):
+                return
+            if len(self.lines) != count:
+                count, last_change = len(self.lines), time.monotonic()
+            elif time.monotonic() - last_change > idle:
+                return
+            time.sleep(0.02)
+
+    def stop(self) -> str:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for t in self._threads:
+            t.join(timeout=2)
+        return "".join(self.lines)
 
 
 def _raise_exit(signum, frame):  # SIGTERM: unwind through the with-block so the namespaces go
@@ -294,7 +346,11 @@ def parse_trace(text: str) -> list[tuple[str, str, str]]:
         if pid != first_id:
             continue
         if kind == "rule":
-            rule = re.sub(r"^-[46] -t \w+ ", "", rest.strip())
+            rule = re.sub(r"^-[46] -t \w+ ?", "", rest.strip())
+            if not rule.startswith("-A "):
+                # xtables-monitor could not print the rule (seen for IPv6 with iptables 1.8.9, where the
+                # trace also stops there): no usable path.
+                return []
             if rule.endswith("-j TRACE"):
                 continue
             path.append((table, chain, rule))

@@ -86,7 +86,11 @@ def run_verify(dp: Dataplane, packets: Iterable[VerifyPacket], *, connections: i
             return lookup
 
         for vp in packets:
-            packet = vp.plan.packet
+            # kptrace predicts for the lab's interfaces: in through cl0 (from the client), out through eth0.
+            p = vp.plan.packet
+            packet = type(p)(p.src, p.dst, p.dport, p.proto, p.sport, p.origin,
+                             None if p.origin is Origin.NODE else "cl0", "eth0")
+            vp = VerifyPacket(vp.label, PacketPlan(packet, vp.plan.assumed_local, vp.plan.notes))
             trace = trace_packet(dp, vp.plan)
             n = connections or connections_needed(trace)
             if progress:

@@ -26,7 +26,8 @@ class PacketPlan:
 
 
 def plan_packet(dp: Dataplane, dst: str, dport: int, *, src: str | None = None, origin: Origin | None = None,
-                proto: str = "tcp", sport: int = DEFAULT_SPORT, in_iface: str | None = None) -> PacketPlan:
+                proto: str = "tcp", sport: int = DEFAULT_SPORT, in_iface: str | None = None,
+                out_iface: str | None = None) -> PacketPlan:
     """The packet to trace. ``--from`` defaults to node when the source is a node IP, else pod; a node
     source is the first node IP; a pod source is an address inside the pod CIDR that kube-proxy's
     masquerade rules reveal; an external source is 203.0.113.1."""
@@ -72,7 +73,7 @@ def plan_packet(dp: Dataplane, dst: str, dport: int, *, src: str | None = None, 
         # say it is a Service address (a NodePort to "the node" is what people mean).
         if not _is_service_address(rs, parse_addr(dst)[1], dport):
             assumed_local.append(dst)
-    return PacketPlan(Packet(src, dst, dport, proto, sport, origin, in_iface), tuple(assumed_local), tuple(notes))
+    return PacketPlan(Packet(src, dst, dport, proto, sport, origin, in_iface, out_iface), tuple(assumed_local), tuple(notes))
 
 
 def _is_service_address(rs, addr: int, dport: int) -> bool:

@@ -211,6 +211,7 @@ class Tracer:
         self._compiled: dict[tuple[str, str], _CompiledChain] = {}
         self._actions: dict[tuple, object] = {}  # target actions, shared by the rules with the same target
         self._dst_sensitive: dict[tuple[str, str], bool] = {}
+        self._out_iface: str | None = None
         self._ctx = _Ctx(self)
 
     # ------------------------------------------------------------ addresses
@@ -286,6 +287,7 @@ class Tracer:
         st.verdict, st.reason = None, ""
         st.iif = packet.in_iface if packet.origin is not Origin.NODE else None
         st.oif = None
+        self._out_iface = packet.out_iface
         st.orig = (src, dst, packet.sport, packet.dport)
         st.nat_done = set()
 
@@ -321,6 +323,8 @@ class Tracer:
         states = self._settle(states, finals)
         local = [s for s in states if self._route_local(s)]
         forward = [s for s in states if s not in local] if local else states
+        for s in forward:
+            s.oif = self._out_iface
         if local:
             self._settle(self._hook(local, "INPUT", ("mangle", "filter", "security", "nat")), finals,
                          "delivered to a local socket (INPUT)")
@@ -336,6 +340,7 @@ class Tracer:
                 s.oif = "lo"
                 local.append(s)
             else:
+                s.oif = self._out_iface
                 remote.append(s)
         if remote:
             self._settle(self._hook(remote, "POSTROUTING", ("mangle", "nat")), finals, "sent out of the node")

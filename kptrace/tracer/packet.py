@@ -34,6 +34,7 @@ class Packet:
     sport: int = DEFAULT_SPORT
     origin: Origin = Origin.POD
     in_iface: str | None = None  # None: unknown (a rule that matches on -i is then marked assumed)
+    out_iface: str | None = None  # the interface routes send it out of, when not the node itself; None: unknown
 
     @property
     def family(self) -> int:
