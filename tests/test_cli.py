@@ -224,3 +224,21 @@ def test_public_api():
 
     for name in kptrace.__all__:
         assert getattr(kptrace, name) is not None, name
+
+
+def test_verify_show_normalised_makes_restore_input_loadable(run):
+    code, out, err = run("verify", "--dump", UPSTREAM, "--show-normalised", "--node-ip", "192.168.0.2")
+    assert code == 0
+    assert ":PREROUTING ACCEPT [0:0]" in out and ":POSTROUTING ACCEPT [0:0]" in out  # built-in chains written out
+    assert '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES' in out  # assumed jump
+    assert '--comment "ns1/svc1:p80"' in out  # kube-proxy's unquoted comments quoted
+    assert out.count("COMMIT") == 2
+
+
+def test_verify_without_root_says_so(run, monkeypatch):
+    import os
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    code, out, err = run("verify", "--dump", BOOTCAMP, "--dst", "10.106.224.41:8080")
+    assert code == 5
+    assert "needs root" in err

@@ -158,3 +158,37 @@ def _connect_from_node(path, node_ip: str, egress: str, dst: str, dport: int, n:
         )
         _run("python3", "-c", script, ns=ns)
         return _conntrack_flows(ns, dst, dport)
+
+
+def _our_namespaces() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line.startswith("kpt-")}
+
+
+def test_verify_leaves_nothing_behind_on_ctrl_c_and_never_touches_the_host():
+    require_netns("iptables-nft-restore", "conntrack", "xtables-monitor")
+    import signal
+    import sys
+    import time
+
+    host_rules = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout if shutil_which("nft") else None
+    before = _our_namespaces()
+    proc = subprocess.Popen([sys.executable, "-m", "kptrace", "verify", "--dump", str(FIXTURES / "samples" / "bootcamp.rules"),
+                             "--all-services", "--node-ip", "192.168.193.172"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not (_our_namespaces() - before):
+        time.sleep(0.1)
+    assert _our_namespaces() - before, "verify never built its namespaces"
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=30)
+    assert proc.returncode == 130
+    assert _our_namespaces() - before == set()
+    if host_rules is not None:
+        assert subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout == host_rules
+
+
+def shutil_which(tool: str):
+    import shutil
+
+    return shutil.which(tool)

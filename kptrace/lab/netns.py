@@ -32,7 +32,8 @@ from kptrace.errors import EnvironmentProblem, KptraceError
 __all__ = ["KernelFlow", "KernelObservation", "Lab", "TOOLS"]
 
 TOOLS = ("ip", "iptables-nft-restore", "iptables-nft", "conntrack", "xtables-monitor")
-GATEWAY = {4: "169.254.77.1", 6: "fd00:77::1"}
+GATEWAY = {4: "169.254.77.1", 6: "fd00:77::1"}  # the node, as the client's gateway
+SINK = {4: "169.254.78.2", 6: "fd00:78::2"}  # the sink, as the node's gateway
 
 _SENDER = r"""
 import errno, socket, sys
@@ -72,7 +73,16 @@ else:
     except ConnectionRefusedError:
         print("REJECT")
     except PermissionError:
-        print("DROP")  # a locally generated packet dropped in OUTPUT: the kernel says EPERM
+        # A locally generated packet dropped in OUTPUT: the kernel says EPERM. REJECT drops it too, and
+        # also queues its ICMP error, which the next receive reports.
+        verdict = "DROP"
+        try:
+            s.recv(16)
+        except ConnectionRefusedError:
+            verdict = "REJECT"
+        except OSError:
+            pass
+        print(verdict)
     except OSError as e:
         print("REJECT" if e.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EACCES) else "ERROR %s" % e.errno)
 """
@@ -177,9 +187,15 @@ class Lab:
                 _run(["ip", f"-{fam}", "addr", "add", f"{a}/{32 if fam == 4 else 128}", "dev", "eth0"]
                      + (["nodad"] if fam == 6 else []), ns=n)
         for fam in (4, 6):
-            gw = GATEWAY[fam]
-            _run(["ip", f"-{fam}", "addr", "add", f"{gw}/{32 if fam == 4 else 128}", "dev", "cl0"] + (["nodad"] if fam == 6 else []), ns=n)
-            _run(["ip", f"-{fam}", "route", "add", "default", "dev", "eth0"], ns=n, check=False)
+            gw, sink = GATEWAY[fam], SINK[fam]
+            host = 32 if fam == 4 else 128
+            dad = ["nodad"] if fam == 6 else []
+            _run(["ip", f"-{fam}", "addr", "add", f"{gw}/{host}", "dev", "cl0"] + dad, ns=n)
+            # Everything leaving the node goes to one neighbour, the sink: no address resolution per
+            # destination, whose failures would turn into EHOSTUNREACH and dropped packets.
+            _run(["ip", f"-{fam}", "addr", "add", f"{sink}/{host}", "dev", "sink0"] + dad, ns=s)
+            _run(["ip", f"-{fam}", "route", "add", sink, "dev", "eth0"], ns=n)
+            _run(["ip", f"-{fam}", "route", "add", "default", "via", sink, "dev", "eth0"], ns=n)
             _run(["ip", f"-{fam}", "route", "add", gw, "dev", "eth0"], ns=c)
             _run(["ip", f"-{fam}", "route", "add", "default", "via", gw, "dev", "eth0"], ns=c)
         for name in sorted(self.nfacct):
