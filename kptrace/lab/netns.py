@@ -264,7 +264,10 @@ class Lab:
         finally:
             out = events.stop()
         obs.sent = n
-        flows = parse_conntrack(out, src, dst, dport, range(first, first + n), family)
+        # The events, and the table as it is now: a connection is in one or the other (a listener that
+        # subscribed late misses the first events; the table has forgotten connections answered with RST).
+        listing = _run(["conntrack", "-L", "-f", "ipv6" if family == 6 else "ipv4", "-p", proto], ns=self.node, check=False)
+        flows = parse_conntrack(out + "\n" + listing, src, dst, dport, range(first, first + n), family)
         for f in flows:
             obs.flows[f] += 1
         blocked = n - sum(obs.flows.values())
@@ -299,6 +302,8 @@ class _Listener:
             t.start()
         if ready is None or not self._ready.wait(2.0):
             time.sleep(0.4)  # no word to wait for: give it time to subscribe
+        else:
+            time.sleep(0.1)  # the word comes as it sets up; let it finish subscribing
 
     def _read(self, stream, sink: list[str]) -> None:
         for line in stream:
