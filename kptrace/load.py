@@ -82,3 +82,23 @@ def _load_texts(sources: Iterable[SourceText], *, node_ips: Iterable[str], lenie
         if "filter" not in rs.tables:
             rs.notes.append(f"IPv{rs.family}: the input has no filter table: REJECT/DROP verdicts (Services without endpoints, firewalls) are not checked")
     return Dataplane(rulesets, node_ips)
+
+
+def load_bundle(directory: str | None = None, *, bundle=None, node_ips: Iterable[str] = (), lenient: bool = False,
+                full: bool = False) -> Dataplane:
+    """A node bundle's dumps; its addresses replace ``node_ips`` and its routes decide MASQUERADE's address."""
+    from kptrace.sources.bundle import read_bundle
+
+    b = bundle if bundle is not None else read_bundle(directory)
+    sources = [SourceText(name, text) for name, text in b.dumps()]
+    if not sources:
+        raise InputError(f"{b.path or b.meta.get('node')}: the bundle holds no iptables-save output",
+                         hint="this kptrace reads iptables mode; IPVS and nftables bundles need a later version")
+    dp = load_texts(sources, node_ips=tuple(b.node_ips) or tuple(node_ips), lenient=lenient, full=full)
+    dp.routes = tuple(b.routes)
+    dp.interfaces = b.interfaces
+    for rs in dp.rulesets.values():
+        rs.notes.append(f"node {b.meta.get('node', '?')} from a bundle taken {b.meta.get('time', '?')} "
+                        f"(kube-proxy mode {b.meta.get('kube_proxy_mode', '?')})")
+        break
+    return dp

@@ -64,3 +64,31 @@ def warn_diagnostics(diagnostics, limit: int = 5) -> None:
 def require_dumps(dumps: list[str]) -> None:
     if not dumps:
         raise typer.BadParameter("give the node's rules with --dump FILE (iptables-save output; - for stdin)", param_hint="--dump")
+
+
+BundleOpt = typer.Option(None, "--bundle", help="A node bundle directory (from `kptrace collect`); its addresses and routes are used.",
+                         show_default=False)
+LocalOpt = typer.Option(False, "--local", help="Read this machine's own rules, addresses and routes (root or sudo -n).")
+
+
+def load_input(dumps: list[str], bundle: str | None, local: bool, node_ips: list[str], *, lenient: bool, max_size: str | None,
+               full: bool = False):
+    """The data plane from exactly one of --dump, --bundle, --local."""
+    given = sum(bool(x) for x in (dumps, bundle, local))
+    if given == 0:
+        raise typer.BadParameter("give the node's rules: --dump FILE (iptables-save output; - for stdin), --bundle DIR, or --local",
+                                 param_hint="--dump")
+    if given > 1:
+        raise typer.BadParameter("give one of --dump, --bundle, --local", param_hint="--dump")
+    from kptrace.load import load_bundle, load_dumps
+
+    if dumps:
+        return load_dumps(dumps, node_ips=node_ips, lenient=lenient, full=full, max_bytes=parse_size(max_size))
+    if bundle:
+        return load_bundle(bundle, node_ips=node_ips, lenient=lenient, full=full)
+    from kptrace.sources.bundle import LocalRunner, collect
+
+    taken = collect(LocalRunner())
+    for note in taken.notes:
+        stderr_console().print(f"[dim]note: {note}[/]", highlight=False)
+    return load_bundle(bundle=taken, node_ips=node_ips, lenient=lenient, full=full)

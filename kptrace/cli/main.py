@@ -40,12 +40,13 @@ def _root(
 
 
 def _register() -> None:
-    from kptrace.cli import packet, parse, svc, verify
+    from kptrace.cli import collect, packet, parse, svc, verify
 
     app.command("packet", help=packet.__doc__)(packet.packet)
     app.command("svc", help=svc.__doc__)(svc.svc)
     app.command("parse", help=parse.__doc__)(parse.parse)
     app.command("verify", help=verify.__doc__)(verify.verify)
+    app.command("collect", help=collect.__doc__)(collect.collect)
 
 
 _register()

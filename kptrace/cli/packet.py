@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import typer
 
-from kptrace.cli.common import (DumpOpt, LenientOpt, MaxSizeOpt, NodeIpOpt, OutputFormat, OutputOpt, parse_size,
-                                require_dumps, stdout_console, warn_diagnostics)
+from kptrace.cli.common import (BundleOpt, DumpOpt, LenientOpt, LocalOpt, MaxSizeOpt, NodeIpOpt, OutputFormat, OutputOpt,
+                                load_input, stdout_console, warn_diagnostics)
 from kptrace.errors import EXIT_FINDINGS
 from kptrace.tracer.packet import Origin
 
@@ -30,6 +30,8 @@ def _endpoint(text: str):
 def packet(
     dst: str = typer.Option(..., "--dst", help="Destination IP:PORT ([IPv6]:PORT).", show_default=False),
     dumps: list[str] = DumpOpt,
+    bundle: str = BundleOpt,
+    local: bool = LocalOpt,
     src: str = typer.Option(None, "--src", help="Source address (default: see above).", show_default=False),
     sport: int = typer.Option(43210, "--sport", min=1, max=65535, help="Source port."),
     proto: str = typer.Option("tcp", "--proto", help="tcp, udp or sctp."),
@@ -45,9 +47,7 @@ def packet(
     max_size: str = MaxSizeOpt,
     output: OutputFormat = OutputOpt,
 ) -> None:
-    require_dumps(dumps)
     from kptrace.model.addr import format_addr
-    from kptrace.load import load_dumps
     from kptrace.tracer.defaults import plan_packet, resolve_affinity, trace_packet
 
     fam, addr, port = _endpoint(dst)
@@ -58,7 +58,7 @@ def packet(
             parse_addr(src)
         except ValueError:
             raise typer.BadParameter(f"{src!r} is not an IP address", param_hint="--src") from None
-    dp = load_dumps(dumps, node_ips=node_ips, lenient=lenient, max_bytes=parse_size(max_size))
+    dp = load_input(dumps, bundle, local, node_ips, lenient=lenient, max_size=max_size)
     warn_diagnostics(dp.diagnostics)
     plan = plan_packet(dp, format_addr(fam, addr), port, src=src, origin=origin, proto=proto.lower(), sport=sport, in_iface=in_iface,
                        out_iface=out_iface)

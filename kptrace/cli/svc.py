@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import typer
 
-from kptrace.cli.common import (DumpOpt, LenientOpt, MaxSizeOpt, NodeIpOpt, OutputFormat, OutputOpt, parse_size,
-                                require_dumps, stdout_console, warn_diagnostics)
+from kptrace.cli.common import (BundleOpt, DumpOpt, LenientOpt, LocalOpt, MaxSizeOpt, NodeIpOpt, OutputFormat, OutputOpt,
+                                load_input, stdout_console, warn_diagnostics)
 from kptrace.errors import EXIT_FINDINGS
 
 
 def svc(
     query: str = typer.Argument(..., help="NAMESPACE/NAME[:PORT], ClusterIP[:PORT] or a kube-proxy chain name.", show_default=False),
     dumps: list[str] = DumpOpt,
+    bundle: str = BundleOpt,
+    local: bool = LocalOpt,
     node_ips: list[str] = NodeIpOpt,
     paths: bool = typer.Option(False, "--paths", help="Also show the rule path of every outcome."),
     strict: bool = typer.Option(False, "--strict", help=f"Exit {EXIT_FINDINGS} when there are warnings."),
@@ -25,11 +27,9 @@ def svc(
     max_size: str = MaxSizeOpt,
     output: OutputFormat = OutputOpt,
 ) -> None:
-    require_dumps(dumps)
-    from kptrace.load import load_dumps
     from kptrace.tracer.services import service_views
 
-    dp = load_dumps(dumps, node_ips=node_ips, lenient=lenient, max_bytes=parse_size(max_size))
+    dp = load_input(dumps, bundle, local, node_ips, lenient=lenient, max_size=max_size)
     warn_diagnostics(dp.diagnostics)
     views = service_views(dp, query)
     if output is OutputFormat.json:

@@ -23,6 +23,7 @@ class Cidr:
     network: int
     mask: int
     prefixlen: int
+    host_address: int = 0  # the address as written ("10.0.0.5/24" -> 10.0.0.5), for interface addresses
 
     def contains(self, addr: int) -> bool:
         return (addr & self.mask) == self.network
@@ -66,11 +67,11 @@ def parse_cidr(text: str) -> Cidr:
     v4 = _ipv4(host)
     if v4 is not None and (not sep or (plen.isdigit() and int(plen) <= 32)):
         n = int(plen) if sep else 32
-        return Cidr(4, v4 & _V4_MASKS[n], _V4_MASKS[n], n)
+        return Cidr(4, v4 & _V4_MASKS[n], _V4_MASKS[n], n, v4)
     n = ipaddress.ip_network(text, strict=False)
     bits = n.max_prefixlen
     mask = ((1 << bits) - 1) ^ ((1 << (bits - n.prefixlen)) - 1)
-    return Cidr(n.version, int(n.network_address), mask, n.prefixlen)
+    return Cidr(n.version, int(n.network_address), mask, n.prefixlen, int(ipaddress.ip_address(host.strip("[]"))))
 
 
 @functools.lru_cache(maxsize=65536)

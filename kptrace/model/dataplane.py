@@ -15,6 +15,10 @@ __all__ = ["Dataplane"]
 class Dataplane:
     rulesets: dict[int, Ruleset]  # 4 -> iptables, 6 -> ip6tables
     node_ips: tuple[str, ...] = ()
+    #: from a node bundle: ``ip -j route`` entries and interface -> ["addr/prefixlen", ...]; they decide
+    #: the address MASQUERADE picks (the egress interface's). Empty: MASQUERADE stays a word.
+    routes: tuple[dict, ...] = ()
+    interfaces: dict[str, list[str]] = field(default_factory=dict)
     #: Derived, per-process caches (compiled chains, tracers): never part of the value.
     cache: dict = field(default_factory=dict, repr=False, compare=False)
 

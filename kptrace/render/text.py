@@ -93,7 +93,8 @@ def render_trace(console: Console, t: Trace, *, full_path: bool = False, show_pa
         if o.assumed:
             verdict.append(" (assumed)", style="yellow")
         dst = o.dnat and f"{o.dnat} (DNAT)" or o.dst
-        src = "MASQUERADE" if o.masquerade else (f"{o.snat} (SNAT)" if o.snat else o.src)
+        src = ((f"{o.snat} (MASQUERADE)" if o.snat not in (None, "MASQUERADE") else "MASQUERADE") if o.masquerade
+               else (f"{o.snat} (SNAT)" if o.snat else o.src))
         table.add_row(str(i), share_text(o.probability), verdict, dst, src, f"{o.mark:#x}", o.reason)
     console.print(table)
     if show_paths:

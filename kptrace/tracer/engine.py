@@ -200,7 +200,8 @@ class Tracer:
     """Traces packets through one address family's ruleset. Compiled chains are cached across traces."""
 
     def __init__(self, ruleset: Ruleset, node_ips: tuple[str, ...] = (), *, assumed_local: tuple[str, ...] = (),
-                 affinity: frozenset[str] = frozenset(), remote: tuple[Cidr, ...] = ()) -> None:
+                 affinity: frozenset[str] = frozenset(), remote: tuple[Cidr, ...] = (), routes: tuple[dict, ...] = (),
+                 interfaces: dict[str, list[str]] | None = None) -> None:
         self.ruleset = ruleset
         self.family = ruleset.family
         self.node_ips = {parse_addr(a)[1] for a in node_ips if parse_addr(a)[0] == self.family}
@@ -208,6 +209,9 @@ class Tracer:
         self.assumed_local = {parse_addr(a)[1] for a in assumed_local if parse_addr(a)[0] == self.family}
         self.affinity = affinity
         self.remote = remote  # networks known not to hold node addresses (the pod CIDR)
+        self._routes = _route_table(routes, self.family)
+        self._interfaces = {dev: [parse_cidr(a) for a in addrs if parse_cidr(a).version == self.family]
+                            for dev, addrs in (interfaces or {}).items()}
         self._compiled: dict[tuple[str, str], _CompiledChain] = {}
         self._actions: dict[tuple, object] = {}  # target actions, shared by the rules with the same target
         self._dst_sensitive: dict[tuple[str, str], bool] = {}
@@ -228,6 +232,25 @@ class Tracer:
         if addr in self.assumed_local:
             return Assumed(True, f"{format_addr(self.family, addr)} assumed to be a node address (give --node-ip)")
         return Assumed(False, f"{format_addr(self.family, addr)} assumed not to be a node address (give --node-ip)")
+
+    def egress_address(self, dst: int) -> tuple[str, str] | None:
+        """The address MASQUERADE gives a packet to ``dst``: that of the interface the node's routes send it
+        out of, in the next hop's subnet when it has one there (the kernel's inet_select_addr), else its first.
+        None without routes (no bundle)."""
+        best = None
+        for cidr, dev, gateway in self._routes:
+            if cidr.contains(dst) and (best is None or cidr.prefixlen > best[0].prefixlen):
+                best = (cidr, dev, gateway)
+        if best is None:
+            return None
+        _, dev, gateway = best
+        addrs = self._interfaces.get(dev) or []
+        if not addrs:
+            return None
+        hop = gateway if gateway is not None else dst
+        chosen = next((a for a in addrs if a.contains(hop)), addrs[0])
+        # the interface address itself, not its network: kept as the host part of the "addr/len" we read
+        return dev, format_addr(self.family, chosen.host_address)
 
     # ------------------------------------------------------------ compiling
 
@@ -691,8 +714,13 @@ class Tracer:
         if name == "MASQUERADE":
             def masquerade(st, hook):
                 st.masq = True
-                st.snat = "MASQUERADE"
-                return "ACCEPT", "MASQUERADE (source becomes the egress interface's address)", True
+                egress = self.egress_address(st.dst)
+                if egress is None:
+                    st.snat = "MASQUERADE"
+                    return "ACCEPT", "MASQUERADE (source becomes the egress interface's address)", True
+                dev, addr = egress
+                st.snat = addr
+                return "ACCEPT", f"MASQUERADE to {addr} ({dev}'s address, by the node's routes)", True
             return masquerade
         reason = f"{name} not modelled"
 
@@ -723,6 +751,29 @@ def _rule_reads_dst(rule: Rule) -> bool:
             return True
     tgt = rule.target
     return tgt is not None and tgt.name in ("DNAT", "REDIRECT", "NETMAP", "TPROXY")
+
+
+def _route_table(routes: tuple[dict, ...], family: int) -> list[tuple[Cidr, str, int | None]]:
+    """``ip -j route`` entries of one family as (destination, device, gateway)."""
+    table = []
+    for r in routes:
+        dst = r.get("dst", "")
+        dev = r.get("dev")
+        if not dev or r.get("type") in ("blackhole", "unreachable", "prohibit"):
+            continue
+        try:
+            cidr = parse_cidr(("0.0.0.0/0" if family == 4 else "::/0") if dst == "default" else dst)
+        except ValueError:
+            continue
+        if cidr.version != family:
+            continue
+        gw = r.get("gateway")
+        try:
+            gateway = parse_addr(gw)[1] if gw else None
+        except ValueError:
+            gateway = None
+        table.append((cidr, dev, gateway))
+    return table
 
 
 def _nat_range(value: str, family: int) -> tuple[int | None, int | None, str]:
@@ -823,7 +874,7 @@ def _merge(states: list[_St], family: int, delivery_of) -> tuple[Outcome, ...]:
             probability=_exact_sum([m.prob for m in members]),
             verdict=s0.verdict,
             dst=format_endpoint(family, s0.dst, s0.dport),
-            src="MASQUERADE" if s0.masq else (s0.snat or format_addr(family, s0.src)),
+            src=s0.snat if s0.snat else format_addr(family, s0.src),
             dnat=s0.dnat,
             snat=s0.snat,
             masquerade=s0.masq,
