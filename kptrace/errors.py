@@ -31,6 +31,7 @@ __all__ = [
     "EXIT_INTERNAL",
     "EXIT_NOT_FOUND",
     "EXIT_OK",
+    "EXIT_PARTIAL",
     "EXIT_USAGE",
     "Diagnostic",
     "EnvironmentProblem",
@@ -47,6 +48,7 @@ EXIT_USAGE = 2
 EXIT_INPUT = 3
 EXIT_NOT_FOUND = 4
 EXIT_ENVIRONMENT = 5
+EXIT_PARTIAL = 6
 EXIT_INTERNAL = 70
 
 #: Documented in ``kptrace --help`` and the README; keep the three in step (a test checks).
@@ -56,7 +58,8 @@ EXIT_CODES: dict[int, str] = {
     EXIT_USAGE: "bad command line (unknown option, malformed --dst, ...)",
     EXIT_INPUT: "input cannot be read or parsed (position, quoted line and hint on stderr)",
     EXIT_NOT_FOUND: "the Service, chain or address asked for is not in the input",
-    EXIT_ENVIRONMENT: "a required tool, permission or kernel feature is missing",
+    EXIT_ENVIRONMENT: "a required tool, permission or kernel feature is missing, or a node could not be read",
+    EXIT_PARTIAL: "some nodes could not be read; the others were (each failure is reported)",
     EXIT_INTERNAL: "internal error (a bug: rerun with --debug and report it)",
 }
 

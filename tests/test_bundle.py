@@ -57,8 +57,8 @@ def node_ns():
 
 
 def test_collect_local_reads_the_nodes_real_state(node_ns, tmp_path):
-    out = tmp_path / "node1"
-    res = _ns([sys.executable, "-m", "kptrace", "collect", "--local", "-o", str(out), "--node-name", "node1"], node_ns,
+    out = tmp_path / "snap" / "node1"
+    res = _ns([sys.executable, "-m", "kptrace", "collect", "--local", "-o", str(tmp_path / "snap"), "--node-name", "node1"], node_ns,
               cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert "node1" in res.stdout
     b = read_bundle(str(out))
@@ -68,13 +68,13 @@ def test_collect_local_reads_the_nodes_real_state(node_ns, tmp_path):
     assert b.files["iptables-save.txt"].lstrip().startswith("#") and "[0:0]" in b.files["iptables-save.txt"]  # -c counters
     for name in ("ip-addr.json", "ip-route.json"):
         json.loads(b.files[name])
-    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")], "a partial bundle was left behind"
+    assert not [n for n in os.listdir(tmp_path / "snap") if n.startswith(".")], "a partial bundle was left behind"
 
 
 def test_masquerade_address_from_the_bundles_routes_is_the_kernels(node_ns, tmp_path):
-    out = tmp_path / "node1"
-    _ns([sys.executable, "-m", "kptrace", "collect", "--local", "-o", str(out)], node_ns, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = tmp_path / "snap" / "node1"
+    _ns([sys.executable, "-m", "kptrace", "collect", "--local", "-o", str(tmp_path / "snap"), "--node-name", "node1"], node_ns,
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     dp = load_bundle(str(out))
     assert set(dp.node_ips) >= {"10.240.0.11", "198.19.21.64"}  # no --node-ip needed
     trace = trace_packet(dp, plan_packet(dp, "198.19.40.210", 80, origin=Origin.NODE, src="10.240.0.11"))
@@ -90,9 +90,9 @@ def test_masquerade_address_from_the_bundles_routes_is_the_kernels(node_ns, tmp_
 
 
 def test_svc_reads_a_bundle(node_ns, tmp_path, capsys, monkeypatch):
-    out = tmp_path / "node1"
-    _ns([sys.executable, "-m", "kptrace", "collect", "--local", "-o", str(out)], node_ns, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = tmp_path / "snap" / "node1"
+    _ns([sys.executable, "-m", "kptrace", "collect", "--local", "-o", str(tmp_path / "snap"), "--node-name", "node1"], node_ns,
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     monkeypatch.setenv("COLUMNS", "200")
     with pytest.raises(SystemExit) as exc:
         main(["svc", "yaobank/customer", "--bundle", str(out), "-o", "json"])

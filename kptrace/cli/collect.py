@@ -1,32 +1,70 @@
-"""Capture a node's data plane into a bundle directory, read-only: iptables-save -c and ip6tables-save -c,
-ipset, ipvsadm and nft when present, the node's addresses and routes, and metadata. Written atomically;
-every command reads it with --bundle DIR. (This version collects the machine it runs on: --local.)"""
+"""Capture nodes' data planes into bundles, read-only: iptables-save -c and ip6tables-save -c, ipset,
+ipvsadm and nft when present, the node's addresses and routes, and metadata. Each node goes to
+OUTPUT/<node>/, written atomically; every command reads one with --bundle OUTPUT/<node>.
+Sources: --local (this machine) or --ssh [user@]host[:port] (repeatable; ~/.ssh/config honoured)."""
 
 from __future__ import annotations
+
+import os
+import sys
 
 import typer
 
 from kptrace.cli.common import stderr_console, stdout_console
+from kptrace.errors import EXIT_ENVIRONMENT, EXIT_PARTIAL
 
 
 def collect(
+    output: str = typer.Option(..., "-o", "--output", help="Directory for the bundles (one subdirectory per node).", show_default=False),
     local: bool = typer.Option(False, "--local", help="Collect this machine (root or sudo -n)."),
-    output: str = typer.Option(..., "-o", "--output", help="The bundle directory to write (must not exist).", show_default=False),
-    node: str = typer.Option(None, "--node-name", help="Name to record (default: the hostname).", show_default=False),
+    ssh: list[str] = typer.Option([], "--ssh", help="[user@]host[:port] to collect over SSH (repeatable).", show_default=False),
+    node: str = typer.Option(None, "--node-name", help="With --local: the name to record (default: the hostname).", show_default=False),
+    parallel: int = typer.Option(16, "--parallel", min=1, max=256, help="Nodes collected at once."),
+    ssh_config: str = typer.Option(None, "--ssh-config", help="SSH config file (default ~/.ssh/config).", show_default=False),
+    accept_new_host_key: bool = typer.Option(False, "--accept-new-host-key",
+                                             help="Accept and remember unknown host keys (never changed ones)."),
+    timeout: float = typer.Option(10.0, "--timeout", min=0.5, help="Seconds to wait for a node to answer."),
 ) -> None:
-    if not local:
-        raise typer.BadParameter("say where the rules are: --local (SSH and the Kubernetes API come in a later version)",
-                                 param_hint="--local")
-    from kptrace.sources.bundle import LocalRunner, collect as take, write_bundle
+    if bool(local) == bool(ssh):
+        raise typer.BadParameter("say where the rules are: --local, or --ssh HOST (repeatable)", param_hint="--local")
+    from kptrace.sources.bundle import LocalRunner, collect_many
 
-    bundle = take(LocalRunner(), node)
-    path = write_bundle(bundle, output)
-    console = stdout_console()
-    meta = bundle.meta
-    console.print(f"[bold]{meta['node']}[/] -> {path}")
-    console.print(f"  kube-proxy mode {meta['kube_proxy_mode']}, iptables {meta['iptables'] or '?'} ({meta['iptables_backend']}),"
-                  f" kernel {meta['kernel'] or '?'}")
-    console.print(f"  addresses {', '.join(bundle.node_ips) or 'none'}")
-    console.print(f"  files {', '.join(sorted(bundle.files))}")
-    for note in bundle.notes:
-        stderr_console().print(f"[dim]note: {note}[/]", highlight=False)
+    targets = []
+    if local:
+        name = node or os.uname().nodename
+        targets.append((name, LocalRunner))
+    else:
+        from kptrace.sources.ssh import SSHRunner, parse_target
+
+        for text in ssh:
+            t = parse_target(text)
+            targets.append((t.host, lambda t=t: SSHRunner(t, config_path=ssh_config, accept_new_host_key=accept_new_host_key,
+                                                          timeout=timeout)))
+    names = [n for n, _ in targets]
+    if len(set(names)) != len(names):
+        raise typer.BadParameter("two targets have the same node name", param_hint="--ssh")
+    os.makedirs(output, exist_ok=True)
+    err = stderr_console()
+    interactive = sys.stderr.isatty() and not os.environ.get("CI")
+    if interactive and len(targets) > 1:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        with Progress(TextColumn("collecting"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                      console=err, transient=True) as bar:
+            task = bar.add_task("", total=len(targets))
+            results = collect_many(targets, output, parallel=parallel,
+                                   progress=lambda r: bar.update(task, advance=1, description=r.name))
+    else:
+        results = collect_many(targets, output, parallel=parallel)
+    out = stdout_console()
+    ok = [r for r in results if r.error is None]
+    failed = [r for r in results if r.error is not None]
+    for r in ok:
+        out.print(f"[green]✓[/] {r.name} -> {r.path}", highlight=False)
+        for note in r.notes:
+            err.print(f"  [dim]{r.name}: {note}[/]", highlight=False)
+    for r in failed:
+        err.print(f"[red]✗[/] {r.error}", highlight=False)
+    out.print(f"{len(ok)} of {len(results)} nodes collected into {output}")
+    if failed:
+        raise typer.Exit(EXIT_PARTIAL if ok else EXIT_ENVIRONMENT)

@@ -239,3 +239,46 @@ def read_bundle(directory: str) -> Bundle:
             with open(p) as f:
                 files[cmd.file] = f.read()
     return Bundle(files, meta, path=directory)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeResult:
+    name: str
+    path: str | None
+    error: str | None
+    notes: tuple[str, ...] = ()
+
+
+def collect_many(targets: list[tuple[str, Callable[[], object]]], out_dir: str, *, parallel: int = 16,
+                 progress: Callable[[NodeResult], None] | None = None) -> list[NodeResult]:
+    """Collect ``(name, make_runner)`` targets into ``out_dir/<name>``, ``parallel`` at a time. A node that
+    fails is reported and the others go on."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kptrace.errors import KptraceError
+
+    def one(name: str, make_runner) -> NodeResult:
+        runner = None
+        try:
+            runner = make_runner()
+            bundle = collect(runner, name)
+            path = write_bundle(bundle, os.path.join(out_dir, name))
+            return NodeResult(name, path, None, tuple(bundle.notes))
+        except KptraceError as e:
+            return NodeResult(name, None, e.render())
+        except Exception as e:  # one node's surprise must not stop the other 4,999
+            return NodeResult(name, None, f"{name}: {type(e).__name__}: {e}")
+        finally:
+            close = getattr(runner, "close", None)
+            if close:
+                close()
+
+    results: list[NodeResult] = []
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        futures = [pool.submit(one, name, make) for name, make in targets]
+        for f in futures:
+            r = f.result()
+            results.append(r)
+            if progress:
+                progress(r)
+    return results
