@@ -62,9 +62,9 @@ def collect(
     for r in ok:
         out.print(f"[green]✓[/] {r.name} -> {r.path}", highlight=False)
         for note in r.notes:
-            err.print(f"  [dim]{r.name}: {note}[/]", highlight=False)
+            err.print(f"  {r.name}: {note}", highlight=False, soft_wrap=True, markup=False)
     for r in failed:
-        err.print(f"[red]✗[/] {r.error}", highlight=False)
+        err.print("✗ " + r.error, highlight=False, soft_wrap=True, markup=False)
     out.print(f"{len(ok)} of {len(results)} nodes collected into {output}")
     if failed:
         raise typer.Exit(EXIT_PARTIAL if ok else EXIT_ENVIRONMENT)

@@ -69,17 +69,31 @@ def require_dumps(dumps: list[str]) -> None:
 BundleOpt = typer.Option(None, "--bundle", help="A node bundle directory (from `kptrace collect`); its addresses and routes are used.",
                          show_default=False)
 LocalOpt = typer.Option(False, "--local", help="Read this machine's own rules, addresses and routes (root or sudo -n).")
+SshOpt = typer.Option(None, "--ssh", help="Read a node's rules over SSH: [user@]host[:port] (~/.ssh/config honoured).",
+                      show_default=False)
+SshConfigOpt = typer.Option(None, "--ssh-config", help="SSH config file (default ~/.ssh/config).", show_default=False)
 
 
 def load_input(dumps: list[str], bundle: str | None, local: bool, node_ips: list[str], *, lenient: bool, max_size: str | None,
-               full: bool = False):
-    """The data plane from exactly one of --dump, --bundle, --local."""
-    given = sum(bool(x) for x in (dumps, bundle, local))
+               full: bool = False, ssh: str | None = None, ssh_config: str | None = None):
+    """The data plane from exactly one of --dump, --bundle, --local, --ssh."""
+    given = sum(bool(x) for x in (dumps, bundle, local, ssh))
     if given == 0:
-        raise typer.BadParameter("give the node's rules: --dump FILE (iptables-save output; - for stdin), --bundle DIR, or --local",
-                                 param_hint="--dump")
+        raise typer.BadParameter("give the node's rules: --dump FILE (iptables-save output; - for stdin), --bundle DIR, --local "
+                                 "or --ssh HOST", param_hint="--dump")
     if given > 1:
-        raise typer.BadParameter("give one of --dump, --bundle, --local", param_hint="--dump")
+        raise typer.BadParameter("give one of --dump, --bundle, --local, --ssh", param_hint="--dump")
+    if ssh:
+        from kptrace.load import load_bundle
+        from kptrace.sources.bundle import collect
+        from kptrace.sources.ssh import SSHRunner, parse_target
+
+        runner = SSHRunner(parse_target(ssh), config_path=ssh_config)
+        try:
+            taken = collect(runner, parse_target(ssh).host)
+        finally:
+            runner.close()
+        return load_bundle(bundle=taken, node_ips=node_ips, lenient=lenient, full=full)
     from kptrace.load import load_bundle, load_dumps
 
     if dumps:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import typer
 
 from kptrace.cli.common import (BundleOpt, DumpOpt, LenientOpt, LocalOpt, MaxSizeOpt, NodeIpOpt, OutputFormat, OutputOpt,
-                                load_input, stdout_console, warn_diagnostics)
+                                SshConfigOpt, SshOpt, load_input, stdout_console, warn_diagnostics)
 from kptrace.errors import EXIT_FINDINGS
 from kptrace.tracer.packet import Origin
 
@@ -32,6 +32,8 @@ def packet(
     dumps: list[str] = DumpOpt,
     bundle: str = BundleOpt,
     local: bool = LocalOpt,
+    ssh: str = SshOpt,
+    ssh_config: str = SshConfigOpt,
     src: str = typer.Option(None, "--src", help="Source address (default: see above).", show_default=False),
     sport: int = typer.Option(43210, "--sport", min=1, max=65535, help="Source port."),
     proto: str = typer.Option("tcp", "--proto", help="tcp, udp or sctp."),
@@ -58,7 +60,7 @@ def packet(
             parse_addr(src)
         except ValueError:
             raise typer.BadParameter(f"{src!r} is not an IP address", param_hint="--src") from None
-    dp = load_input(dumps, bundle, local, node_ips, lenient=lenient, max_size=max_size)
+    dp = load_input(dumps, bundle, local, node_ips, lenient=lenient, max_size=max_size, ssh=ssh, ssh_config=ssh_config)
     warn_diagnostics(dp.diagnostics)
     plan = plan_packet(dp, format_addr(fam, addr), port, src=src, origin=origin, proto=proto.lower(), sport=sport, in_iface=in_iface,
                        out_iface=out_iface)

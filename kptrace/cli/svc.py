@@ -11,7 +11,7 @@ from __future__ import annotations
 import typer
 
 from kptrace.cli.common import (BundleOpt, DumpOpt, LenientOpt, LocalOpt, MaxSizeOpt, NodeIpOpt, OutputFormat, OutputOpt,
-                                load_input, stdout_console, warn_diagnostics)
+                                SshConfigOpt, SshOpt, load_input, stdout_console, warn_diagnostics)
 from kptrace.errors import EXIT_FINDINGS
 
 
@@ -20,6 +20,8 @@ def svc(
     dumps: list[str] = DumpOpt,
     bundle: str = BundleOpt,
     local: bool = LocalOpt,
+    ssh: str = SshOpt,
+    ssh_config: str = SshConfigOpt,
     node_ips: list[str] = NodeIpOpt,
     paths: bool = typer.Option(False, "--paths", help="Also show the rule path of every outcome."),
     strict: bool = typer.Option(False, "--strict", help=f"Exit {EXIT_FINDINGS} when there are warnings."),
@@ -29,7 +31,7 @@ def svc(
 ) -> None:
     from kptrace.tracer.services import service_views
 
-    dp = load_input(dumps, bundle, local, node_ips, lenient=lenient, max_size=max_size)
+    dp = load_input(dumps, bundle, local, node_ips, lenient=lenient, max_size=max_size, ssh=ssh, ssh_config=ssh_config)
     warn_diagnostics(dp.diagnostics)
     views = service_views(dp, query)
     if output is OutputFormat.json:

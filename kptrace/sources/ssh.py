@@ -126,6 +126,9 @@ class SSHRunner:
         except ConnectionRefusedError:
             raise NodeError(f"{self.name}: connection refused by {self.hostname}:{self.port}", hint="is sshd running there?") from None
         except paramiko.ssh_exception.NoValidConnectionsError as e:
+            if all(isinstance(x, ConnectionRefusedError) for x in e.errors.values()):
+                raise NodeError(f"{self.name}: connection refused by {self.hostname}:{self.port}",
+                                hint="is sshd running there?") from None
             raise NodeError(f"{self.name}: cannot connect to {self.hostname}:{self.port} ({e.strerror or e})") from None
         except OSError as e:
             raise NodeError(f"{self.name}: cannot connect to {self.hostname}:{self.port}: {e.strerror or e}") from None
