@@ -18,6 +18,13 @@ def collect(
     output: str = typer.Option(..., "-o", "--output", help="Directory for the bundles (one subdirectory per node).", show_default=False),
     local: bool = typer.Option(False, "--local", help="Collect this machine (root or sudo -n)."),
     ssh: list[str] = typer.Option([], "--ssh", help="[user@]host[:port] to collect over SSH (repeatable).", show_default=False),
+    nodes: list[str] = typer.Option([], "--node", help="A node to collect through the Kubernetes API: exec in its kube-proxy pod (repeatable).",
+                                    show_default=False),
+    all_nodes: bool = typer.Option(False, "--all-nodes", help="Every node of the cluster, through the Kubernetes API."),
+    kubeconfig: str = typer.Option(None, "--kubeconfig", help="Kubeconfig file (default $KUBECONFIG or ~/.kube/config).",
+                                   show_default=False),
+    context: str = typer.Option(None, "--context", help="Kubeconfig context.", show_default=False),
+    selector: str = typer.Option("k8s-app=kube-proxy", "--kube-proxy-selector", help="Labels of the kube-proxy pods."),
     node: str = typer.Option(None, "--node-name", help="With --local: the name to record (default: the hostname).", show_default=False),
     parallel: int = typer.Option(16, "--parallel", min=1, max=256, help="Nodes collected at once."),
     ssh_config: str = typer.Option(None, "--ssh-config", help="SSH config file (default ~/.ssh/config).", show_default=False),
@@ -25,14 +32,20 @@ def collect(
                                              help="Accept and remember unknown host keys (never changed ones)."),
     timeout: float = typer.Option(10.0, "--timeout", min=0.5, help="Seconds to wait for a node to answer."),
 ) -> None:
-    if bool(local) == bool(ssh):
-        raise typer.BadParameter("say where the rules are: --local, or --ssh HOST (repeatable)", param_hint="--local")
+    if sum(map(bool, (local, ssh, nodes or all_nodes))) != 1:
+        raise typer.BadParameter("say where the rules are: --local, --ssh HOST, or --node NAME / --all-nodes", param_hint="--local")
     from kptrace.sources.bundle import LocalRunner, collect_many
 
     targets = []
     if local:
         name = node or os.uname().nodename
         targets.append((name, LocalRunner))
+    elif nodes or all_nodes:
+        from kptrace.sources.kube import KubeRunner, api, node_names
+
+        core = api(kubeconfig, context)
+        for name in (node_names(core) if all_nodes else nodes):
+            targets.append((name, lambda name=name: KubeRunner(core, name, selector=selector)))
     else:
         from kptrace.sources.ssh import SSHRunner, parse_target
 

@@ -72,37 +72,48 @@ LocalOpt = typer.Option(False, "--local", help="Read this machine's own rules, a
 SshOpt = typer.Option(None, "--ssh", help="Read a node's rules over SSH: [user@]host[:port] (~/.ssh/config honoured).",
                       show_default=False)
 SshConfigOpt = typer.Option(None, "--ssh-config", help="SSH config file (default ~/.ssh/config).", show_default=False)
+NodeOpt = typer.Option(None, "--node", help="Read a node's rules through the Kubernetes API (exec in its kube-proxy pod).",
+                       show_default=False)
+KubeconfigOpt = typer.Option(None, "--kubeconfig", help="Kubeconfig file (default $KUBECONFIG or ~/.kube/config).", show_default=False)
+ContextOpt = typer.Option(None, "--context", help="Kubeconfig context.", show_default=False)
 
 
 def load_input(dumps: list[str], bundle: str | None, local: bool, node_ips: list[str], *, lenient: bool, max_size: str | None,
-               full: bool = False, ssh: str | None = None, ssh_config: str | None = None):
-    """The data plane from exactly one of --dump, --bundle, --local, --ssh."""
-    given = sum(bool(x) for x in (dumps, bundle, local, ssh))
+               full: bool = False, ssh: str | None = None, ssh_config: str | None = None, node: str | None = None,
+               kubeconfig: str | None = None, context: str | None = None):
+    """The data plane from exactly one of --dump, --bundle, --local, --ssh, --node."""
+    given = sum(bool(x) for x in (dumps, bundle, local, ssh, node))
     if given == 0:
-        raise typer.BadParameter("give the node's rules: --dump FILE (iptables-save output; - for stdin), --bundle DIR, --local "
-                                 "or --ssh HOST", param_hint="--dump")
+        raise typer.BadParameter("give the node's rules: --dump FILE (iptables-save output; - for stdin), --bundle DIR, --local, "
+                                 "--ssh HOST or --node NAME", param_hint="--dump")
     if given > 1:
-        raise typer.BadParameter("give one of --dump, --bundle, --local, --ssh", param_hint="--dump")
-    if ssh:
-        from kptrace.load import load_bundle
-        from kptrace.sources.bundle import collect
-        from kptrace.sources.ssh import SSHRunner, parse_target
-
-        runner = SSHRunner(parse_target(ssh), config_path=ssh_config)
-        try:
-            taken = collect(runner, parse_target(ssh).host)
-        finally:
-            runner.close()
-        return load_bundle(bundle=taken, node_ips=node_ips, lenient=lenient, full=full)
+        raise typer.BadParameter("give one of --dump, --bundle, --local, --ssh, --node", param_hint="--dump")
     from kptrace.load import load_bundle, load_dumps
 
     if dumps:
         return load_dumps(dumps, node_ips=node_ips, lenient=lenient, full=full, max_bytes=parse_size(max_size))
     if bundle:
         return load_bundle(bundle, node_ips=node_ips, lenient=lenient, full=full)
+
     from kptrace.sources.bundle import LocalRunner, collect
 
-    taken = collect(LocalRunner())
-    for note in taken.notes:
-        stderr_console().print(f"[dim]note: {note}[/]", highlight=False)
-    return load_bundle(bundle=taken, node_ips=node_ips, lenient=lenient, full=full)
+    def taken(make_runner, name):
+        runner = make_runner()
+        try:
+            b = collect(runner, name)
+        finally:
+            getattr(runner, "close", lambda: None)()
+        for note in b.notes:
+            stderr_console().print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+        return load_bundle(bundle=b, node_ips=node_ips, lenient=lenient, full=full)
+
+    if node:
+        from kptrace.sources.kube import KubeRunner, api
+
+        return taken(lambda: KubeRunner(api(kubeconfig, context), node), node)
+    if ssh:
+        from kptrace.sources.ssh import SSHRunner, parse_target
+
+        target = parse_target(ssh)
+        return taken(lambda: SSHRunner(target, config_path=ssh_config), target.host)
+    return taken(LocalRunner, None)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import typer
 
 from kptrace.cli.common import (BundleOpt, DumpOpt, LenientOpt, LocalOpt, MaxSizeOpt, NodeIpOpt, OutputFormat, OutputOpt,
-                                SshConfigOpt, SshOpt, load_input, stdout_console, warn_diagnostics)
+                                ContextOpt, KubeconfigOpt, NodeOpt, SshConfigOpt, SshOpt, load_input, stdout_console,
+                                warn_diagnostics)
 from kptrace.errors import EXIT_FINDINGS
 from kptrace.tracer.packet import Origin
 
@@ -34,6 +35,9 @@ def packet(
     local: bool = LocalOpt,
     ssh: str = SshOpt,
     ssh_config: str = SshConfigOpt,
+    node: str = NodeOpt,
+    kubeconfig: str = KubeconfigOpt,
+    context: str = ContextOpt,
     src: str = typer.Option(None, "--src", help="Source address (default: see above).", show_default=False),
     sport: int = typer.Option(43210, "--sport", min=1, max=65535, help="Source port."),
     proto: str = typer.Option("tcp", "--proto", help="tcp, udp or sctp."),
@@ -60,7 +64,8 @@ def packet(
             parse_addr(src)
         except ValueError:
             raise typer.BadParameter(f"{src!r} is not an IP address", param_hint="--src") from None
-    dp = load_input(dumps, bundle, local, node_ips, lenient=lenient, max_size=max_size, ssh=ssh, ssh_config=ssh_config)
+    dp = load_input(dumps, bundle, local, node_ips, lenient=lenient, max_size=max_size, ssh=ssh, ssh_config=ssh_config,
+                    node=node, kubeconfig=kubeconfig, context=context)
     warn_diagnostics(dp.diagnostics)
     plan = plan_packet(dp, format_addr(fam, addr), port, src=src, origin=origin, proto=proto.lower(), sport=sport, in_iface=in_iface,
                        out_iface=out_iface)

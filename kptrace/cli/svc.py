@@ -11,7 +11,8 @@ from __future__ import annotations
 import typer
 
 from kptrace.cli.common import (BundleOpt, DumpOpt, LenientOpt, LocalOpt, MaxSizeOpt, NodeIpOpt, OutputFormat, OutputOpt,
-                                SshConfigOpt, SshOpt, load_input, stdout_console, warn_diagnostics)
+                                ContextOpt, KubeconfigOpt, NodeOpt, SshConfigOpt, SshOpt, load_input, stdout_console,
+                                warn_diagnostics)
 from kptrace.errors import EXIT_FINDINGS
 
 
@@ -22,6 +23,9 @@ def svc(
     local: bool = LocalOpt,
     ssh: str = SshOpt,
     ssh_config: str = SshConfigOpt,
+    node: str = NodeOpt,
+    kubeconfig: str = KubeconfigOpt,
+    context: str = ContextOpt,
     node_ips: list[str] = NodeIpOpt,
     paths: bool = typer.Option(False, "--paths", help="Also show the rule path of every outcome."),
     strict: bool = typer.Option(False, "--strict", help=f"Exit {EXIT_FINDINGS} when there are warnings."),
@@ -31,7 +35,8 @@ def svc(
 ) -> None:
     from kptrace.tracer.services import service_views
 
-    dp = load_input(dumps, bundle, local, node_ips, lenient=lenient, max_size=max_size, ssh=ssh, ssh_config=ssh_config)
+    dp = load_input(dumps, bundle, local, node_ips, lenient=lenient, max_size=max_size, ssh=ssh, ssh_config=ssh_config,
+                    node=node, kubeconfig=kubeconfig, context=context)
     warn_diagnostics(dp.diagnostics)
     views = service_views(dp, query)
     if output is OutputFormat.json:
