@@ -31,8 +31,9 @@ class SshLab:
     """A client namespace wired to ``n`` node namespaces, 10.77.<i>.2 each; an sshd in each node that
     ``kind(i)`` says should run one."""
 
-    def __init__(self, tmp: Path, n: int, kind) -> None:
+    def __init__(self, tmp: Path, n: int, kind, jump: dict[int, int] | None = None) -> None:
         self.tmp, self.n, self.kind = tmp, n, kind
+        self.jump = jump or {}  # node i -> the node it is reachable through (ProxyJump); not wired to the client
         self.pid = os.getpid()
         self.client = f"kpt-sshc-{self.pid}"
         self.nodes = [f"kpt-sshn-{self.pid}-{i}" for i in range(n)]
@@ -55,27 +56,30 @@ class SshLab:
             kind = self.kind(i)
             _ip("ip", "netns", "add", ns)
             _ip("ip", "link", "set", "lo", "up", ns=ns)
-            _ip("ip", "link", "add", f"n{i}", "type", "veth", "peer", "name", "eth0", "netns", ns, ns=self.client)
-            _ip("ip", "addr", "add", f"10.77.{i}.1/30", "dev", f"n{i}", ns=self.client)
-            _ip("ip", "link", "set", f"n{i}", "up", ns=self.client)
-            _ip("ip", "addr", "add", f"10.77.{i}.2/30", "dev", "eth0", ns=ns)
+            net = 78 if i in self.jump else 77
+            near = self.nodes[self.jump[i]] if i in self.jump else self.client
+            _ip("ip", "link", "add", f"n{i}", "type", "veth", "peer", "name", "eth0", "netns", ns, ns=near)
+            _ip("ip", "addr", "add", f"10.{net}.{i}.1/30", "dev", f"n{i}", ns=near)
+            _ip("ip", "link", "set", f"n{i}", "up", ns=near)
+            _ip("ip", "addr", "add", f"10.{net}.{i}.2/30", "dev", "eth0", ns=ns)
             _ip("ip", "link", "set", "eth0", "up", ns=ns)
             _ip("iptables-nft-restore", ns=ns, input=SAMPLE.read_text())
             if kind == "timeout":
                 _ip("iptables-nft", "-I", "INPUT", "-p", "tcp", "--dport", "22", "-j", "DROP", ns=ns)
             if kind != "refused":
                 cfg = t / f"sshd_{i}.conf"
-                cfg.write_text(f"Port 22\nListenAddress 10.77.{i}.2\nHostKey {t / 'hostkey'}\nPidFile {t / f'sshd_{i}.pid'}\n"
+                cfg.write_text(f"Port 22\nListenAddress 10.{net}.{i}.2\nHostKey {t / 'hostkey'}\nPidFile {t / f'sshd_{i}.pid'}\n"
                                f"AuthorizedKeysFile {t / 'authorized_keys'}\nPermitRootLogin prohibit-password\n"
                                "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n")
                 self.daemons.append(subprocess.Popen(["ip", "netns", "exec", ns, "/usr/sbin/sshd", "-D", "-e", "-f", str(cfg)],
                                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             key = other_pub if kind == "changed-host-key" else host_pub
             if kind != "unknown-host-key":
-                known.append(f"10.77.{i}.2 {key[0]} {key[1]}")
+                known.append(f"10.{net}.{i}.2 {key[0]} {key[1]}")
             identity = t / ("id_stranger" if kind == "bad-key" else "id_user")
-            config.append(f"Host node{i}\n  HostName 10.77.{i}.2\n  User root\n  IdentityFile {identity}\n"
-                          f"  UserKnownHostsFile {t / 'known_hosts'}\n  IdentitiesOnly yes\n")
+            config.append(f"Host node{i}\n  HostName 10.{net}.{i}.2\n  User root\n  IdentityFile {identity}\n"
+                          f"  UserKnownHostsFile {t / 'known_hosts'}\n  IdentitiesOnly yes\n"
+                          + (f"  ProxyJump node{self.jump[i]}\n" if i in self.jump else ""))
         (t / "known_hosts").write_text("\n".join(known) + "\n")
         (t / "ssh_config").write_text("\n".join(config))
         (t / "home").mkdir(exist_ok=True)
@@ -84,7 +88,7 @@ class SshLab:
             if self.kind(i) in ("refused", "timeout"):
                 continue
             while time.monotonic() < deadline:
-                if f"10.77.{i}.2:22" in _ip("ss", "-ltn", ns=ns).stdout:
+                if f".{i}.2:22" in _ip("ss", "-ltn", ns=ns).stdout:
                     break
                 time.sleep(0.05)
         return self
@@ -161,3 +165,13 @@ def test_fan_out_over_50_nodes_with_some_failing(tools, tmp_path):
     for i in failing:
         assert f"node{i}" in res.stderr
     assert took < 120, took
+
+
+def test_a_node_behind_a_jump_host(tools, tmp_path):
+    # node1 is wired to node0 only: the client reaches it through node0's sshd (ProxyJump in ssh config).
+    with SshLab(tmp_path, 2, lambda i: "ok", jump={1: 0}) as lab:
+        unreachable = _ip("ip", "route", "get", "10.78.1.2", ns=lab.client, check=False)
+        assert unreachable.returncode != 0  # no direct route: only the jump gets there
+        res = lab.kptrace("collect", "--ssh", "node1", "-o", str(tmp_path / "snap"))
+    assert res.returncode == 0, res.stderr
+    assert "10.78.1.2" in read_bundle(str(tmp_path / "snap" / "node1")).node_ips
