@@ -152,3 +152,14 @@ def test_not_a_bundle(tmp_path):
     (tmp_path / "half").mkdir()
     with pytest.raises(InputError, match="not a kptrace bundle"):
         read_bundle(str(tmp_path / "half"))
+
+
+def test_packet_local_reads_this_node(node_ns):
+    # `kptrace packet --local` on the node itself: its rules, its addresses (no --node-ip), its routes.
+    res = _ns([sys.executable, "-m", "kptrace", "packet", "--dst", "198.19.40.210:80", "--from", "node", "--local", "-o", "json"],
+              node_ns, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    doc = json.loads(res.stdout)
+    assert doc["packet"]["src"] == "10.240.0.11"
+    assert sorted(o["dnat"] for o in doc["outcomes"]) == ["198.19.21.67:80", "198.19.21.68:80", "198.19.22.130:80"]
+    assert {o["snat"] for o in doc["outcomes"]} == {"198.19.21.64"}
+    assert not any("--node-ip" in a for o in doc["outcomes"] for a in o["assumptions"])
