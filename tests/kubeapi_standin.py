@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import socket
 import struct
 import subprocess
 import threading

@@ -11,9 +11,8 @@ from kptrace.checks.verify import VerifyResult, compare, connections_needed
 from kptrace.lab.netns import Lab
 from kptrace.model.dataplane import Dataplane
 from kptrace.parsers.grammar import iptables_grammar
-from kptrace.parsers.iptables_save import ParseResult, parse_all_rules
 from kptrace.render.iptables_save import format_ruleset
-from kptrace.tracer.defaults import PacketPlan, plan_packet, trace_packet
+from kptrace.tracer.defaults import PacketPlan, trace_packet
 from kptrace.tracer.packet import Origin
 
 __all__ = ["VerifyPacket", "normalised", "packets_for_all_services", "run_verify"]

@@ -110,7 +110,7 @@ class SSHRunner:
             self.client.connect(self.hostname, self.port, username=self.user, key_filename=identity or None, sock=sock,
                                 timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
                                 allow_agent=True, look_for_keys=True)
-        except paramiko.BadHostKeyException as e:
+        except paramiko.BadHostKeyException:
             raise NodeError(f"{self.name}: the host key of {self.hostname} has CHANGED (known_hosts has another)",
                             hint="if the node was rebuilt, remove its old key with `ssh-keygen -R`; otherwise do not connect") from None
         except paramiko.AuthenticationException:

@@ -597,7 +597,6 @@ class Tracer:
         tgt = rule.target
         name = tgt.name
         table = rule.table
-        family = self.family
         const = {
             "ACCEPT": ("ACCEPT", "", True),
             "DROP": ("DROP", "", True),

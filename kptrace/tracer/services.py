@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from kptrace.errors import InputError, NotFoundError
-from kptrace.model.addr import parse_addr, parse_cidr, parse_endpoint
+from kptrace.model.addr import parse_cidr, parse_endpoint
 from kptrace.model.dataplane import Dataplane
 from kptrace.model.kube import SERVICE_CHAIN_PREFIXES, chain_hash_of, service_chain_hash
 from kptrace.model.rules import Chain, Rule, Ruleset
