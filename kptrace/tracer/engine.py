@@ -122,7 +122,7 @@ class _CompiledChain:
     wildcard (always tried), so the index can only narrow, never skip a rule that could match.
     """
 
-    __slots__ = ("chain", "rules", "index", "wild", "_cache", "_compile", "src_of")
+    __slots__ = ("chain", "rules", "index", "wild", "_cache", "_compile", "_srcs")
 
     def __init__(self, chain: Chain, compile_rule) -> None:
         self.chain = chain
@@ -132,14 +132,9 @@ class _CompiledChain:
         self.index: dict[int, list[int]] | None = None
         self.wild: list[int] = []
         self._cache: dict[int, list[int]] = {}
-        #: a plain "-s host" each rule requires, read from its text: a rule for another source is passed
-        #: over without parsing it (every KUBE-SEP chain's hairpin rule, a third of a trace's rules)
-        self.src_of: list[int | None] | None = None
+        self._srcs: dict[int, int | None] = {}  # rule -> the plain "-s host" its text requires (passes_over)
         if n < _INDEX_THRESHOLD:
             self.wild = range(n)
-            texts = [chain.text_at(i) for i in range(n)]
-            if any(" -s " in t for t in texts):
-                self.src_of = [_plain_addr(t, " -s ") for t in texts]
         else:
             index: dict[int, list[int]] = {}
             for i in range(n):
@@ -155,6 +150,16 @@ class _CompiledChain:
         if cr is None:
             cr = self.rules[i] = self._compile(self.chain.rule_at(i))
         return cr
+
+    def passes_over(self, i: int, src: int) -> bool:
+        """Whether rule ``i``, not yet compiled, cannot match a packet from ``src``: its text says
+        ``-s OTHER_HOST``. Such a rule is left unparsed (every KUBE-SEP chain's hairpin rule is one)."""
+        srcs = self._srcs
+        if i in srcs:
+            other = srcs[i]
+        else:
+            other = srcs[i] = _plain_addr(self.chain.text_at(i), " -s ")
+        return other is not None and other != src
 
     def candidates(self, dst: int) -> list[int] | range:
         if self.index is None:
@@ -493,13 +498,14 @@ class Tracer:
                 jumped = False
                 ended = False
                 n = len(cands)
-                src_of = cc.src_of
                 while pos < n:
                     ri = cands[pos]
                     pos += 1
-                    if src_of is not None and src_of[ri] is not None and src_of[ri] != s.src:
-                        continue
-                    cr = cc.rules[ri] or cc.rule(ri)
+                    cr = cc.rules[ri]
+                    if cr is None:
+                        if cc.passes_over(ri, s.src):
+                            continue
+                        cr = cc.rule(ri)
                     coin = None
                     matched = True
                     for check in cr.checks:
