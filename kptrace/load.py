@@ -97,8 +97,7 @@ def load_bundle(directory: str | None = None, *, bundle=None, node_ips: Iterable
     dp = load_texts(sources, node_ips=tuple(b.node_ips) or tuple(node_ips), lenient=lenient, full=full)
     dp.routes = tuple(b.routes)
     dp.interfaces = b.interfaces
-    for rs in dp.rulesets.values():
-        rs.notes.append(f"node {b.meta.get('node', '?')} from a bundle taken {b.meta.get('time', '?')} "
-                        f"(kube-proxy mode {b.meta.get('kube_proxy_mode', '?')})")
-        break
+    first = next(iter(dp.rulesets.values()))
+    first.notes.append(f"node {b.meta.get('node', '?')} from a bundle taken {b.meta.get('time', '?')} "
+                       f"(kube-proxy mode {b.meta.get('kube_proxy_mode', '?')})")
     return dp

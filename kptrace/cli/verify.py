@@ -45,7 +45,7 @@ def verify(
         # The lab node needs addresses; kptrace predicts for the same ones.
         ips = [ASSUMED_NODE_IP[f] for f in sorted(dp.rulesets)]
         stderr_console().print(f"note: no --node-ip: the lab node's address is {', '.join(ips)} (a stand-in), and kptrace predicts for it")
-        dp = load_dumps(dumps, node_ips=ips, lenient=lenient, full=True, max_bytes=parse_size(max_size))
+        dp.node_ips = tuple(ips)  # before any trace: tracers read it when they are made
     warn_diagnostics([d for d in dp.diagnostics if d.severity == "error"])
     if show_normalised:
         for text in normalised(dp).values():

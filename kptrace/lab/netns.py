@@ -389,7 +389,7 @@ class _CtEntry:
     reply: dict
 
     @property
-    def dst_sport(self) -> int:
+    def sport(self) -> int:
         return int(self.orig["sport"])
 
 
@@ -413,7 +413,7 @@ def parse_conntrack(text: str, src: str, dst: str, dport: int, sports: range, fa
     flows = []
     seen = set()
     for e in _flows_with_ports(text, src, dst, dport):
-        sport = e.dst_sport
+        sport = e.sport
         if sport not in sports or sport in seen:
             continue
         seen.add(sport)

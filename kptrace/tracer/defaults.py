@@ -71,18 +71,25 @@ def plan_packet(dp: Dataplane, dst: str, dport: int, *, src: str | None = None, 
     if not node_ips:
         # With no node addresses, the destination asked for counts as the node's own unless the rules
         # say it is a Service address (a NodePort to "the node" is what people mean).
-        if not _is_service_address(rs, parse_addr(dst)[1], dport):
+        if parse_addr(dst)[1] not in _service_addresses(dp, family):
             assumed_local.append(dst)
     return PacketPlan(Packet(src, dst, dport, proto, sport, origin, in_iface, out_iface), tuple(assumed_local), tuple(notes))
 
 
-def _is_service_address(rs, addr: int, dport: int) -> bool:
-    chain = rs.chain("nat", "KUBE-SERVICES")
-    if chain is None:
-        return False
-    text = format_addr(rs.family, addr)
-    needle = f" -d {text}"
-    return any(needle in r.text for r in chain.raw)
+def _service_addresses(dp: Dataplane, family: int) -> set[int]:
+    """The destinations nat KUBE-SERVICES matches on (ClusterIPs, external and LB IPs), read once per data plane."""
+    key = ("service_addresses", family)
+    if key not in dp.cache:
+        chain = dp.rulesets[family].chain("nat", "KUBE-SERVICES")
+        found = set()
+        for raw in chain.raw if chain is not None else ():
+            for part in raw.text.split(" -d ")[1:]:
+                try:
+                    found.add(parse_addr(part.split(None, 1)[0].split("/")[0])[1])
+                except ValueError:
+                    pass
+        dp.cache[key] = found
+    return dp.cache[key]
 
 
 def cached_pod_cidr(dp: Dataplane, family: int):

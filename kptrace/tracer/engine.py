@@ -31,7 +31,6 @@ from kptrace.tracer.result import Branch, Outcome, Step, Trace
 
 __all__ = ["Tracer"]
 
-_ONE = Fraction(1)
 _new = tuple.__new__  # Steps are NamedTuples; tuple.__new__ skips their Python-level __new__ on the hot path
 _LOOPBACK4 = parse_cidr("127.0.0.0/8")
 _MULTICAST4 = parse_cidr("224.0.0.0/4")
