@@ -40,13 +40,14 @@ def _root(
 
 
 def _register() -> None:
-    from kptrace.cli import collect, packet, parse, svc, verify
+    from kptrace.cli import collect, drift, packet, parse, svc, verify
 
     app.command("packet", help=packet.__doc__)(packet.packet)
     app.command("svc", help=svc.__doc__)(svc.svc)
     app.command("parse", help=parse.__doc__)(parse.parse)
     app.command("verify", help=verify.__doc__)(verify.verify)
     app.command("collect", help=collect.__doc__)(collect.collect)
+    app.command("drift", help=drift.__doc__)(drift.drift)
 
 
 _register()
@@ -66,6 +67,15 @@ def main(argv: list[str] | None = None) -> None:
         prefix = "" if isinstance(e, ParseError) else "[bold red]error:[/] "  # diagnostics carry their own "error:"
         stderr_console().print(prefix + _escape(e.render()), highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
+    except ModuleNotFoundError as e:
+        extra = {"kubernetes": "kube", "paramiko": "ssh"}.get((e.name or "").split(".")[0])
+        if extra is None or _state["debug"]:
+            raise
+        from kptrace.errors import EXIT_ENVIRONMENT
+
+        print(f"error: this needs the {e.name} package, which is not installed\n"
+              f"  hint: pip install 'kptrace[{extra}]' (or pip install {e.name})", file=sys.stderr)
+        sys.exit(EXIT_ENVIRONMENT)
     except SystemExit:
         raise
     except KeyboardInterrupt:

@@ -189,6 +189,20 @@ class Chain:
             self._raw = out
         return self._raw
 
+    def texts(self) -> list[tuple[int, str]]:
+        """``(line, text)`` of every rule, without building :attr:`raw` (the drift check reads 100k endpoint
+        chains once; building their RawRules cost ~1 s of a 10k-Service check)."""
+        if self._raw is not None:
+            return [(r.line, r.text) for r in self._raw]
+        lines = self._lines
+        out = []
+        for i in self._idx:
+            text = lines[i]
+            if text.startswith("["):
+                text = text[text.index("]") + 1:].lstrip()
+            out.append((i + 1, text.rstrip("\r")))
+        return out
+
     def text_at(self, index: int) -> str:
         """The text of rule ``index`` (0-based) from "-A" on, without building :attr:`raw`."""
         if self._raw is not None:

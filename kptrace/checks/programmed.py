@@ -1,0 +1,310 @@
+"""What a node's kube-proxy actually programmed, per Service port, read from the rules model in one
+pass: entry rules (KUBE-SERVICES, KUBE-NODEPORTS), the filter verdicts ("has no endpoints" REJECT,
+"has no local endpoints" DROP, health-check ACCEPT), the endpoints of the KUBE-SVC/KUBE-SVL chains with
+their real shares, source ranges, session affinity, and the traffic policies the chains implement.
+
+Service ports are keyed by kube-proxy's chain-name hash, so dumps without comments work; comments
+only supply names.
+
+Rules are read at the token level rather than fully parsed: a 10k-Service node has ~320,000 rules in
+these chains and full parsing costs ~25 us a rule (8 s), token reading ~2 us (benchmarks/drift.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import math
+
+from kptrace.model.dataplane import Dataplane
+from kptrace.model.kube import SERVICE_CHAIN_PREFIXES, chain_hash_of, service_chain_hash
+from kptrace.model.rules import Chain, Ruleset
+from kptrace.parsers.iptables_save import _fast_tokens, tokenize
+
+__all__ = ["ChainEndpoint", "Entry", "Evidence", "Programmed", "ProgrammedPort", "programmed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    location: str  # file:line
+    text: str  # the rule as written
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.text}"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A rule that catches a Service port's traffic: a nat jump to its chains, or a filter verdict."""
+
+    kind: str  # ClusterIP | ExternalIP | LoadBalancerIP | ExternalIP/LoadBalancerIP | NodePort | HealthCheckNodePort
+    address: str | None  # None for NodePorts (any local address)
+    port: int
+    protocol: str | None
+    target: str  # the chain jumped to, or REJECT / DROP / ACCEPT
+    comment: str
+    evidence: Evidence
+
+
+@dataclass(frozen=True, slots=True)
+class ChainEndpoint:
+    address: str  # ip:port from the KUBE-SEP chain's DNAT, "?" when the chain is not in the input
+    chain: str  # KUBE-SEP-...
+    share: float | None  # of the new connections entering the SVC/SVL chain; None when not computable
+    evidence: Evidence  # the SVC/SVL rule that jumps to it
+
+
+@dataclass(slots=True)
+class ProgrammedPort:
+    family: int
+    hash: str
+    spn: str | None = None
+    protocol: str | None = None
+    chains: list[str] = field(default_factory=list)
+    entries: list[Entry] = field(default_factory=list)  # nat jumps into the Service's chains
+    verdicts: list[Entry] = field(default_factory=list)  # filter REJECT / DROP / health-check ACCEPT
+    cluster: list[ChainEndpoint] | None = None  # KUBE-SVC-…; None: no such chain
+    local: list[ChainEndpoint] | None = None  # KUBE-SVL-… (or the old KUBE-XLB-…)
+    source_ranges: list[tuple[str, Evidence]] = field(default_factory=list)
+    affinity: tuple[int, Evidence] | None = None
+    external_policy: tuple[str, Evidence] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.spn or f"? (hash {self.hash})"
+
+
+@dataclass(slots=True)
+class Programmed:
+    """Per family: the ports by hash, and the filter verdicts no comment names (matched by address later)."""
+
+    ports: dict[tuple[int, str], ProgrammedPort]
+    unnamed_verdicts: dict[int, list[Entry]]
+
+
+def _tokens(text: str) -> list[str]:
+    toks = _fast_tokens(text)
+    return toks if toks is not None else [t for t, _, _ in tokenize(text)]
+
+
+def _fields(text: str) -> dict[str, str]:
+    """Option -> value for one rule (``!`` kept as a prefix of the option name; flags map to "")."""
+    toks = _tokens(text)
+    out: dict[str, str] = {}
+    neg = False
+    i, n = 2, len(toks)
+    while i < n:
+        t = toks[i]
+        if t == "!":
+            neg = True
+            i += 1
+            continue
+        if t.startswith("-"):
+            value = ""
+            if i + 1 < n and (not toks[i + 1].startswith("-") or toks[i + 1] == "-"):
+                value = toks[i + 1]
+                i += 1
+            out[("!" + t) if neg else t] = value
+            neg = False
+        i += 1
+    return out
+
+
+def _port(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() else None
+
+
+def _spn(comment: str) -> str | None:
+    first = comment.split(" ", 1)[0]
+    return first if "/" in first else None
+
+
+def _addr(value: str | None) -> str | None:
+    if not value:
+        return None
+    a, _, plen = value.partition("/")
+    return a if plen in ("", "32", "128") else value
+
+
+def programmed(dp: Dataplane) -> Programmed:
+    ports: dict[tuple[int, str], ProgrammedPort] = {}
+    unnamed: dict[int, list[Entry]] = {}
+    for fam, rs in sorted(dp.rulesets.items()):
+        _read_family(fam, rs, ports, unnamed.setdefault(fam, []))
+    return Programmed(ports, unnamed)
+
+
+def _port_for(ports, fam: int, h: str) -> ProgrammedPort:
+    p = ports.get((fam, h))
+    if p is None:
+        p = ports[(fam, h)] = ProgrammedPort(fam, h)
+    return p
+
+
+def _read_family(fam: int, rs: Ruleset, ports: dict, unnamed: list[Entry]) -> None:
+    nat = rs.tables.get("nat")
+    nat_chains = nat.chains if nat is not None else {}
+    for name in nat_chains:
+        if name.startswith(SERVICE_CHAIN_PREFIXES):
+            _port_for(ports, fam, chain_hash_of(name)).chains.append(name)
+
+    # Entry rules: jumps from KUBE-SERVICES / KUBE-NODEPORTS into a Service's chains.
+    for cname in ("KUBE-SERVICES", "KUBE-NODEPORTS"):
+        chain = nat_chains.get(cname)
+        for raw in chain.raw if chain is not None else ():
+            f = _fields(raw.text)
+            target = f.get("-j") or f.get("-g") or ""
+            if not target.startswith(SERVICE_CHAIN_PREFIXES):
+                continue
+            port = _port(f.get("--dport"))
+            if port is None:
+                continue
+            p = _port_for(ports, fam, chain_hash_of(target))
+            comment = f.get("--comment", "")
+            proto = f.get("-p")
+            p.spn = p.spn or _spn(comment)
+            p.protocol = p.protocol or proto
+            dst = _addr(f.get("-d"))
+            if cname == "KUBE-NODEPORTS":
+                if dst is not None and dst.startswith("127."):
+                    continue  # the localhost-NodePort twin of the next rule
+                kind, dst = "NodePort", None
+            elif target.startswith("KUBE-FW-") or "loadbalancer IP" in comment:
+                kind = "LoadBalancerIP"
+            elif "external IP" in comment:
+                kind = "ExternalIP"
+            elif target.startswith(("KUBE-EXT-", "KUBE-XLB-")):
+                kind = "ExternalIP/LoadBalancerIP"
+            else:
+                kind = "ClusterIP"
+            p.entries.append(Entry(kind, dst, port, proto, target, comment, Evidence(f"{chain.source}:{raw.line}", raw.text)))
+
+    # Filter verdicts: "has no endpoints" REJECT, "has no local endpoints" DROP, health-check ACCEPT.
+    filt = rs.tables.get("filter")
+    for cname in ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-NODEPORTS"):
+        chain = filt.chains.get(cname) if filt is not None else None
+        for raw in chain.raw if chain is not None else ():
+            f = _fields(raw.text)
+            verdict = f.get("-j", "")
+            port = _port(f.get("--dport"))
+            if verdict not in ("REJECT", "DROP", "ACCEPT") or port is None:
+                continue
+            comment = f.get("--comment", "")
+            proto = f.get("-p")
+            dst = _addr(f.get("-d"))
+            if cname == "KUBE-NODEPORTS":
+                if verdict != "ACCEPT":
+                    continue
+                kind = "HealthCheckNodePort"
+            elif cname == "KUBE-SERVICES":
+                kind = "ClusterIP"
+            elif f.get("--dst-type") == "LOCAL" and dst is None:
+                kind = "NodePort"
+            else:
+                kind = "ExternalIP/LoadBalancerIP"
+            e = Entry(kind, dst, port, proto, verdict, comment, Evidence(f"{chain.source}:{raw.line}", raw.text))
+            spn = _spn(comment)
+            if spn:
+                p = _port_for(ports, fam, service_chain_hash(spn, proto or "tcp"))
+                p.spn = p.spn or spn
+                p.protocol = p.protocol or proto
+                p.verdicts.append(e)
+            else:
+                unnamed.append(e)
+
+    for (f_, h), p in ports.items():
+        if f_ != fam or not p.chains:
+            continue
+        svc = nat_chains.get("KUBE-SVC-" + h)
+        svl = nat_chains.get("KUBE-SVL-" + h) or nat_chains.get("KUBE-XLB-" + h)
+        if svc is not None:
+            p.cluster = _chain_endpoints(svc, nat_chains, p)
+        if svl is not None:
+            p.local = _chain_endpoints(svl, nat_chains, p)
+        fw = nat_chains.get("KUBE-FW-" + h)
+        for raw in fw.raw if fw is not None else ():
+            f = _fields(raw.text)
+            target = f.get("-j") or f.get("-g") or ""
+            if "-s" in f and chain_hash_of(target) == h:
+                p.source_ranges.append((f["-s"], Evidence(f"{fw.source}:{raw.line}", raw.text)))
+        p.external_policy = _external_policy(nat_chains, h)
+
+
+_CONDITIONS = frozenset(("-s", "-d", "-i", "-o", "--dport", "--sport", "--every", "--mark", "--src-type", "--dst-type"))
+
+
+def _value(toks: list[str], name: str) -> str | None:
+    try:
+        return toks[toks.index(name) + 1]
+    except (ValueError, IndexError):
+        return None
+
+
+def _chain_endpoints(chain: Chain, nat_chains: dict, p: ProgrammedPort) -> list[ChainEndpoint]:
+    """The endpoints a SVC/SVL chain sends new connections to, with each one's share: rule i's
+    ``--probability`` applies to what the rules before it left (the kernel's quantised value).
+
+    Shares are floats: the check compares them with 1/n to 1e-6, and Fractions cost 5 s on a 10k-Service
+    node (the tracer keeps exact Fractions)."""
+    out: list[ChainEndpoint] = []
+    remaining: float | None = 1.0
+    for line, text in chain.texts():
+        toks = _tokens(text)
+        target = _value(toks, "-j") or _value(toks, "-g") or ""
+        if not target.startswith("KUBE-SEP-"):
+            if target in ("KUBE-MARK-DROP", "DROP", "REJECT") and _CONDITIONS.isdisjoint(toks):
+                remaining = 0.0  # the old KUBE-XLB "no local endpoints" drop: nothing continues
+            continue
+        ev = Evidence(f"{chain.source}:{line}", text)
+        if "--rcheck" in toks or "--update" in toks:
+            # session affinity: only clients seen before take this rule
+            if p.affinity is None:
+                p.affinity = (int(_value(toks, "--seconds") or 0), ev)
+            continue
+        share: float | None
+        conditional = not _CONDITIONS.isdisjoint(toks)
+        prob = _value(toks, "--probability")
+        if remaining is None or conditional:
+            share, remaining = None, None
+            if conditional:
+                p.notes.append(f"{chain.name}: the rule to {target} has conditions; shares not computed ({ev.location})")
+        elif prob is not None:
+            share = remaining * (math.floor(float(prob) * 2147483648.0 + 0.5) / 2147483648.0)  # kernel_probability
+            remaining -= share
+        else:
+            share, remaining = remaining, 0.0
+        out.append(ChainEndpoint(_dnat_of(nat_chains.get(target), p), target, share, ev))
+    return out
+
+
+def _dnat_of(sep: Chain | None, p: ProgrammedPort) -> str:
+    if sep is None:
+        return "?"
+    dest = "?"
+    for line, text in sep.texts():
+        if "DNAT" not in text:
+            continue
+        toks = _tokens(text)
+        if _value(toks, "-j") == "DNAT":
+            dest = _value(toks, "--to-destination") or "?"
+            if "--set" in toks and p.affinity is None:
+                p.affinity = (0, Evidence(f"{sep.source}:{line}", text))
+    return dest
+
+
+def _external_policy(nat_chains: dict, h: str) -> tuple[str, Evidence] | None:
+    xlb = nat_chains.get("KUBE-XLB-" + h)
+    if xlb is not None:
+        return ("Local", Evidence(f"{xlb.source}:{xlb.line}", f"chain {xlb.name}"))
+    ext = nat_chains.get("KUBE-EXT-" + h)
+    if ext is None:
+        return None
+    for raw in ext.raw:
+        f = _fields(raw.text)
+        target = f.get("-j") or f.get("-g") or ""
+        ev = Evidence(f"{ext.source}:{raw.line}", raw.text)
+        if target.startswith("KUBE-SVL-") or f.get("--src-type") == "LOCAL" or ("-s" in f and target.startswith("KUBE-SVC-")):
+            return ("Local", ev)
+        if target == "KUBE-MARK-MASQ" and not any(k in f for k in ("-s", "!-s", "--src-type")):
+            return ("Cluster", ev)
+    return None

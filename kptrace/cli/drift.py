@@ -1,0 +1,215 @@
+"""Check nodes' data planes against the Kubernetes API: what kube-proxy should program on each node
+(Services, EndpointSlices and Nodes, with kube-proxy's own endpoint selection) versus what the node's
+rules hold. Findings have stable kinds; exit 1 on drift (see --fail-on), 3/5 on errors, 6 when some
+nodes could not be read (the others are still checked).
+
+Expected state: the live API (kubeconfig, --context, or in-cluster; read-only: list Services,
+EndpointSlices, Nodes) or --cluster-state FILE (`kubectl get services,endpointslices,nodes -A -o json`,
+JSON or YAML).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import typer
+
+from kptrace.cli.common import (ContextOpt, KubeconfigOpt, LenientOpt, MaxSizeOpt, NodeIpOpt, OutputFormat, OutputOpt, SshConfigOpt,
+                                parse_size, stderr_console, stdout_console, warn_diagnostics)
+from kptrace.errors import EXIT_ENVIRONMENT, EXIT_FINDINGS, EXIT_PARTIAL, InputError, KptraceError
+
+
+def drift(
+    dumps: list[str] = typer.Option([], "--dump", help="iptables-save / ip6tables-save output of one node (repeatable for both "
+                                    "families; - for stdin). Needs --node-name.", show_default=False),
+    node_name: str = typer.Option(None, "--node-name", help="The Kubernetes node the --dump / --local / --ssh rules are from.",
+                                  show_default=False),
+    bundles: list[str] = typer.Option([], "--bundle", help="A node bundle (from `kptrace collect`), or a directory of them "
+                                      "(repeatable). The node name comes from the bundle.", show_default=False),
+    local: bool = typer.Option(False, "--local", help="Check this machine (root or sudo -n); node name: --node-name or the hostname."),
+    ssh: list[str] = typer.Option([], "--ssh", help="[user@]host[:port] to read over SSH (repeatable).", show_default=False),
+    nodes: list[str] = typer.Option([], "--node", help="A node to read through the Kubernetes API (exec in its kube-proxy pod; "
+                                    "repeatable).", show_default=False),
+    all_nodes: bool = typer.Option(False, "--all-nodes", help="Every node of the cluster, through the Kubernetes API."),
+    cluster_state: str = typer.Option(None, "--cluster-state", help="Expected state from a file instead of the live API: "
+                                      "`kubectl get services,endpointslices,nodes -A -o json` (or -o yaml); - for stdin.",
+                                      show_default=False),
+    kubeconfig: str = KubeconfigOpt,
+    context: str = ContextOpt,
+    kube_proxy_version: str = typer.Option(None, "--kube-proxy-version", help="Select an older kube-proxy's endpoint selection "
+                                           "(MAJOR.MINOR; default: current behaviour).", show_default=False),
+    ignore: list[str] = typer.Option([], "--ignore", help="Skip a namespace, NAMESPACE/NAME or NAMESPACE/NAME:PORT (globs; "
+                                     "repeatable).", show_default=False),
+    fail_on: str = typer.Option("warning", "--fail-on", help="Exit 1 when a finding is at least this severe: warning (any "
+                                "finding), error, never; or a comma-separated list of kinds."),
+    junit: str = typer.Option(None, "--junit", help="Also write a JUnit XML report (one test case per node x Service port).",
+                              show_default=False),
+    node_ips: list[str] = NodeIpOpt,
+    selector: str = typer.Option("k8s-app=kube-proxy", "--kube-proxy-selector", help="Labels of the kube-proxy pods."),
+    ssh_config: str = SshConfigOpt,
+    parallel: int = typer.Option(16, "--parallel", min=1, max=256, help="Nodes read at once (--ssh, --node, --all-nodes)."),
+    lenient: bool = LenientOpt,
+    max_size: str = MaxSizeOpt,
+    output: OutputFormat = OutputOpt,
+) -> None:
+    from kptrace.checks.drift import KINDS, SEVERITY, check_node, select_findings
+    from kptrace.checks.selection import profile_for_version
+
+    sources = sum(map(bool, (dumps, bundles, local, ssh, nodes or all_nodes)))
+    if sources == 0:
+        raise typer.BadParameter("say which nodes to check: --dump FILE --node-name NAME, --bundle DIR, --local, --ssh HOST, "
+                                 "--node NAME or --all-nodes", param_hint="--dump")
+    if sources > 1:
+        raise typer.BadParameter("give one kind of input: --dump, --bundle, --local, --ssh, or --node/--all-nodes", param_hint="--dump")
+    if dumps and not node_name:
+        raise typer.BadParameter("which node are these rules from? give --node-name NAME (endpoints on that node count as local)",
+                                 param_hint="--node-name")
+    fail_kinds = _fail_on(fail_on, KINDS, SEVERITY)
+    profile = profile_for_version(kube_proxy_version)
+    state = _expected_state(cluster_state, kubeconfig, context, max_size)
+    err = stderr_console()
+
+    reports, errors = [], []
+    tmp = None
+    targets: list[tuple[str, object]] = []  # (node, loader)
+    try:
+        if dumps:
+            from kptrace.load import load_dumps
+
+            targets.append((node_name, lambda: load_dumps(dumps, node_ips=node_ips, lenient=lenient, max_bytes=parse_size(max_size))))
+        elif bundles:
+            for path in _bundle_dirs(bundles):
+                targets.append((_bundle_node(path), lambda path=path: _load_bundle(path, node_ips, lenient)))
+        else:
+            tmp = tempfile.TemporaryDirectory(prefix="kptrace-drift-")
+            for name, path, error in _collect(local, ssh, nodes, all_nodes, node_name, kubeconfig, context, selector, ssh_config,
+                                              parallel, tmp.name):
+                if error:
+                    errors.append((name, error))
+                else:
+                    targets.append((name, lambda path=path: _load_bundle(path, node_ips, lenient)))
+        for name, load in targets:
+            try:
+                dp = load()
+            except KptraceError as e:
+                if len(targets) == 1 and not errors:
+                    raise
+                errors.append((name, e.render()))
+                continue
+            warn_diagnostics(dp.diagnostics)
+            report = check_node(dp, state, name, profile=profile)
+            select_findings(report, ignore)
+            reports.append(report)
+            del dp
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+    if junit:
+        from kptrace.render.drift import drift_junit
+
+        with open(junit, "w") as f:
+            f.write(drift_junit(reports, errors))
+    if output is OutputFormat.json:
+        from kptrace.render.drift import drift_json
+        from kptrace.render.json_out import dumps as to_json
+
+        typer.echo(to_json(drift_json(reports, errors, cluster_state=state.source, kube_proxy=profile.version)))
+    else:
+        from kptrace.render.drift import render_drift
+
+        render_drift(stdout_console(), reports, errors)
+        if junit:
+            err.print(f"JUnit report written to {junit}", highlight=False)
+    if errors:
+        raise typer.Exit(EXIT_PARTIAL if reports else EXIT_ENVIRONMENT)
+    if any(f.kind in fail_kinds for r in reports for f in r.findings):
+        raise typer.Exit(EXIT_FINDINGS)
+
+
+def _fail_on(text: str, kinds, severity) -> set[str]:
+    t = text.strip().lower()
+    if t == "never":
+        return set()
+    if t == "warning":
+        return set(kinds)
+    if t == "error":
+        return {k for k in kinds if severity[k] == "error"}
+    wanted = {k.strip() for k in t.split(",") if k.strip()}
+    unknown = wanted - set(kinds)
+    if unknown:
+        raise typer.BadParameter(f"unknown finding kind {', '.join(sorted(unknown))}; give warning, error, never, or kinds from: "
+                                 + ", ".join(kinds), param_hint="--fail-on")
+    return wanted
+
+
+def _expected_state(path: str | None, kubeconfig: str | None, context: str | None, max_size: str | None):
+    from kptrace.parsers.cluster_state import parse_cluster_state, state_from_objects
+
+    if path:
+        from kptrace.sources.files import read_source
+
+        src = read_source(path, max_bytes=parse_size(max_size))
+        return parse_cluster_state(src.text, src.name)
+    from kptrace.sources.kube import fetch_cluster_state
+
+    obj = fetch_cluster_state(kubeconfig, context)
+    return state_from_objects([obj], "the Kubernetes API")
+
+
+def _bundle_dirs(paths: list[str]) -> list[str]:
+    out = []
+    for p in paths:
+        if os.path.isfile(os.path.join(p, "meta.json")):
+            out.append(p)
+            continue
+        subs = sorted(os.path.join(p, d) for d in os.listdir(p) if os.path.isfile(os.path.join(p, d, "meta.json"))) \
+            if os.path.isdir(p) else []
+        if not subs:
+            raise InputError(f"{p}: neither a node bundle nor a directory of bundles (no meta.json)",
+                             hint="bundles are written by `kptrace collect -o DIR`; give DIR or DIR/<node>")
+        out.extend(subs)
+    return out
+
+
+def _bundle_node(path: str) -> str:
+    import json
+
+    try:
+        with open(os.path.join(path, "meta.json")) as f:
+            return json.load(f).get("node") or os.path.basename(os.path.normpath(path))
+    except (OSError, ValueError):
+        return os.path.basename(os.path.normpath(path))
+
+
+def _load_bundle(path: str, node_ips, lenient: bool):
+    from kptrace.load import load_bundle
+
+    return load_bundle(path, node_ips=node_ips, lenient=lenient)
+
+
+def _collect(local, ssh, nodes, all_nodes, node_name, kubeconfig, context, selector, ssh_config, parallel, out_dir):
+    """Read the nodes into bundles in ``out_dir``; yields (node, path, error)."""
+    from kptrace.sources.bundle import LocalRunner, collect_many
+
+    targets = []
+    if local:
+        targets.append((node_name or os.uname().nodename, LocalRunner))
+    elif ssh:
+        from kptrace.sources.ssh import SSHRunner, parse_target
+
+        for text in ssh:
+            t = parse_target(text)
+            name = node_name if (node_name and len(ssh) == 1) else t.host
+            targets.append((name, lambda t=t: SSHRunner(t, config_path=ssh_config)))
+    else:
+        from kptrace.sources.kube import KubeRunner, api, node_names
+
+        core = api(kubeconfig, context)
+        for name in (node_names(core) if all_nodes else nodes):
+            targets.append((name, lambda name=name: KubeRunner(core, name, selector=selector)))
+    for r in collect_many(targets, out_dir, parallel=parallel):
+        for note in r.notes:
+            stderr_console().print(f"note: {r.name}: {note}", highlight=False, markup=False, soft_wrap=True)
+        yield r.name, r.path, r.error
