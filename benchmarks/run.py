@@ -16,6 +16,10 @@ Targets (issue: core):
   same code measured 1.84 ms against a 6.6 s reference and 2.11 ms against an 9.0 s one);
 * load time grows linearly: 10k Services within 12 x of 1k.
 
+Targets (issue: drift): ``kptrace drift`` of that node against its cluster state (10,000 Services,
+100,000 endpoints in 10,000 EndpointSlices, ``gen_cluster.py``; a 19 MB ``kubectl get -o json``) in
+seconds: end to end (process start to exit, reading both files) <= 1.0 x reference, peak RSS <= 800 MB.
+
 Run as root (the reference needs a network namespace)::
 
     sudo python3 benchmarks/run.py            # prints a table; exit 1 if a target is missed
@@ -95,6 +99,34 @@ def measure_svc(path: Path, repeat: int) -> float:
     return min(times)
 
 
+def cluster_workload(services: int) -> Path:
+    from gen_cluster import cluster_state
+
+    path = OUT / f"cluster-{services}x10.json"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(cluster_state(services, 10, 10)))
+        tmp.rename(path)
+    return path
+
+
+def measure_drift(dump: Path, cluster: Path, repeat: int) -> tuple[float, float, int]:
+    """Best wall time of ``kptrace drift`` end to end, its peak RSS (MB), and its finding count."""
+    import resource
+
+    exe = [sys.executable, "-m", "kptrace", "drift", "--dump", str(dump), "--node-name", "node-0", "--cluster-state", str(cluster),
+           "--output", "json"]
+    times, rss, findings = [], 0.0, -1
+    for _ in range(repeat):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        t = time.perf_counter()
+        out = subprocess.run(exe, capture_output=True, text=True, cwd=ROOT)
+        times.append(time.perf_counter() - t)
+        rss = max(rss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, before / 1024)
+        findings = len(json.loads(out.stdout)["findings"]) if out.stdout else -1
+    return min(times), rss, findings
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=3, help="runs of each measurement (best taken)")
@@ -117,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     load_big = measure_load(big, args.repeat)
     load_small = measure_load(small, args.repeat)
     svc = measure_svc(big, args.repeat)
+    drift_s, drift_rss, drift_findings = measure_drift(big, cluster_workload(10_000), args.repeat)
 
     rows = []
     ok = True
@@ -148,11 +181,16 @@ def main(argv: list[str] | None = None) -> int:
     row("load growth 1k -> 10k Services", f"{load_small['load']:.3f} s -> {load_big['load']:.2f} s = {growth:.1f} x", "<= 12 x",
         growth <= 12)
 
+    row("kptrace drift, 10k Services / 100k endpoints", f"{drift_s:.2f} s" + (f" = {drift_s / ref:.2f} x ref" if ref else ""),
+        "<= 1.0 x ref", drift_s <= ref if ref else None)
+    row("kptrace drift peak RSS", f"{drift_rss:.0f} MB", "<= 800 MB", drift_rss <= 800)
+    row("kptrace drift findings (in sync: 0)", str(drift_findings), "0", drift_findings == 0)
+
     width = max(len(r[0]) for r in rows)
     for name, value, target, verdict in rows:
         print(f"{name:<{width}}  {value:<34} {target:<16} {verdict}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"reference_s": ref, "load": load_big, "load_1k": load_small, "svc_s": svc,
+        Path(args.json).write_text(json.dumps({"reference_s": ref, "load": load_big, "load_1k": load_small, "svc_s": svc, "drift_s": drift_s, "drift_rss_mb": drift_rss,
                                                "lines": lines, "size_mb": size_mb}, indent=2))
     return 0 if ok else 1
 

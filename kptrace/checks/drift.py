@@ -47,6 +47,7 @@ class Finding:
     entry: str | None = None  # "NodePort 30180", "ExternalIP 10.0.0.1:80", "SourceRange 1.2.3.0/24", ...
     evidence: tuple[Evidence, ...] = ()
     expected_from: str = ""  # where the API object came from
+    hash: str = ""  # kube-proxy's chain hash of the Service port
 
     @property
     def severity(self) -> str:
@@ -63,6 +64,7 @@ class PortReport:
     actual: tuple[str, ...] | None  # endpoints in KUBE-SVC-…; None: the node has no rules for it
     actual_local: tuple[str, ...] | None
     findings: int = 0
+    hash: str = ""
 
 
 @dataclass(slots=True)
@@ -86,32 +88,36 @@ def _entry_text(kind: str, address: str | None, port: int) -> str:
 
 
 def check_node(dp: Dataplane, state: ClusterState, node: str, *, profile: Profile = CURRENT,
-               node_labels: dict[str, str] | None = None) -> NodeReport:
-    """Compare one node's rules with the cluster state, for every address family the dump holds."""
+               node_labels: dict[str, str] | None = None, only: set[str] | None = None) -> NodeReport:
+    """Compare one node's rules with the cluster state, for every address family the dump holds.
+    ``only``: check just the Service ports with these chain hashes (``kptrace svc``'s expected column)."""
     # Everything built here is kept until the report is made: the cyclic GC frees nothing and its passes
     # over a 10k-Service node's objects cost ~1/3 of the check (benchmarks/drift.py).
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _check_node(dp, state, node, profile, node_labels)
+        return _check_node(dp, state, node, profile, node_labels, only)
     finally:
         if enabled:
             gc.enable()
 
 
-def _check_node(dp, state, node, profile, node_labels) -> NodeReport:
+def _check_node(dp, state, node, profile, node_labels, only) -> NodeReport:
     report = NodeReport(node, list(dp.sources))
     if state.node(node) is None:
         report.notes.append(f"the cluster state has no Node {node!r}: no endpoint counts as local and the node's zone is unknown")
-    prog = programmed(dp)
+    prog = programmed(dp, only=only)
     for fam in sorted(dp.rulesets):
         expected, ignored = expected_ports(state, node, fam, profile=profile, node_labels=node_labels)
-        report.ignored.extend(i for i in ignored if all(i.service != x.service for x in report.ignored))
-        _check_family(report, fam, expected, prog)
+        if only is not None:
+            expected = [e for e in expected if e.hash in only]
+        else:
+            report.ignored.extend(i for i in ignored if all(i.service != x.service for x in report.ignored))
+        _check_family(report, fam, expected, prog, only)
     return report
 
 
-def _check_family(report: NodeReport, fam: int, expected: list[ExpectedPort], prog: Programmed) -> None:
+def _check_family(report: NodeReport, fam: int, expected: list[ExpectedPort], prog: Programmed, only: set[str] | None) -> None:
     by_hash = {e.hash: e for e in expected}
     # Filter verdicts without a comment are matched by destination address and port.
     unnamed: dict[tuple[str | None, int], list[Entry]] = {}
@@ -131,7 +137,7 @@ def _check_family(report: NodeReport, fam: int, expected: list[ExpectedPort], pr
             actual.verdicts.extend(x for x in extra if x not in actual.verdicts)
         _compare(report, e, actual)
     for (f, h), p in prog.ports.items():
-        if f != fam or h in by_hash:
+        if f != fam or h in by_hash or (only is not None and h not in only):
             continue
         if not p.entries and not p.verdicts and not (p.cluster or p.local):
             continue  # chains nothing leads to and that lead nowhere: leftovers, not a programmed Service
@@ -140,9 +146,9 @@ def _check_family(report: NodeReport, fam: int, expected: list[ExpectedPort], pr
         report.findings.append(Finding(
             "stale-service", report.node, p.name, p.protocol or "?", fam,
             f"the node has rules for {p.name} ({', '.join(p.chains) or 'filter rules'}) but the API has no such Service port"
-            + (f"; they send traffic to {', '.join(eps)}" if eps else ""), evidence=ev))
-        report.ports.append(PortReport(p.name, p.protocol or "?", fam, None, None, _addrs(p.cluster), _addrs(p.local), 1))
-    for v in prog.unnamed_verdicts.get(fam, ()):
+            + (f"; they send traffic to {', '.join(eps)}" if eps else ""), evidence=ev, hash=h))
+        report.ports.append(PortReport(p.name, p.protocol or "?", fam, None, None, _addrs(p.cluster), _addrs(p.local), 1, h))
+    for v in prog.unnamed_verdicts.get(fam, ()) if only is None else ():
         if id(v) not in claimed and v.target in ("REJECT", "DROP"):
             report.findings.append(Finding(
                 "stale-service", report.node, f"? ({_entry_text(v.kind, v.address, v.port)})", v.protocol or "?", fam,
@@ -170,14 +176,14 @@ def _compare(report: NodeReport, e: ExpectedPort, a: ProgrammedPort | None) -> N
 
     def add(kind: str, detail: str, *, endpoint: str | None = None, entry: str | None = None, evidence=()) -> None:
         report.findings.append(Finding(kind, node, e.spn, e.protocol, fam, detail, endpoint, entry, tuple(evidence),
-                                       e.service.location))
+                                       e.service.location, e.hash))
 
     exp_cluster = e.cluster_chain_endpoints
     exp_local = e.local_chain_endpoints
     report_port = lambda: PortReport(  # noqa: E731
         e.spn, e.protocol, fam, tuple(x.address for x in exp_cluster or ()), tuple(x.address for x in exp_local or ())
         if e.policy.uses_local_endpoints else None, _addrs(a.cluster) if a else None, _addrs(a.local) if a else None,
-        len(report.findings) - start)
+        len(report.findings) - start, e.hash)
 
     if a is None or (not a.entries and not a.verdicts and a.cluster is None and a.local is None):
         what = (f"{len(e.selection.all_reachable)} endpoint(s)" if e.has_endpoints else "no endpoints: a REJECT rule")

@@ -67,7 +67,7 @@ def drift(
                                  param_hint="--node-name")
     fail_kinds = _fail_on(fail_on, KINDS, SEVERITY)
     profile = profile_for_version(kube_proxy_version)
-    state = _expected_state(cluster_state, kubeconfig, context, max_size)
+    state = expected_state(cluster_state, kubeconfig, context, max_size)
     err = stderr_console()
 
     reports, errors = [], []
@@ -144,7 +144,7 @@ def _fail_on(text: str, kinds, severity) -> set[str]:
     return wanted
 
 
-def _expected_state(path: str | None, kubeconfig: str | None, context: str | None, max_size: str | None):
+def expected_state(path: str | None, kubeconfig: str | None, context: str | None, max_size: str | None):
     from kptrace.parsers.cluster_state import parse_cluster_state, state_from_objects
 
     if path:

@@ -3,7 +3,8 @@ masquerading and why, traffic policy, session affinity, and warnings.
 
 QUERY is NAMESPACE/NAME[:PORT], a ClusterIP[:PORT], or a KUBE-SVC-/SVL-/EXT-/FW-/XLB-/SEP- chain.
 Services are found by kube-proxy's chain-name hash, so dumps without comments work (give the port name
-when the Service's ports are named).
+when the Service's ports are named). With --node-name, the endpoints kube-proxy should program on that
+node (from the live API or --cluster-state) are shown beside the node's, with any drift.
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ def svc(
     kubeconfig: str = KubeconfigOpt,
     context: str = ContextOpt,
     node_ips: list[str] = NodeIpOpt,
+    node_name: str = typer.Option(None, "--node-name", help="Compare with the Kubernetes API as this node (adds the expected "
+                                  "endpoints and any drift; live API unless --cluster-state).", show_default=False),
+    cluster_state: str = typer.Option(None, "--cluster-state", help="Expected state from a file (`kubectl get "
+                                      "services,endpointslices,nodes -A -o json`); needs --node-name.", show_default=False),
+    kube_proxy_version: str = typer.Option(None, "--kube-proxy-version", help="With --node-name: an older kube-proxy's endpoint "
+                                           "selection (MAJOR.MINOR).", show_default=False),
     paths: bool = typer.Option(False, "--paths", help="Also show the rule path of every outcome."),
     strict: bool = typer.Option(False, "--strict", help=f"Exit {EXIT_FINDINGS} when there are warnings."),
     lenient: bool = LenientOpt,
@@ -39,17 +46,27 @@ def svc(
                     node=node, kubeconfig=kubeconfig, context=context)
     warn_diagnostics(dp.diagnostics)
     views = service_views(dp, query)
+    drift = None
+    if cluster_state and not node_name:
+        raise typer.BadParameter("--cluster-state needs --node-name: which node's view of the Service to expect", param_hint="--node-name")
+    if node_name:
+        from kptrace.checks.drift import check_node
+        from kptrace.checks.selection import profile_for_version
+        from kptrace.cli.drift import expected_state
+
+        state = expected_state(cluster_state, kubeconfig, context, max_size)
+        drift = check_node(dp, state, node_name, profile=profile_for_version(kube_proxy_version), only={v.hash for v in views})
     if output is OutputFormat.json:
         from kptrace.render.json_out import dumps as to_json, service_json
 
-        typer.echo(to_json(service_json(views, dp.notes)))
+        typer.echo(to_json(service_json(views, dp.notes, drift=drift)))
     else:
         from kptrace.render.text import render_service
 
         console = stdout_console()
         for v in views:
-            render_service(console, v, show_paths=paths)
+            render_service(console, v, show_paths=paths, drift=drift)
         for n in dp.notes:
             console.print(f"[dim]note: {n}[/]")
-    if strict and any(v.warnings for v in views):
+    if strict and (any(v.warnings for v in views) or (drift is not None and drift.findings)):
         raise typer.Exit(EXIT_FINDINGS)

@@ -75,7 +75,24 @@ def _frac(p: Fraction | None) -> float | None:
     return float(p) if p is not None else None
 
 
-def service_json(views: list[ServiceView], notes: list[str] = ()) -> dict[str, Any]:
+def service_json(views: list[ServiceView], notes: list[str] = (), *, drift=None) -> dict[str, Any]:
+    out = _service_json(views, notes)
+    if drift is not None:
+        from kptrace.render.drift import _finding
+
+        for v, d in zip(views, out["services"]):
+            port = next((p for p in drift.ports if p.hash == v.hash and p.family == v.family), None)
+            d["expected"] = {
+                "node": drift.node,
+                "in_api": port is not None and port.expected is not None,
+                "endpoints": list(port.expected) if port is not None and port.expected is not None else None,
+                "local_endpoints": list(port.expected_local) if port is not None and port.expected_local is not None else None,
+                "findings": [_finding(f) for f in drift.findings if f.hash == v.hash and f.family == v.family],
+            }
+    return out
+
+
+def _service_json(views: list[ServiceView], notes: list[str] = ()) -> dict[str, Any]:
     return {
         "schema": SERVICE_SCHEMA,
         "services": [{

@@ -117,7 +117,12 @@ def render_trace(console: Console, t: Trace, *, full_path: bool = False, show_pa
         console.print(f"[dim]note: {escape(n)}[/]")
 
 
-def render_service(console: Console, v: ServiceView, *, show_paths: bool = False) -> None:
+def _hostport(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def render_service(console: Console, v: ServiceView, *, show_paths: bool = False, drift=None) -> None:
+    """``drift``: a :class:`kptrace.checks.drift.NodeReport` for the view's Service ports (svc --node-name)."""
     head = Text()
     head.append(v.name, style="bold")
     head.append(f"  {v.protocol}, IPv{v.family}  ")
@@ -133,17 +138,31 @@ def render_service(console: Console, v: ServiceView, *, show_paths: bool = False
     for col in ("kind", "address", "leads to", "rule"):
         entries.add_column(col)
     for e in v.entry_points:
-        addr = f"{e.address}:{e.port}" if e.address else f"<node>:{e.port}"
+        addr = _hostport(e.address, e.port) if e.address else f"<node>:{e.port}"
         style = "red" if e.via in ("REJECT", "DROP") else ""
-        entries.add_row(e.kind, addr, Text(e.via, style=style), Text(e.location, style="dim"))
+        entries.add_row(e.kind, Text(addr), Text(e.via, style=style), Text(e.location, style="dim"))
     console.print(entries)
 
-    if v.endpoints:
+    port = next((p for p in drift.ports if p.hash == v.hash and p.family == v.family), None) if drift is not None else None
+    expected: set[str] = set()
+    if port is not None:
+        expected = set(port.expected or ()) | set(port.expected_local or ())
+    if v.endpoints or expected:
         eps = Table(title="Endpoints", title_justify="left", show_edge=False, header_style="bold")
-        for col in ("endpoint", "share (pod → ClusterIP)", "chain", "local"):
+        cols = ["endpoint", "share (pod → ClusterIP)", "chain", "local"]
+        if drift is not None:
+            cols.append(f"expected (API, as {drift.node})")
+        for col in cols:
             eps.add_column(col)
         for e in v.endpoints:
-            eps.add_row(e.address, share_text(e.probability), e.chain, "yes" if e.local else "")
+            row = [Text(e.address), share_text(e.probability), e.chain, "yes" if e.local else ""]
+            if drift is not None:
+                row.append(Text("✓ expected", style="green") if e.address in expected else
+                           Text("✗ not expected" if port is not None and port.expected is not None else "✗ Service not in the API",
+                                style="red"))
+            eps.add_row(*row)
+        for addr in sorted(expected - {e.address for e in v.endpoints}):
+            eps.add_row(Text(addr), "", "", "", Text("✗ expected, missing on the node", style="red"))
         console.print(eps)
 
     flows = Table(title="Where connections go, by entry point and origin", title_justify="left", show_edge=False, header_style="bold")
@@ -151,7 +170,7 @@ def render_service(console: Console, v: ServiceView, *, show_paths: bool = False
         flows.add_column(col)
     for et in v.traces:
         e = et.entry
-        entry = f"{e.kind} {e.address or '<node>'}:{e.port}"
+        entry = Text(f"{e.kind} {_hostport(e.address, e.port) if e.address else f'<node>:{e.port}'}")
         first = True
         for o in et.trace.outcomes:
             outcome = Text(o.dnat or o.verdict, style=_VERDICT_STYLE.get(o.verdict, "") if not o.dnat else "")
@@ -164,14 +183,24 @@ def render_service(console: Console, v: ServiceView, *, show_paths: bool = False
                 step, why = masquerade_reason(o)
                 where = f"{step.chain} #{step.rule}" if step is not None and step.rule else ""
                 masq = f"yes: {why}" + (f" ({where})" if where else "")
-            flows.add_row(entry if first else "", et.label if first else "", share_text(o.probability), outcome, masq)
+            flows.add_row(entry if first else "", et.label if first else "", share_text(o.probability), outcome, Text(masq))
             first = False
         flows.add_section()
     console.print(flows)
     if show_paths:
         for et in v.traces:
-            console.rule(f"{et.entry.kind} {et.entry.address or '<node>'}:{et.entry.port} from {et.label}")
+            where = _hostport(et.entry.address, et.entry.port) if et.entry.address else f"<node>:{et.entry.port}"
+            console.rule(escape(f"{et.entry.kind} {where} from {et.label}"))
             render_trace(console, et.trace)
+    if drift is not None:
+        found = [f for f in drift.findings if f.hash == v.hash and f.family == v.family]
+        if not found:
+            console.print(f"[green]✓[/] in sync with the API as node {escape(drift.node)}", highlight=False)
+        else:
+            console.print(f"[bold red]Drift[/] against the API as node {escape(drift.node)}:")
+            for f in found:
+                what = f" {f.endpoint or f.entry}" if (f.endpoint or f.entry) else ""
+                console.print(f"  [red]✗[/] {f.kind}{escape(what)}: {escape(f.detail)}", highlight=False)
     if v.warnings:
         console.print("[bold yellow]Warnings[/]")
         for w in v.warnings:
