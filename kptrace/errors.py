@@ -54,7 +54,7 @@ EXIT_INTERNAL = 70
 #: Documented in ``kptrace --help`` and the README; keep the three in step (a test checks).
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",
-    EXIT_FINDINGS: "the command ran and found problems (parse --strict warnings, a trace outcome marked assumed with --strict)",
+    EXIT_FINDINGS: "the command ran and found problems: drift (see drift --fail-on), parse --strict warnings, a trace outcome marked assumed with --strict",
     EXIT_USAGE: "bad command line (unknown option, malformed --dst, ...)",
     EXIT_INPUT: "input cannot be read or parsed (position, quoted line and hint on stderr)",
     EXIT_NOT_FOUND: "the Service, chain or address asked for is not in the input",
