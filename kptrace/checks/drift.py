@@ -121,26 +121,39 @@ def _check_family(report: NodeReport, fam: int, expected: list[ExpectedPort], pr
     by_hash = {e.hash: e for e in expected}
     # Filter verdicts without a comment are matched by destination address and port.
     unnamed: dict[tuple[str | None, int], list[Entry]] = {}
+    hc_by_spn: dict[str, list[Entry]] = {}
     for v in prog.unnamed_verdicts.get(fam, ()):
         unnamed.setdefault((v.address, v.port), []).append(v)
+        if v.kind == "HealthCheckNodePort" and v.comment:
+            hc_by_spn.setdefault(v.comment.split(" ", 1)[0], []).append(v)
     claimed: set[int] = set()
     for e in expected:
         actual = prog.ports.get((fam, e.hash))
         extra = []
         for key in _verdict_keys(e):
             for v in unnamed.get(key, ()):
-                if (v.protocol or "tcp") == e.protocol:
-                    extra.append(v)
-                    claimed.add(id(v))
+                if v.kind == "HealthCheckNodePort" or (v.protocol or "tcp") == e.protocol:
+                    if v.kind != "HealthCheckNodePort" or key == (None, e.health_check_node_port):
+                        extra.append(v)
+                        claimed.add(id(v))
+        for v in hc_by_spn.get(e.spn, ()):  # the health-check rule names its port; its -p is always tcp
+            if v not in extra:
+                extra.append(v)
+                claimed.add(id(v))
         if extra:
             actual = actual or ProgrammedPort(fam, e.hash, e.spn, e.protocol)
             actual.verdicts.extend(x for x in extra if x not in actual.verdicts)
+        if actual is not None:
+            actual = actual.live()
+            report.notes.extend(n for n in actual.notes if n not in report.notes)
         _compare(report, e, actual)
     for (f, h), p in prog.ports.items():
         if f != fam or h in by_hash or (only is not None and h not in only):
             continue
-        if not p.entries and not p.verdicts and not (p.cluster or p.local):
-            continue  # chains nothing leads to and that lead nowhere: leftovers, not a programmed Service
+        if not p.entries and not p.verdicts:
+            if p.chains:
+                report.notes.append(f"{', '.join(p.chains)}: no entry rule leads there (left from an earlier sync); not compared")
+            continue
         ev = tuple(x.evidence for x in (p.entries + p.verdicts)[:3]) or tuple(x.evidence for x in (p.cluster or p.local or [])[:1])
         eps = sorted({x.address for x in (p.cluster or []) + (p.local or [])})
         report.findings.append(Finding(
@@ -195,8 +208,7 @@ def _compare(report: NodeReport, e: ExpectedPort, a: ProgrammedPort | None) -> N
     node_has_endpoints = bool(a.entries) or bool(a.cluster) or bool(a.local)
     # --- REJECT / DROP rules: what the API's endpoints say vs what the node does
     want_verdicts = _expected_verdicts(e)
-    have_verdicts = {(v.kind if v.kind != "ExternalIP/LoadBalancerIP" else _kind_of(e, v.address), v.address, v.port, v.target)
-                     for v in a.verdicts if v.target in ("REJECT", "DROP")}
+    have_verdicts = {(_kind_of(e, v.address), v.address, v.port, v.target) for v in a.verdicts if v.target in ("REJECT", "DROP")}
     if want_verdicts != have_verdicts:
         missing = sorted(want_verdicts - have_verdicts, key=str)
         extra = sorted(have_verdicts - want_verdicts, key=str)
@@ -282,7 +294,7 @@ def _expected_verdicts(e: ExpectedPort) -> set[tuple[str, str | None, int, str]]
     out = set()
     if not e.has_internal_endpoints:
         out.add(("ClusterIP", e.cluster_ip, e.port.port, "REJECT" if not e.has_endpoints else "DROP"))
-    if not e.has_external_endpoints:
+    if not e.has_external_endpoints and (not e.has_endpoints or e.profile.external_drop_rules):
         verdict = "REJECT" if not e.has_endpoints else "DROP"
         for ip in e.external_ips:
             out.add(("ExternalIP", ip, e.port.port, verdict))
@@ -339,7 +351,7 @@ def _compare_entries(e: ExpectedPort, a: ProgrammedPort, add) -> None:
     for cidr, ev in a.source_ranges:
         if cidr.split("/")[0] not in e.lb_ips:
             have_r[cidr] = ev
-    norm = lambda c: c if "/" in c else c + ("/128" if ":" in c else "/32")  # noqa: E731
+    norm = _network_of
     want_n = {norm(r): r for r in want_r}
     have_n = {norm(r): ev for r, ev in have_r.items()}
     for r in sorted(set(want_n) - set(have_n)):
@@ -348,6 +360,15 @@ def _compare_entries(e: ExpectedPort, a: ProgrammedPort, add) -> None:
     for r in sorted(set(have_n) - set(want_n)):
         add("stale-entry-point", f"the node's KUBE-FW-{e.hash} accepts {r}; it is not in loadBalancerSourceRanges",
             entry=f"SourceRange {r}", evidence=[have_n[r]])
+
+
+def _network_of(cidr: str) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_network(cidr.strip(), strict=False))
+    except ValueError:
+        return cidr
 
 
 def _compare_endpoints(e: ExpectedPort, want_eps, have_eps: list[ChainEndpoint] | None, chain: str, add) -> None:

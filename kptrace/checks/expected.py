@@ -37,6 +37,7 @@ class ExpectedPort:
     selection: Selection
     endpoint_count: int  # endpoints kube-proxy knows for the port (before selection)
     hash: str  # kube-proxy's chain hash of spn + protocol
+    profile: Profile = CURRENT
 
     @property
     def has_endpoints(self) -> bool:
@@ -81,6 +82,16 @@ def _family(addr: str) -> int:
     return 6 if ":" in addr else 4
 
 
+def _network(cidr: str) -> str:
+    """kube-proxy's form of a source range: trimmed, host bits cleared (``203.0.113.7/24`` -> ``203.0.113.0/24``)."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_network(cidr.strip(), strict=False))
+    except ValueError:
+        return cidr.strip()
+
+
 def expected_ports(state: ClusterState, node_name: str, family: int, *, profile: Profile = CURRENT,
                    node_labels: dict[str, str] | None = None) -> tuple[list[ExpectedPort], list[Ignored]]:
     """Every Service port kube-proxy on ``node_name`` programs for ``family``, and the Services it
@@ -94,7 +105,8 @@ def expected_ports(state: ClusterState, node_name: str, family: int, *, profile:
     for sl in state.slices:
         # kube-proxy watches slices without the headless label; each family's proxier gets its own
         # address type (FQDN slices are never used).
-        if sl.address_type != want_type or sl.label(HEADLESS_LABEL) is not None or not sl.service:
+        if (sl.address_type != want_type or not sl.service or sl.label(HEADLESS_LABEL) is not None
+                or sl.label(PROXY_NAME_LABEL) is not None):  # the informer's label selector applies to slices too
             continue
         by_service.setdefault((sl.namespace, sl.service), []).append(sl)
 
@@ -107,11 +119,12 @@ def expected_ports(state: ClusterState, node_name: str, family: int, *, profile:
             continue
         cluster_ip = next(ip for ip in svc.cluster_ips if _family(ip) == family)
         slices = sorted(by_service.get((svc.namespace, svc.name), ()), key=lambda s: s.name)
-        topology_allowed = not profile.topology_needs_annotation or any(
-            (svc.annotation(a) or "").lower() not in ("", "disabled") for a in TOPOLOGY_ANNOTATIONS)
+        # before ~1.30 topology needed the hints annotation (the deprecated one first, then topology-mode)
+        hints = svc.annotation(TOPOLOGY_ANNOTATIONS[1]) or svc.annotation(TOPOLOGY_ANNOTATIONS[0]) or ""
+        topology_allowed = not profile.topology_needs_annotation or hints not in ("", "disabled", "Disabled")
         ext_ips = tuple(ip for ip in svc.external_ips if _family(ip) == family)
-        lb_ips = tuple(ip for ip in svc.lb_ips if _family(ip) == family)
-        ranges = tuple(r.strip() for r in svc.source_ranges if _family(r.strip().split("/")[0]) == family)
+        lb_ips = tuple(ip for ip in svc.lb_ips + (() if profile.lb_ip_mode else svc.lb_proxy_ips) if _family(ip) == family)
+        ranges = tuple(_network(r) for r in svc.source_ranges if _family(r.strip().split("/")[0]) == family)
         for port in svc.ports:
             node_port = port.node_port if svc.type in ("NodePort", "LoadBalancer") else 0
             accessible = bool(node_port or ext_ips or lb_ips)
@@ -121,12 +134,13 @@ def expected_ports(state: ClusterState, node_name: str, family: int, *, profile:
             endpoints = _endpoints(slices, port, node_name, family)
             selection = categorize_endpoints(endpoints, policy, node_name, zone, topology_allowed=topology_allowed, profile=profile)
             hc = svc.health_check_node_port if (svc.type == "LoadBalancer" and svc.external_policy == "Local") else 0
+            hc = hc if profile.health_check_accept else 0
             out.append(ExpectedPort(
                 service=svc, port=port, family=family, spn=service_port_name(svc, port), protocol=port.protocol.lower(),
                 cluster_ip=cluster_ip, node_port=node_port, external_ips=ext_ips, lb_ips=lb_ips,
                 source_ranges=ranges if lb_ips else (), health_check_node_port=hc, policy=policy,
                 affinity_timeout=svc.affinity_timeout, selection=selection, endpoint_count=len(endpoints),
-                hash=service_chain_hash(service_port_name(svc, port), port.protocol)))
+                hash=service_chain_hash(service_port_name(svc, port), port.protocol), profile=profile))
     return out, ignored
 
 
@@ -164,7 +178,8 @@ def _endpoints(slices: list[EndpointSlice], port: ServicePort, node_name: str, f
                     continue
                 local = e.node_name is not None and e.node_name == node_name
                 key = f"[{ip}]:{sp.port}" if v6 else f"{ip}:{sp.port}"
-                if key not in found or local:
+                # the same ip:port in two slices (a reused pod IP): the copy that is not terminating wins
+                if key not in found or e.terminating is not True:
                     found[key] = Endpoint(
                         ip, sp.port, e.ready is not False, e.serving is not False, e.terminating is True, local,
                         frozenset(e.zone_hints) if e.zone_hints else empty, frozenset(e.node_hints) if e.node_hints else empty,

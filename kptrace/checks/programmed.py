@@ -69,11 +69,40 @@ class ProgrammedPort:
     source_ranges: list[tuple[str, Evidence]] = field(default_factory=list)
     affinity: tuple[int, Evidence] | None = None
     external_policy: tuple[str, Evidence] | None = None
+    jumps: dict[str, set[str]] = field(default_factory=dict)  # EXT/FW/XLB chain -> the chains it jumps to
     notes: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         return self.spn or f"? (hash {self.hash})"
+
+    def reachable(self) -> set[str]:
+        """The Service's chains some entry rule leads to (directly or through EXT/FW). kube-proxy leaves
+        chains of an earlier sync in place for a while in large clusters; those lead nowhere and are
+        not what the node does."""
+        seen: set[str] = set()
+        todo = [x.target for x in self.entries]
+        while todo:
+            c = todo.pop()
+            if c in seen:
+                continue
+            seen.add(c)
+            todo.extend(self.jumps.get(c, ()))
+        return seen
+
+    def live(self) -> "ProgrammedPort":
+        """This port with the SVC/SVL chains no entry rule reaches left out (noted)."""
+        r = self.reachable()
+        h = self.hash
+        cluster = self.cluster if ("KUBE-SVC-" + h) in r else None
+        local = self.local if ({"KUBE-SVL-" + h, "KUBE-XLB-" + h} & r) else None
+        if cluster is self.cluster and local is self.local:
+            return self
+        from dataclasses import replace
+
+        dead = [c for c, keep in (("KUBE-SVC-" + h, cluster), ("KUBE-SVL-" + h, local)) if c in self.chains and keep is None]
+        notes = self.notes + [f"{', '.join(dead)}: left from an earlier sync (no entry rule leads there); not compared"] if dead else self.notes
+        return replace(self, cluster=cluster, local=local, notes=notes)
 
 
 @dataclass(slots=True)
@@ -199,15 +228,13 @@ def _read_family(fam: int, rs: Ruleset, ports: dict, unnamed: list[Entry], only:
                 if verdict != "ACCEPT":
                     continue
                 kind = "HealthCheckNodePort"
-            elif cname == "KUBE-SERVICES":
-                kind = "ClusterIP"
             elif f.get("--dst-type") == "LOCAL" and dst is None:
                 kind = "NodePort"
             else:
                 kind = "ExternalIP/LoadBalancerIP"
             e = Entry(kind, dst, port, proto, verdict, comment, Evidence(f"{chain.source}:{raw.line}", raw.text))
             spn = _spn(comment)
-            if spn:
+            if spn and kind != "HealthCheckNodePort":  # kube-proxy writes those -p tcp even for a UDP port
                 p = _port_for(ports, fam, service_chain_hash(spn, proto or "tcp"))
                 p.spn = p.spn or spn
                 p.protocol = p.protocol or proto
@@ -224,6 +251,10 @@ def _read_family(fam: int, rs: Ruleset, ports: dict, unnamed: list[Entry], only:
             p.cluster = _chain_endpoints(svc, nat_chains, p)
         if svl is not None:
             p.local = _chain_endpoints(svl, nat_chains, p)
+        for prefix in ("KUBE-EXT-", "KUBE-FW-", "KUBE-XLB-"):
+            ch = nat_chains.get(prefix + h)
+            if ch is not None:
+                p.jumps[ch.name] = {t for _, text in ch.texts() for t in [_target_of(text)] if t}
         fw = nat_chains.get("KUBE-FW-" + h)
         for raw in fw.raw if fw is not None else ():
             f = _fields(raw.text)
@@ -234,6 +265,11 @@ def _read_family(fam: int, rs: Ruleset, ports: dict, unnamed: list[Entry], only:
 
 
 _CONDITIONS = frozenset(("-s", "-d", "-i", "-o", "--dport", "--sport", "--every", "--mark", "--src-type", "--dst-type"))
+
+
+def _target_of(text: str) -> str | None:
+    toks = _tokens(text)
+    return _value(toks, "-j") or _value(toks, "-g")
 
 
 def _value(toks: list[str], name: str) -> str | None:

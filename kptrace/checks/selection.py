@@ -78,6 +78,14 @@ class Profile:
     #: (ProxyTerminatingEndpoints, on by default since 1.26; one gate switched both).
     cluster_terminating_fallback: bool = True
     local_terminating_fallback: bool = True
+    #: The rest change what is programmed, not the selection.
+    #: LoadBalancer ingress with ipMode Proxy is left to the load balancer (LoadBalancerIPMode, ~1.30+).
+    lb_ip_mode: bool = True
+    #: eTP Local without local endpoints: a filter DROP per external destination (~1.25+); before, the
+    #: KUBE-XLB/SVL chain ended in KUBE-MARK-DROP instead.
+    external_drop_rules: bool = True
+    #: An ACCEPT in filter KUBE-NODEPORTS for health-check node ports (~1.21+).
+    health_check_accept: bool = True
     version: str = "current"
 
 
@@ -101,7 +109,8 @@ def profile_for_version(version: str | None) -> Profile:
         raise InputError(f"--kube-proxy-version {version!r} is not MAJOR.MINOR", hint="e.g. --kube-proxy-version 1.29") from None
     m = (major, minor)
     return Profile(node_hints=m >= (1, 34), topology_needs_annotation=m < (1, 30),
-                   cluster_terminating_fallback=m >= (1, 26), local_terminating_fallback=m >= (1, 26), version=version)
+                   cluster_terminating_fallback=m >= (1, 26), local_terminating_fallback=m >= (1, 26),
+                   lb_ip_mode=m >= (1, 30), external_drop_rules=m >= (1, 25), health_check_accept=m >= (1, 21), version=version)
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,7 +63,7 @@ class Service:
 
 @dataclass(frozen=True, slots=True)
 class EndpointPort:
-    name: str
+    name: str | None  # None when the slice leaves it out: kube-proxy ignores such a port
     protocol: str
     port: int | None
 

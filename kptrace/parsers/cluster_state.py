@@ -122,6 +122,18 @@ def state_from_objects(docs: list[Any], source: str) -> ClusterState:
     return ClusterState(tuple(services), tuple(slices), tuple(nodes), source, tuple(versions))
 
 
+def _ip(text: str) -> str:
+    """IPv6 in its canonical form (as iptables-save prints it and kube-proxy's net.IP.String() writes it)."""
+    if ":" not in text:
+        return text
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        return text
+
+
 def _pairs(d: dict | None) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((str(k), str(v)) for k, v in (d or {}).items()))
 
@@ -130,7 +142,7 @@ def _service(obj: dict, where: str) -> Service:
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
-    cluster_ips = tuple(spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else []))
+    cluster_ips = tuple(_ip(a) for a in spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else []))
     ports = tuple(ServicePort(p.get("name") or "", (p.get("protocol") or "TCP").upper(), int(p["port"]),
                               str(p.get("targetPort", "")), int(p.get("nodePort") or 0))
                   for p in spec.get("ports") or [])
@@ -138,14 +150,14 @@ def _service(obj: dict, where: str) -> Service:
     for ing in (status.get("loadBalancer") or {}).get("ingress") or []:
         ip = ing.get("ip")
         if ip:
-            (proxy_ips if ing.get("ipMode") == "Proxy" else lb_ips).append(ip)
+            (proxy_ips if ing.get("ipMode") == "Proxy" else lb_ips).append(_ip(ip))
     affinity = None
     if spec.get("sessionAffinity") == "ClientIP":
         cfg = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {})
         affinity = int(cfg.get("timeoutSeconds") or 10800)
     return Service(
         namespace=meta.get("namespace") or "default", name=meta["name"], type=spec.get("type") or "ClusterIP",
-        cluster_ips=cluster_ips, ports=ports, external_ips=tuple(spec.get("externalIPs") or ()),
+        cluster_ips=cluster_ips, ports=ports, external_ips=tuple(_ip(a) for a in spec.get("externalIPs") or ()),
         lb_ips=tuple(lb_ips), lb_proxy_ips=tuple(proxy_ips), source_ranges=tuple(spec.get("loadBalancerSourceRanges") or ()),
         external_policy=spec.get("externalTrafficPolicy") or "Cluster", internal_policy=spec.get("internalTrafficPolicy") or "Cluster",
         health_check_node_port=int(spec.get("healthCheckNodePort") or 0), affinity_timeout=affinity,
@@ -157,7 +169,7 @@ def _service(obj: dict, where: str) -> Service:
 def _slice(obj: dict, where: str) -> EndpointSlice:
     meta = obj.get("metadata") or {}
     labels = meta.get("labels") or {}
-    ports = tuple(EndpointPort(p.get("name") or "", (p.get("protocol") or "TCP").upper(),
+    ports = tuple(EndpointPort(p.get("name"), (p.get("protocol") or "TCP").upper(),
                                int(p["port"]) if p.get("port") is not None else None)
                   for p in obj.get("ports") or [])
     eps = []
@@ -168,7 +180,8 @@ def _slice(obj: dict, where: str) -> EndpointSlice:
         if hints:
             zh = tuple(z["name"] for z in hints.get("forZones") or ())
             nh = tuple(n["name"] for n in hints.get("forNodes") or ())
-        eps.append(SliceEndpoint(tuple(e.get("addresses") or ()), cond.get("ready"), cond.get("serving"), cond.get("terminating"),
+        addrs = e.get("addresses") or ()
+        eps.append(SliceEndpoint(tuple(_ip(a) for a in addrs) if addrs and ":" in addrs[0] else tuple(addrs), cond.get("ready"), cond.get("serving"), cond.get("terminating"),
                                  e.get("nodeName"), e.get("zone"), zh, nh))
     return EndpointSlice(meta.get("namespace") or "default", meta.get("name", ""), labels.get("kubernetes.io/service-name", ""),
                          obj.get("addressType") or "IPv4", ports, tuple(eps), _pairs(labels), where)
