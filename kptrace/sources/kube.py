@@ -73,12 +73,9 @@ def _api_error(e: ApiException, what: str) -> KptraceError:
 
 
 def node_names(core: client.CoreV1Api) -> list[str]:
-    try:
-        return [n.metadata.name for n in core.list_node(_request_timeout=30).items]
-    except ApiException as e:
-        raise _api_error(e, "listing nodes") from None
-    except (urllib3.exceptions.HTTPError, OSError) as e:
-        raise _unreachable(core.api_client.configuration.host, e, 30, "listing nodes") from None
+    """The names of the cluster's nodes (paged, raw JSON: see :func:`_get_page`)."""
+    _, nodes = _list_all(core.list_node, _NODES, core.api_client.configuration.host, 500, 30.0)
+    return [n["metadata"]["name"] for n in nodes]
 
 
 def kube_proxy_pod(core: client.CoreV1Api, node: str, *, selector: str = DEFAULT_SELECTOR,
@@ -162,12 +159,14 @@ class _Listing:
     method: str
 
 
+_NODES = _Listing("nodes", "Node", "v1", "list nodes (core API group)", "CoreV1Api", "list_node")
+
 #: The order of ``kubectl get services,endpointslices,nodes``.
 _LISTINGS = (
     _Listing("services", "Service", "v1", "list services (core API group)", "CoreV1Api", "list_service_for_all_namespaces"),
     _Listing("endpointslices", "EndpointSlice", "discovery.k8s.io/v1", "list endpointslices (discovery.k8s.io API group)",
              "DiscoveryV1Api", "list_endpoint_slice_for_all_namespaces"),
-    _Listing("nodes", "Node", "v1", "list nodes (core API group)", "CoreV1Api", "list_node"),
+    _NODES,
 )
 
 #: Seconds to wait before the second and third attempt at a page the API server failed to give (5xx, 429).
