@@ -115,7 +115,8 @@ def drift(
         from kptrace.render.drift import drift_json
         from kptrace.render.json_out import dumps as to_json
 
-        typer.echo(to_json(drift_json(reports, errors, cluster_state=state.source, kube_proxy=profile.version)))
+        doc = drift_json(reports, errors, cluster_state=state.source, kube_proxy=profile.version)
+        typer.echo(to_json(doc, compact=len(doc["services"]) > 2000))  # a large cluster's report: one line
     else:
         from kptrace.render.drift import render_drift
 

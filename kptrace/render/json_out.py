@@ -124,7 +124,11 @@ def diagnostic_json(d: Diagnostic) -> dict[str, Any]:
             "col": d.col or None, "text": d.text, "hint": d.hint}
 
 
-def dumps(obj: Any) -> str:
+def dumps(obj: Any, *, compact: bool = False) -> str:
+    """Indented JSON; ``compact`` for large documents (json's C encoder runs only without indent: a
+    10k-Service drift report takes 0.7 s indented, 0.1 s compact)."""
+    if compact:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
     return json.dumps(obj, indent=2, ensure_ascii=False)
 
 
