@@ -29,6 +29,7 @@ __all__ = [
     "IPSets",
     "IPVSTable",
     "Location",
+    "MEMBER_KINDS",
     "MemberError",
     "MemberMeta",
     "Rates",
@@ -247,7 +248,9 @@ class IPVSTable:
 
     ``variant`` is the listing's column variant (``default``, ``stats``, ``rate``, ``persistent-conn``,
     ``thresholds``, ``tun-info``) or ``save``. ``numeric`` is False when the listing printed names
-    (no ``-n``); ``notes`` then say which could not be resolved.
+    (no ``-n``); ``notes`` then say which could not be resolved. Look a service up with
+    :meth:`virtual` or :meth:`by_fwmark`; a duplicate in the input is kept in ``virtual_services``
+    and the lookups find the first.
     """
 
     virtual_services: tuple[VirtualService, ...]
@@ -257,6 +260,8 @@ class IPVSTable:
     variant: str = "default"
     version: str | None = None  # "1.2.1", from "IP Virtual Server version 1.2.1 (size=4096)"
     numeric: bool = True
+    #: The input ends in the middle of a line (a cut copy): a service or server not in it is unknown, not absent.
+    truncated: bool = False
     _index: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -280,8 +285,8 @@ class IPVSTable:
         """The firewall-mark virtual service for ``mark`` (IPv4 by default; IPv6 ones are separate)."""
         return self._index.get(("FWM", int(mark), family))
 
-    @property
-    def real_servers(self) -> Iterator[tuple[VirtualService, RealServer]]:
+    def iter_real_servers(self) -> Iterator[tuple[VirtualService, RealServer]]:
+        """Every (virtual service, real server) pair, in the input's order."""
         for vs in self.virtual_services:
             for rs in vs.real_servers:
                 yield vs, rs

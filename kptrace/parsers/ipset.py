@@ -52,8 +52,8 @@ class IpsetGrammar(NamedTuple):
     """grammars/ipset.toml, loaded."""
 
     types: dict[str, SetType]
-    create: dict[str, int]  # header option -> number of values
-    element: dict[str, int]  # member option -> number of values
+    create: dict[str, str]  # header option -> the kind of its value ("flag": none)
+    element: dict[str, str]  # member option -> the kind of its value
 
 
 @functools.cache
@@ -79,14 +79,18 @@ def line_grammar(kind: str, dimensions: tuple[str, ...] | None = None):
             raise pp.ParseFatalException(s, loc + e.offset, str(e)) from None
 
     setname = pp.Regex(r"[^\s]{1,31}").set_name("a set name")
-    integer = pp.Regex(r"\d+").set_name("a number")
     value = (pp.QuotedString('"') | pp.Regex(r"[^\s\"]+")).set_name("a value")
     element = pp.Regex(r"[^\s]+").set_name("an element").set_parse_action(element_action)
 
-    def options(table: dict[str, int], what: str):
-        flags = [k for k, n in table.items() if n == 0]
-        valued = [k for k, n in table.items() if n == 1]
-        opt = pp.one_of(flags, as_keyword=True) | (pp.one_of(valued, as_keyword=True) - value)
+    values = {"int": pp.Regex(r"\d+").set_name("a number"), "family": pp.one_of(list(_FAMILIES), as_keyword=True).set_name("inet or inet6"),
+              "quoted": pp.QuotedString('"').set_name("a quoted string"), "value": value}
+
+    def options(table: dict[str, str], what: str):
+        by_kind: dict[str, list[str]] = {}
+        for name, k in table.items():
+            by_kind.setdefault(k, []).append(name)
+        opt = pp.MatchFirst([pp.one_of(names, as_keyword=True) if k == "flag" else pp.one_of(names, as_keyword=True) - values[k]
+                             for k, names in by_kind.items()])
         return pp.ZeroOrMore(pp.Group(opt.set_name(what)))
 
     if kind == "create":
@@ -111,9 +115,11 @@ def _diagnose(line: str, kind: str, dimensions: tuple[str, ...] | None) -> tuple
         loc = e.loc
         m = re.compile(r"[^\s,]+").match(line, loc) if loc < len(line) else None
         length = (m.end() - loc) if m else 1
+        found = m.group(0) if m else ""
         msg = e.msg
-        if msg.startswith("Expected"):
-            found = m.group(0) if m else ""
+        if msg == "Expected end of text":
+            msg = f"unknown option {found!r}"
+        elif msg.startswith("Expected"):
             msg = "expected " + msg[len("Expected "):] + (f", found {found!r}" if found else ", found the end of the line")
         return loc + 1, length, msg
     return 0, 0, ""
@@ -127,7 +133,7 @@ class _Set:
     """A set while it is read."""
 
     __slots__ = ("name", "type", "dims", "family", "options", "members", "meta", "lines", "idx", "text",
-                 "revision", "expected", "expected_idx", "listed", "explicit")
+                 "revision", "expected", "expected_idx", "listed")
 
     def __init__(self, name: str, idx: int, text: str) -> None:
         self.name = name
@@ -144,7 +150,6 @@ class _Set:
         self.expected: int | None = None
         self.expected_idx = 0
         self.listed = False  # ipset list: a Members: line was seen
-        self.explicit = True  # False: made up for an add line with no create
 
 
 class _Reader:
@@ -160,6 +165,8 @@ class _Reader:
         self.diags: list[Diagnostic] = []
         self.notes: list[str] = []
         self.sets: dict[str, _Set] = {}
+        self.current: _Set | None = None  # the set the last line belonged to
+        self.cut = False  # the input ends in the middle of a line
 
     def problem(self, severity: str, idx: int, message: str, hint: str = "", col: int = 0, length: int = 0) -> None:
         self.diags.append(Diagnostic(severity, message, self.source, idx + 1, col, self.lines[idx], length, hint))
@@ -172,6 +179,7 @@ class _Reader:
         if idx == len(self.lines) - 1 and not self.ends_with_newline:
             msg = f"the input ends in the middle of a line ({msg})"
             hint = "the output looks cut off (an interrupted copy?); take it again, or pass --lenient to read what is there"
+            self.cut = True
         self.problem("error", idx, msg, hint, col, length)
 
     # -- pieces
@@ -198,38 +206,49 @@ class _Reader:
         i, n = 0, len(toks)
         while i < n:
             name = toks[i]
-            arity = table.get(name)
-            if arity is None:
+            kind = table.get(name)
+            if kind is None:
+                # A newer ipset's option: kept as written (with the word after it, unless that is an option too).
                 self.problem("warning", idx, f"unknown set option {name!r}", "kept as written", line.find(name) + 1, len(name))
-                arity = 1 if i + 1 < n and toks[i + 1] not in table else 0
-            if arity:
-                if i + 1 >= n:
-                    raise _Cut
-                st.options[name] = toks[i + 1]
-            else:
+                kind = "value" if i + 1 < n and toks[i + 1] not in table else "flag"
+            if kind == "flag":
                 st.options[name] = True
-            i += 1 + arity
-        fam = st.options.get("family")
-        if isinstance(fam, str):
-            if fam not in _FAMILIES:
-                col = line.find(" " + fam) + 2
-                self.problem("error", idx, f"unknown family {fam!r}", "family is inet or inet6", col, len(fam))
-            else:
-                st.family = _FAMILIES[fam]
+                i += 1
+                continue
+            if i + 1 >= n:
+                raise _Cut
+            val = toks[i + 1]
+            if kind == "int" and not val.isdigit():
+                raise _Cut
+            if kind == "family":
+                if val not in _FAMILIES:
+                    col = line.find(" " + val) + 2
+                    self.problem("error", idx, f"unknown family {val!r}", "family is inet or inet6", col, len(val))
+                else:
+                    st.family = _FAMILIES[val]
+            st.options[name] = val
+            i += 2
 
     def member(self, st: _Set, elem: str, opts: list[str], idx: int) -> None:
         try:
             m = canonical_member(elem, st.dims)
         except MemberError:
             raise _Cut from None
+        if st.family is not None and st.dims and st.dims[0] in ("ip", "net") \
+                and (":" in m.partition(",")[0]) != (st.family == 6):
+            line = self.lines[idx]
+            self.problem("error", idx, f"member {elem!r} is not of the set's family (inet{'6' if st.family == 6 else ''})",
+                         "a set holds addresses of one family: two outputs mixed?", line.find(elem) + 1, len(elem))
+            return
         if m in st.members:
             self.problem("warning", idx, f"member {elem!r} of set {st.name} is listed twice (first at line {st.lines[m]})",
                          "ipset prints each member once: two outputs in one input?", 0, 0)
             return
+        meta = self.member_meta(opts) if opts else None  # before the member is kept: a refused line adds nothing
         st.members.add(m)
         st.lines[m] = idx + 1
-        if opts:
-            st.meta[m] = self.member_meta(opts)
+        if meta is not None:
+            st.meta[m] = meta
 
     def member_meta(self, opts: list[str]) -> MemberMeta:
         table = self.g.element
@@ -239,13 +258,14 @@ class _Reader:
         i, n = 0, len(opts)
         while i < n:
             name = opts[i]
-            arity = table.get(name)
-            if arity is None or (arity and i + 1 >= n):
+            kind = table.get(name)
+            arity = 0 if kind == "flag" else 1
+            if kind is None or (arity and i + 1 >= n):
                 raise _Cut
             val = opts[i + 1] if arity else ""
+            if kind == "int" and not val.isdigit():
+                raise _Cut
             if name in ("timeout", "packets", "bytes"):
-                if not val.isdigit():
-                    raise _Cut
                 if name == "timeout":
                     timeout = int(val)
                 elif name == "packets":
@@ -267,7 +287,10 @@ class _Reader:
         out = {}
         for name, st in self.sets.items():
             truncated = False
-            if variant == "list":
+            if self.cut and st is self.current:
+                truncated = True
+                self.notes.append(f"set {name}: the input was cut off while it was listed: a member not shown is unknown, not absent")
+            elif variant == "list":
                 if not st.listed:
                     truncated = bool(st.expected)
                     self.notes.append(f"set {name}: headers only (ipset list -t): its members are not in this input")
@@ -321,6 +344,7 @@ class _SaveReader(_Reader):
                         st = sets.get(last_name)
                         if st is None:
                             st = self.implicit_set(last_name, idx, line)
+                    self.current = st
                     try:
                         self.member(st, toks[2], toks[3:], idx)
                         continue
@@ -347,6 +371,7 @@ class _SaveReader(_Reader):
                     self.refuse(idx, "create", None, "a create line is create SETNAME TYPE [options]")
                     continue
                 sets[name] = new
+                self.current = new
                 last_name = None
                 continue
             stripped = line.strip()
@@ -360,8 +385,7 @@ class _SaveReader(_Reader):
     def implicit_set(self, name: str, idx: int, line: str) -> _Set:
         self.problem("error", idx, f"member of set {name}, which no create line before it makes",
                      "ipset restore would refuse it; a grep of ipset save output? keep the create line", 5, len(name))
-        st = _Set(name, idx, line)
-        st.explicit = False
+        st = _Set(name, idx, line)  # its type unknown: members read by their look
         self.sets[name] = st
         return st
 
@@ -395,8 +419,14 @@ class _ListReader(_Reader):
                 if line.lstrip()[:1] == "#":
                     continue
                 first = line.split(None, 1)[0]
-                self.problem("error", idx, f"not a line of an ipset listing: {first!r}",
-                             "ipset list prints Name:, Type:, Revision:, Header:, ... Members: and the members", 1, len(first))
+                if idx == len(self.lines) - 1 and not self.ends_with_newline:
+                    self.cut = True
+                    self.problem("error", idx, f"the input ends in the middle of a line ({first!r})",
+                                 "the listing looks cut off (an interrupted copy?); take it again, or pass --lenient to read what is there",
+                                 1, len(first))
+                else:
+                    self.problem("error", idx, f"not a line of an ipset listing: {first!r}",
+                                 "ipset list prints Name:, Type:, Revision:, Header:, ... Members: and the members", 1, len(first))
                 continue
             if key == "Name":
                 if not value:
@@ -410,6 +440,7 @@ class _ListReader(_Reader):
                     continue
                 st = _Set(value, idx, line)
                 sets[value] = st
+                self.current = st
                 continue
             if st is None:
                 self.problem("error", idx, f"{key}: before any Name: line", "each set's listing starts with Name: SETNAME", 1, len(key))

@@ -22,11 +22,12 @@ forwarding methods and the options of a saved rule are data, in ``grammars/ipvsa
 
 The grammar is written with pyparsing (:func:`line_grammar`), and it is what reports a bad line: the
 position it stops at is the diagnostic's column. It is not what reads the good lines: a 10k-Service
-node lists ~20,000 virtual services and ~100,000 real servers, and a per-line pyparsing parse runs at
-about a thousand lines a second. Each line kind has a fast path (``str.split`` and a table of column
-readers, ~2 us a line) that takes every well-formed line; a line it cannot take goes to the grammar,
-which says where and why. ``tests/test_ipvs_parsers.py`` checks that both read every fixture line the
-same way, and pyparsing is imported only when a line needs it.
+node lists ~20,000 virtual services and ~100,000 real servers, and the grammar reads about 2,000 lines
+a second (a minute for that node). Each line kind has a fast path (``str.split`` and the variant's
+column plan, :class:`_Plan`) that takes every well-formed line, ~7 us a line with the model values
+built (0.9 s for that node's 120,000-line listing); a line it cannot take goes to the grammar, which
+says where and why. ``tests/test_ipvs_parsers.py`` checks that both read every fixture line the same
+way, and pyparsing is imported only when a line needs it.
 
 Without ``-n`` ipvsadm prints host names for addresses and service names for ports, and cuts an IPv4
 address:port to 28 characters. Port names are read with the table in the grammar file; a name that
@@ -39,6 +40,7 @@ from __future__ import annotations
 import functools
 import re
 import tomllib
+from socket import AF_INET as _AF_INET, inet_pton as _inet_pton
 from typing import Any, NamedTuple
 
 from kptrace.errors import Diagnostic, ParseError
@@ -69,6 +71,40 @@ class _Variant(NamedTuple):
     dest: tuple[tuple[str, str], ...]
 
 
+class _Plan(NamedTuple):
+    """How to read a variant's real server columns: (token index, RealServer field index) per kind of column;
+    stats/rates: (token index, may carry K/M/G/T) in the order of Stats/Rates. Built once per variant."""
+
+    n_tokens: int
+    ints: tuple[tuple[int, int], ...]
+    forwards: tuple[tuple[int, int], ...]
+    tunnels: tuple[tuple[int, int], ...]
+    stats: tuple[tuple[int, bool], ...]
+    rates: tuple[tuple[int, bool], ...]
+
+    @property
+    def plain(self) -> bool:
+        """Only numbers and a forwarding method: the columns the read loop reads inline."""
+        return not (self.tunnels or self.stats or self.rates)
+
+
+def _plan(columns: tuple[tuple[str, str], ...], first: int = 2) -> _Plan:
+    fields = {name: i for i, name in enumerate(RealServer._fields)}
+    ints, forwards, tunnels, stats, rates = [], [], [], [], []
+    for ti, (name, kind) in enumerate(columns, start=first):
+        if name.startswith("stats."):
+            stats.append((ti, kind == "largenum"))
+        elif name.startswith("rates."):
+            rates.append((ti, kind == "largenum"))
+        elif kind == "int":
+            ints.append((ti, fields[name]))
+        elif kind == "forward":
+            forwards.append((ti, fields[name]))
+        else:
+            tunnels.append((ti, fields[name]))
+    return _Plan(first + len(columns), tuple(ints), tuple(forwards), tuple(tunnels), tuple(stats), tuple(rates))
+
+
 class IpvsadmGrammar(NamedTuple):
     """grammars/ipvsadm.toml, loaded."""
 
@@ -78,7 +114,7 @@ class IpvsadmGrammar(NamedTuple):
     protocols: dict[str, tuple[str, ...]]  # TCP -> ("-t", "--tcp-service")
     schedulers: dict[str, Scheduler]
     generic_flags: tuple[str, ...]
-    save_options: dict[str, tuple[str, int]]  # spelling -> (canonical, arity)
+    save_options: dict[str, tuple[str, int, str]]  # spelling -> (canonical, arity, kind of the value)
     save_forward: dict[str, str]  # canonical switch -> forwarding method
     port_names: dict[str, dict[str, int]]  # "tcp" -> {"http": 80}
 
@@ -102,7 +138,7 @@ def ipvsadm_grammar() -> IpvsadmGrammar:
         protocols={k: tuple(v) for k, v in data["protocols"].items()},
         schedulers=schedulers,
         generic_flags=tuple(data["scheduler_flags"]["generic"]),
-        save_options={k: (v[0], int(v[1])) for k, v in data["save"]["options"].items()},
+        save_options={k: (v[0], len(v) - 1, v[1] if len(v) > 1 else "") for k, v in data["save"]["options"].items()},
         save_forward=dict(data["save"]["forward"]),
         port_names={k: dict(v) for k, v in data["port_names"].items()},
     )
@@ -138,12 +174,13 @@ def line_grammar(kind: str, variant: str = "default"):
 
     integer = pp.Regex(r"\d+").set_name("a number").set_parse_action(lambda t: int(t[0]))
     largenum = pp.Regex(r"\d+[KMGT]?").set_name("a number (K/M/G/T allowed)")
-    word = pp.Regex(r"\S+").set_name("a word")
+    word = pp.Regex(r"\S+").set_name("a value")
     forward = pp.one_of(list(g.forwards), as_keyword=True).set_name(f"a forwarding method ({', '.join(g.forwards)})")
     host = pp.Regex(r"\[[^\]\s]*\]|[^\s:\[\]]+").set_name("an address or host name")
     host.set_parse_action(check(_check_host, "an address or host name"))
     port = pp.Regex(r"[^\s:]+").set_name("a port").set_parse_action(check(_check_port, "a port"))
-    endpoint = pp.Group(host("host") + pp.Optional(pp.Suppress(":") + pp.Optional(port("port")))).set_name("ADDRESS:PORT")
+    # No set_name on composites: pyparsing would put the name in place of the message of a check inside.
+    endpoint = pp.Group(host("host") + pp.Optional(pp.Suppress(":") + pp.Optional(port("port"))))
     columns = {"int": integer, "largenum": largenum, "word": word, "tunnel": word, "forward": forward}
 
     if kind == "version":
@@ -172,11 +209,19 @@ def line_grammar(kind: str, variant: str = "default"):
             rest = pp.And([columns[k](n) for n, k in v.service])
         return head - rest - pp.StringEnd()
     if kind in ("save_service", "save_dest"):
-        svc_opt = pp.one_of([o for opts in g.protocols.values() for o in opts if o not in ("-f", "--fwmark-service")])
-        service = (svc_opt("service_option") - endpoint("endpoint")) | (pp.one_of(["-f", "--fwmark-service"])("service_option") - integer("fwmark"))
-        flag_opts = [o for o, (_, arity) in g.save_options.items() if arity == 0]
-        value_opts = [o for o, (_, arity) in g.save_options.items() if arity == 1]
-        option = pp.Group(pp.one_of(flag_opts, as_keyword=True) | (pp.one_of(value_opts, as_keyword=True) - word)).set_name("an ipvsadm option")
+        svc_opt = pp.Regex(r"(?:-t|-u|--tcp-service|--udp-service|--sctp-service)(?=\s|$)").set_name("-t, -u or --sctp-service")
+        fwm_opt = pp.Regex(r"(?:-f|--fwmark-service)(?=\s|$)").set_name("-f")
+        service = (svc_opt("service_option") - endpoint("endpoint")) | (fwm_opt("service_option") - integer("fwmark"))
+        def words(options):  # whole words: "-s" but not "-sx" (one_of's keywords need \b, which "-" lacks)
+            return pp.Regex("(?:" + "|".join(re.escape(o) for o in sorted(options, key=len, reverse=True)) + r")(?=\s|$)")
+
+        values = {"int": integer, "endpoint": endpoint("real_server"), "name": pp.Regex(r"[A-Za-z0-9_.-]+").set_name("a name"),
+                  "netmask": pp.Regex(r"\d+(\.\d+){3}|\d+").set_name("a netmask"),
+                  "flags": pp.Regex(r"[a-z0-9-]+(,[a-z0-9-]+)*").set_name("scheduler flags")}
+        by_kind: dict[str, list[str]] = {}
+        for o, (_, arity, value_kind) in g.save_options.items():
+            by_kind.setdefault(value_kind if arity else "", []).append(o)
+        option = pp.Group(pp.MatchFirst([words(opts) - values[k] if k else words(opts) for k, opts in by_kind.items()])).set_name("an ipvsadm option")
         command = pp.Keyword("-A" if kind == "save_service" else "-a")
         return command - service - pp.ZeroOrMore(option)("options") - pp.StringEnd()
     raise ValueError(f"no grammar for line kind {kind!r}")
@@ -211,15 +256,37 @@ def _diagnose(line: str, kind: str, variant: str) -> tuple[int, int, str]:
         loc = e.loc
         m = _TOKEN.match(line, loc) if loc < len(line) else None
         length = (m.end() - loc) if m else 1
+        found = m.group(0) if m else ""
         msg = e.msg
-        if msg.startswith("Expected"):
-            found = m.group(0) if m else ""
+        if msg == "Expected end of text":
+            msg = (f"unknown option {found!r}" if kind.startswith("save") and found.startswith("-") else f"unexpected {found!r}")
+        elif msg.startswith("Expected"):
             msg = "expected " + msg[len("Expected "):] + (f", found {found!r}" if found else ", found the end of the line")
         return loc + 1, length, msg
     return 0, 0, ""
 
 
 # ---------------------------------------------------------------- fast readers
+
+def _v4_cached(seen: set[str]):
+    """Whether ``host`` is a canonical dotted quad (as ``_V4``), remembering the addresses it took: a kube-proxy
+    node lists each endpoint once per virtual service of its Service (cluster IP, node ports, load-balancer
+    IPs). A set lookup costs 0.05 us, inet_pton 0.6 and the regular expression 1.2 (glibc's inet_pton takes
+    exactly the dotted quads without leading zeros that inet_ntop prints)."""
+    add = seen.add
+
+    def check(host: str) -> bool:
+        if host in seen:
+            return True
+        try:
+            _inet_pton(_AF_INET, host)
+        except (OSError, ValueError):
+            return False
+        add(host)
+        return True
+
+    return check
+
 
 class _Cut(Exception):
     """A line the fast path does not take: the grammar will say why."""
@@ -250,6 +317,7 @@ class _Reader:
         self.unresolved_ports: dict[str, int] = {}
         self.resolved_ports: dict[str, int] = {}
         self.numeric = True
+        self.cut = False
         self.multipliers = self.g.largenum
 
     # -- diagnostics
@@ -266,6 +334,7 @@ class _Reader:
         if idx == len(self.lines) - 1 and not self.ends_with_newline:
             msg = f"the input ends in the middle of a line ({msg})"
             hint = "the listing looks cut off (an interrupted copy?); take it again, or pass --lenient to read what is there"
+            self.cut = True
         self.problem("error", idx, msg, hint, col, length)
 
     def token_col(self, line: str, n: int) -> tuple[int, int]:
@@ -273,6 +342,27 @@ class _Reader:
             if i == n:
                 return m.start() + 1, m.end() - m.start()
         return len(line) + 1, 1
+
+    def check_last_line(self) -> None:
+        lines = self.lines
+        if not self.ends_with_newline and lines and lines[-1].strip() and not lines[-1].lstrip().startswith("#") \
+                and not any(d.line == len(lines) and d.severity == "error" for d in self.diags):
+            self.problem("warning", len(lines) - 1, "the input does not end with a newline: if it was cut off here, "
+                         "this last line may be incomplete", "ipvsadm ends every line; check that the copy is whole")
+
+    def check_scheduler(self, vs: dict, idx: int, line: str, sched_tok: int) -> None:
+        info = self.g.schedulers.get(vs["scheduler"])
+        if info is None:
+            col, length = self.token_col(line, sched_tok)
+            self.problem("warning", idx, f"unknown scheduler {vs['scheduler']!r}",
+                         f"kptrace knows {', '.join(self.g.schedulers)}; how this one picks a server is not known", col, length)
+            return
+        allowed = info.flags or self.g.generic_flags
+        for f in vs["flags"]:
+            if f not in allowed:
+                col = line.find(f) + 1
+                self.problem("warning", idx, f"{f!r} is not a flag of scheduler {vs['scheduler']} ({', '.join(allowed)})",
+                             "ipvsadm shows sh-*/mh-* flags for sh/mh and flag-1..flag-3 for the others", col, len(f))
 
     # -- values
 
@@ -345,7 +435,9 @@ class _Reader:
 
 _SERVICE_WORDS = frozenset(("TCP", "UDP", "SCTP", "FWM"))
 _LARGENUM = re.compile(r"\d+[KMGT]?")
-_RS_FIELD = {name: i for i, name in enumerate(RealServer._fields)}
+_PROTO_NAMES = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
+_VS_REAL_SERVERS = VirtualService._fields.index("real_servers")
+_VS_LOCATION = VirtualService._fields.index("location")
 _VS_DEFAULTS = {"scheduler": None, "flags": (), "persistent": None, "netmask": None, "one_packet": False,
                 "persistence_engine": None, "stats": None, "rates": None}
 
@@ -358,34 +450,67 @@ class _ListingReader(_Reader):
         variant: _Variant | None = None
         candidates: list[_Variant] | None = None  # the title's first line seen, its second not yet
         version = None
-        services: list = []  # [fields, real servers]
+        services: list = []  # [VirtualService field values, real servers]
         current_rs: list | None = None
         proto = "tcp"
         header_seen = False
         src = self.source
         endpoint = self.endpoint
         dest = self._dest
-        cols: tuple = ()
-        n_cols = -1
+        plan = _Plan(-1, (), (), (), (), ())
+        n_tokens, p_ints, p_forwards, plain = -1, (), (), False
         forwards = g.forwards
+        schedulers = g.schedulers
+        new = _new
+        v4 = _v4_cached(set())
 
         for idx, line in enumerate(self.lines):
             if not line:
                 continue
-            if line[0] == " " and current_rs is not None and variant is not None:
+            c0 = line[0]
+            if c0 == " " and current_rs is not None and variant is not None:
                 # The fast path: a real server line of a variant already known, ~85% of a big listing.
                 toks = line.split()
-                if len(toks) == n_cols and toks[0] == "->":
+                if len(toks) == n_tokens and toks[0] == "->":
                     tok = toks[1]
                     host, sep, port_s = tok.rpartition(":")
-                    try:
-                        if sep and port_s.isdigit() and _V4.fullmatch(host) and int(port_s) <= 65535:
-                            current_rs.append(dest(toks, cols, host, int(port_s), None, None, src, idx, line, forwards))
+                    if plain and sep and port_s.isdigit() and v4(host):
+                        # _dest inlined, for the variants of plain columns (numbers and a forwarding method):
+                        # a function call was a fifth of the line's cost.
+                        vals = [host, int(port_s), None, None, None, None, new(Location, (src, idx + 1)), line,
+                                None, None, None, None, None, None, None, None]
+                        for ti, fi in p_ints:
+                            t = toks[ti]
+                            if not (t.isdigit() and t.isascii()):
+                                break
+                            vals[fi] = int(t)
                         else:
-                            current_rs.append(dest(toks, cols, *endpoint(tok, proto, idx, 1), src, idx, line, forwards))
+                            for ti, fi in p_forwards:
+                                t = toks[ti]
+                                if t not in forwards:
+                                    break
+                                vals[fi] = t
+                            else:
+                                if vals[1] <= 65535:
+                                    current_rs.append(new(RealServer, vals))
+                                    continue
+                    try:
+                        current_rs.append(dest(toks, plan, *endpoint(tok, proto, idx, 1), new(Location, (src, idx + 1)), line))
                         continue
-                    except _Cut:
+                    except (_Cut, ValueError):
                         pass
+            elif c0 in "TUS" and variant is not None and variant.service is None:
+                # The fast path of a virtual service line: "TCP  10.96.0.10:53 rr" (a plain one: no flags, persistence).
+                toks = line.split()
+                if len(toks) == 3 and toks[0] in _PROTO_NAMES and toks[2] in schedulers:
+                    host, sep, port_s = toks[1].rpartition(":")
+                    if sep and port_s.isdigit() and v4(host) and int(port_s) <= 65535:
+                        current_rs = []
+                        services.append([[toks[0], host, int(port_s), None, toks[2], (), None, None, None,
+                                          new(Location, (src, idx + 1)), line, None, None, False, None, 4, None, None],
+                                         current_rs])
+                        proto = _PROTO_NAMES[toks[0]]
+                        continue
             stripped = line.strip()
             if not stripped:
                 continue
@@ -395,14 +520,15 @@ class _ListingReader(_Reader):
                     candidates = self._candidates_from_service(idx, stripped)
                     if len(candidates) == 1:
                         variant, candidates = candidates[0], None
-                        cols, n_cols = variant.dest, len(variant.dest) + 2
+                        plan = _plan(variant.dest)
+                        n_tokens, p_ints, p_forwards, plain = plan.n_tokens, plan.ints, plan.forwards, plan.plain
                 vs = self._service(idx, line, variant or candidates[0])
                 if vs is None:
                     current_rs = None
                     continue
                 current_rs = []
                 services.append([vs, current_rs])
-                proto = vs["protocol"].lower() if vs["protocol"] != "FWM" else "fwm"
+                proto = vs[0].lower() if vs[0] != "FWM" else "fwm"
                 continue
             if first == "->":
                 toks = stripped.split()
@@ -415,7 +541,8 @@ class _ListingReader(_Reader):
                         self.problem("error", idx, f"unknown column titles {' '.join(words)!r}", _VARIANTS_HINT, col, length)
                         match = pool[:1]
                     variant, candidates = match[0], None
-                    cols, n_cols = variant.dest, len(variant.dest) + 2
+                    plan = _plan(variant.dest)
+                    n_tokens, p_ints, p_forwards, plain = plan.n_tokens, plan.ints, plan.forwards, plan.plain
                     header_seen = True
                     continue
                 if current_rs is None:
@@ -426,12 +553,13 @@ class _ListingReader(_Reader):
                 if variant is None:
                     variant = self._pick(idx, line, toks, candidates)
                     candidates = None
-                    cols, n_cols = variant.dest, len(variant.dest) + 2
+                    plan = _plan(variant.dest)
+                    n_tokens, p_ints, p_forwards, plain = plan.n_tokens, plan.ints, plan.forwards, plan.plain
                 try:
-                    if len(toks) != n_cols:
+                    if len(toks) != plan.n_tokens:
                         raise _Cut
-                    current_rs.append(dest(toks, cols, *endpoint(toks[1], proto, idx, 1), src, idx, line, forwards))
-                except _Cut:
+                    current_rs.append(dest(toks, plan, *endpoint(toks[1], proto, idx, 1), new(Location, (src, idx + 1)), line))
+                except (_Cut, ValueError):
                     self.refuse(idx, "dest", variant.name, "a real server line is  -> ADDRESS:PORT and the listing's columns")
                 continue
             if first == "IP" and stripped.startswith("IP Virtual Server version"):
@@ -483,7 +611,7 @@ class _ListingReader(_Reader):
         toks = stripped.split()
         rest = toks[3:] if toks[0] == "FWM" and len(toks) > 2 and toks[2] == "IPv6" else toks[2:]
         variants = self.g.variants.values()
-        if rest and not rest[0][:1].isdigit():
+        if not rest or not rest[0][:1].isdigit():
             return [v for v in variants if v.service is None]
         numeric = [v for v in variants if v.service is not None]
         if len(numeric) > 1:
@@ -512,44 +640,43 @@ class _ListingReader(_Reader):
                 return False
         return True
 
-    def _dest(self, toks, cols, addr, port, hname, pname, src, idx, line, forwards) -> RealServer:
-        vals = [addr, port, None, None, None, None, _new(Location, (src, idx + 1)), line,
-                None, None, None, None, None, None, hname, pname]
-        stats = rates = None
-        exact = True
-        j = 2
-        for name, kind in cols:
-            tok = toks[j]
-            j += 1
-            if kind == "int":
-                if not (tok.isdigit() and tok.isascii()):
-                    raise _Cut
-                v = int(tok)
-            elif kind == "forward":
-                if tok not in forwards:
-                    raise _Cut
-                v = tok
-            elif kind == "largenum":
-                v, ex = self.largenum(tok)
-                exact = exact and ex
-            elif kind == "tunnel":
-                v = None if tok == "n/a" else tok  # ipvsadm's NA: no tunnel for this server
-            else:
-                v = tok
-            field = _RS_FIELD.get(name)
-            if field is not None:
-                vals[field] = v
-            elif name[0] == "s":
-                stats = [v] if stats is None else stats + [v]
-            else:
-                rates = [v] if rates is None else rates + [v]
-        if stats is not None:
-            vals[12] = _new(Stats, (*stats, exact))
-        if rates is not None:
-            vals[13] = _new(Rates, (*rates, exact))
+    def _dest(self, toks: list[str], plan: _Plan, addr, port, hname, pname, loc: Location, line: str) -> RealServer:
+        """A real server line's columns, read by the variant's plan (a value that does not fit: _Cut)."""
+        vals = [addr, port, None, None, None, None, loc, line, None, None, None, None, None, None, hname, pname]
+        for ti, fi in plan.ints:
+            t = toks[ti]
+            if not t.isdigit():
+                raise _Cut
+            vals[fi] = int(t)  # ValueError for a non-ASCII digit: the caller takes it as _Cut
+        for ti, fi in plan.forwards:
+            t = toks[ti]
+            if t not in self.g.forwards:
+                raise _Cut
+            vals[fi] = t
+        for ti, fi in plan.tunnels:
+            t = toks[ti]
+            vals[fi] = None if t == "n/a" else t  # ipvsadm's NA: no tunnel for this server
+        if plan.stats:
+            vals[12] = self.numbers(toks, plan.stats, Stats)
+        if plan.rates:
+            vals[13] = self.numbers(toks, plan.rates, Rates)
         return _new(RealServer, vals)
 
-    def _service(self, idx: int, line: str, variant: _Variant) -> dict | None:
+    def numbers(self, toks: list[str], columns: tuple[tuple[int, bool], ...], kind: type) -> tuple:
+        vals = []
+        exact = True
+        for ti, large in columns:
+            t = toks[ti]
+            if large:
+                v, ex = self.largenum(t)
+                exact = exact and ex
+            else:
+                v = _int(t)
+            vals.append(v)
+        return _new(kind, (*vals, exact))
+
+    def _service(self, idx: int, line: str, variant: _Variant) -> list | None:
+        """A virtual service line read slowly (flags, persistence, names, numbers): its VirtualService field values."""
         toks = line.split()
         try:
             if len(toks) < 3:
@@ -566,7 +693,7 @@ class _ListingReader(_Reader):
                 rest_at = 2
             vs = {"protocol": toks[0], "address": addr, "port": port, "fwmark": fwmark, "family": family,
                   "host_name": hname, "port_name": pname, "location": _new(Location, (self.source, idx + 1)),
-                  "text": line, **_VS_DEFAULTS}
+                  "text": line, "real_servers": None, **_VS_DEFAULTS}
             rest = toks[rest_at:]
             if variant.service is None:
                 self._scheduler_part(rest, vs)
@@ -584,7 +711,7 @@ class _ListingReader(_Reader):
                     vs["stats"] = _new(Stats, (*vals, exact))
                 else:
                     vs["rates"] = _new(Rates, (*vals, exact))
-            return vs
+            return [vs[f] for f in VirtualService._fields]
         except _Cut:
             self.refuse(idx, "service", variant.name, "a virtual service line is PROTO ADDRESS:PORT and its scheduler "
                         "(FWM MARK [IPv6] for a firewall-mark service)")
@@ -620,28 +747,6 @@ class _ListingReader(_Reader):
         if i != n:
             raise _Cut
 
-    def check_last_line(self) -> None:
-        lines = self.lines
-        if not self.ends_with_newline and lines and lines[-1].strip() and not lines[-1].lstrip().startswith("#") \
-                and not any(d.line == len(lines) and d.severity == "error" for d in self.diags):
-            self.problem("warning", len(lines) - 1, "the input does not end with a newline: if it was cut off here, "
-                         "this last line may be incomplete", "ipvsadm ends every line; check that the copy is whole")
-
-    def check_scheduler(self, vs: dict, idx: int, line: str, sched_tok: int) -> None:
-        info = self.g.schedulers.get(vs["scheduler"])
-        if info is None:
-            col, length = self.token_col(line, sched_tok)
-            self.problem("warning", idx, f"unknown scheduler {vs['scheduler']!r}",
-                         f"kptrace knows {', '.join(self.g.schedulers)}; how this one picks a server is not known", col, length)
-            return
-        allowed = info.flags or self.g.generic_flags
-        for f in vs["flags"]:
-            if f not in allowed:
-                col = line.find(f) + 1
-                self.problem("warning", idx, f"{f!r} is not a flag of scheduler {vs['scheduler']} ({', '.join(allowed)})",
-                             "ipvsadm shows sh-*/mh-* flags for sh/mh and flag-1..flag-3 for the others", col, len(f))
-
-
 _VARIANTS_HINT = ("kptrace reads ipvsadm -L with no column option, or with --stats, --rate, --persistent-conn, "
                   "--thresholds or --tun-info")
 
@@ -670,9 +775,15 @@ class _SaveReader(_Reader):
         g = self.g
         services: dict[tuple, list] = {}
         svc_keys: dict[str, tuple] = {}  # a service spec as written ("-t 10.0.0.1:80") -> its key
+        by_spec: dict[str, list] = {}  # ... -> its [fields, real servers]
         proto_of = {opt: proto for proto, opts in g.protocols.items() for opt in opts}
-        switches = {o: g.save_forward[c] for o, (c, _) in g.save_options.items() if c in g.save_forward}
+        switches = {o: g.save_forward[c] for o, (c, _, _) in g.save_options.items() if c in g.save_forward}
+        fast_protos = {"-t": "TCP", "-u": "UDP"}
+        schedulers = g.schedulers
         src = self.source
+        new = _new
+        v4 = _v4_cached(set())
+        self.refused: set[str] = set()  # services whose -A line was refused: their -a lines are not reported again
         for idx, line in enumerate(self.lines):
             if not line or line.isspace():
                 continue
@@ -680,21 +791,38 @@ class _SaveReader(_Reader):
                 toks = line.split()
                 # The fast path: "-a -t|-u SERVICE -r ADDRESS:PORT -m|-g|-i -w WEIGHT", 5 of every 6 lines.
                 if len(toks) == 8 and toks[3] == "-r" and toks[6] == "-w":
-                    entry = services.get(svc_keys.get(toks[1] + " " + toks[2]))
+                    entry = by_spec.get(toks[1] + " " + toks[2])
                     fwd = switches.get(toks[5])
-                    tok = toks[4]
-                    host, sep, port_s = tok.rpartition(":")
+                    host, sep, port_s = toks[4].rpartition(":")
                     w = toks[7]
                     if entry is not None and fwd is not None and sep and port_s.isdigit() and w.isdigit() \
-                            and _V4.fullmatch(host) and int(port_s) <= 65535:
-                        entry[1].append(_new(RealServer, (host, int(port_s), fwd, int(w), None, None,
-                                                          _new(Location, (src, idx + 1)), line,
-                                                          None, None, None, None, None, None, None, None)))
+                            and v4(host) and int(port_s) <= 65535:
+                        entry[1].append(new(RealServer, (host, int(port_s), fwd, int(w), None, None,
+                                                         new(Location, (src, idx + 1)), line,
+                                                         None, None, None, None, None, None, None, None)))
                         continue
-                self._rule(idx, line, services, svc_keys, proto_of, switches)
+                self._rule(idx, line, services, svc_keys, by_spec, proto_of, switches)
+                continue
+            if line[1:3] == "A " and line[0] == "-":
+                toks = line.split()
+                # The fast path of a plain service: "-A -t|-u ADDRESS:PORT -s SCHED".
+                if len(toks) == 5 and toks[3] == "-s" and toks[4] in schedulers and toks[1] in fast_protos:
+                    host, sep, port_s = toks[2].rpartition(":")
+                    if sep and port_s.isdigit() and v4(host) and int(port_s) <= 65535:
+                        proto = fast_protos[toks[1]]
+                        key = (proto, host, int(port_s))
+                        if key not in services:
+                            entry = [[proto, host, int(port_s), None, toks[4], (), None, None, None,
+                                      new(Location, (src, idx + 1)), line, None, None, False, None, 4, None, None], []]
+                            services[key] = entry
+                            spec = toks[1] + " " + toks[2]
+                            svc_keys[spec] = key
+                            by_spec[spec] = entry
+                            continue
+                self._rule(idx, line, services, svc_keys, by_spec, proto_of, switches)
                 continue
             if line[0] == "-":
-                self._rule(idx, line, services, svc_keys, proto_of, switches)
+                self._rule(idx, line, services, svc_keys, by_spec, proto_of, switches)
                 continue
             stripped = line.strip()
             if stripped[0] == "#":
@@ -705,9 +833,7 @@ class _SaveReader(_Reader):
         self.check_last_line()
         return list(services.values()), "save", None
 
-    check_last_line = _ListingReader.check_last_line
-
-    def _rule(self, idx, line, services, svc_keys, proto_of, switches) -> None:
+    def _rule(self, idx, line, services, svc_keys, by_spec, proto_of, switches) -> None:
         toks = line.split()
         cmd = toks[0]
         kind = "save_service" if cmd == "-A" else "save_dest"
@@ -731,7 +857,7 @@ class _SaveReader(_Reader):
                 known = g.save_options.get(toks[i])
                 if known is None:
                     raise _Cut
-                name, arity = known
+                name, arity, _ = known
                 if arity:
                     if i + 1 >= n:
                         raise _Cut
@@ -751,7 +877,7 @@ class _SaveReader(_Reader):
             if cmd == "-A":
                 vs = {"protocol": proto, "address": addr, "port": port, "fwmark": fwmark, "family": family,
                       "host_name": hname, "port_name": pname, "location": _new(Location, (self.source, idx + 1)),
-                      "text": line, **_VS_DEFAULTS}
+                      "text": line, "real_servers": None, **_VS_DEFAULTS}
                 sched = opts.get("scheduler")
                 if not isinstance(sched, str):
                     raise _Cut
@@ -768,13 +894,17 @@ class _SaveReader(_Reader):
                 if key in services:
                     col, length = self.token_col(line, 2)
                     self.problem("error", idx, f"virtual service {toks[1]} {toks[2]} is added twice (first at line "
-                                 f"{services[key][0]['location'].line})", "ipvsadm -R would refuse it: two dumps in one input?", col, length)
+                                 f"{services[key][0][_VS_LOCATION].line})", "ipvsadm -R would refuse it: two dumps in one input?", col, length)
                     return
-                services[key] = [vs, []]
-                svc_keys[spec] = key
+                services[key] = [[vs[f] for f in VirtualService._fields], []]
+                if proto != "FWM" or family == 4:  # "-f 2" names the IPv4 service; the IPv6 one is "-f 2 -6"
+                    svc_keys[spec] = key
+                    by_spec[spec] = services[key]
                 self.check_scheduler(vs, idx, line, self._tok_no(toks, "scheduler"))
                 return
             entry = services.get(key)
+            if entry is None and spec in self.refused:
+                return
             if entry is None:
                 col, length = self.token_col(line, 2)
                 self.problem("error", idx, f"real server for {toks[1]} {toks[2]}, which no -A line before it adds",
@@ -798,6 +928,8 @@ class _SaveReader(_Reader):
                 _int(opts["l-threshold"]) if "l-threshold" in opts else None,
                 tunnel, None, None, r_host, r_pname)))
         except _Cut:
+            if cmd == "-A":
+                self.refused.add(toks[1] + " " + toks[2])
             self.refuse(idx, kind, "default", "a rule is -A SERVICE -s SCHED [options] or -a SERVICE -r ADDRESS:PORT [options]")
 
     def _tok_no(self, toks: list[str], name: str) -> int:
@@ -806,8 +938,6 @@ class _SaveReader(_Reader):
             if self.g.save_options.get(t, ("",))[0] == name:
                 return i + 1
         return 0
-
-    check_scheduler = _ListingReader.check_scheduler
 
 
 # ---------------------------------------------------------------- entry point
@@ -846,11 +976,8 @@ def _parse(text: str, source: str, lenient: bool) -> IPVSTable:
     built = []
     seen: dict[tuple, int] = {}
     for fields, rs in services:
-        vs = _new(VirtualService, (
-            fields["protocol"], fields["address"], fields["port"], fields["fwmark"], fields["scheduler"], fields["flags"],
-            fields["persistent"], fields["netmask"], tuple(rs), fields["location"], fields["text"], fields["stats"],
-            fields["rates"], fields["one_packet"], fields["persistence_engine"], fields["family"], fields["host_name"],
-            fields["port_name"]))
+        fields[_VS_REAL_SERVERS] = tuple(rs)
+        vs = _new(VirtualService, fields)
         # Names stand in for what was not resolved, so two unresolved services are not taken for one.
         key = (vs.protocol, vs.address or vs.host_name, vs.port if vs.port is not None else vs.port_name, vs.fwmark, vs.family)
         if key in seen and kind != "ipvsadm-save":
@@ -870,7 +997,10 @@ def _parse(text: str, source: str, lenient: bool) -> IPVSTable:
         notes.append(_names_note("port name", "port numbers", reader.unresolved_ports))
     if not built and not any(d.severity == "error" for d in reader.diags):
         notes.append(f"{source}: no virtual services (an empty IPVS table)")
-    table = IPVSTable(tuple(built), source, tuple(reader.diags), tuple(notes), variant, version, reader.numeric)
+    if reader.cut:
+        notes.append(f"{source}: the input was cut off in the middle of a line: a virtual service or real server "
+                     "not in it is unknown, not absent")
+    table = IPVSTable(tuple(built), source, tuple(reader.diags), tuple(notes), variant, version, reader.numeric, reader.cut)
     if not lenient and table.errors:
         raise ParseError(list(table.diagnostics))
     return table
