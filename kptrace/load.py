@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 from typing import Iterable
 
 from kptrace.errors import InputError
@@ -50,11 +51,29 @@ def _load_texts(sources: Iterable[SourceText], *, node_ips: Iterable[str], lenie
         except ValueError:
             raise InputError(f"--node-ip {a!r} is not an IP address", hint="give each node address as --node-ip 192.168.0.2") from None
     results: list[ParseResult] = []
+    ipvs = ipsets = None
     for src in sources:
         fmt = detect_format(src.text)
+        if fmt == "ipvsadm":
+            from kptrace.parsers.ipvsadm import parse_ipvsadm
+
+            if ipvs is not None:
+                raise InputError(f"{src.name}: a second ipvsadm input (already read {ipvs.source})",
+                                 hint="give one `ipvsadm -Ln` listing or `ipvsadm-save -n` output per node")
+            ipvs = parse_ipvsadm(src.text, src.name, lenient=lenient)
+            continue
+        if fmt == "ipset":
+            from kptrace.parsers.ipset import parse_ipset
+
+            if ipsets is not None:
+                raise InputError(f"{src.name}: a second ipset input (already read {ipsets.source})",
+                                 hint="give one `ipset save` (or `ipset list`) output per node")
+            ipsets = parse_ipset(src.text, src.name, lenient=lenient)
+            continue
         if fmt not in (None, "iptables-save"):
-            raise InputError(f"{src.name}: this is {FORMATS[fmt]}, not iptables-save output",
-                             hint="kptrace reads `iptables-save` and `ip6tables-save` output here; run `iptables-save` on the node")
+            raise InputError(f"{src.name}: this is {FORMATS[fmt]}, which kptrace does not read here",
+                             hint="kptrace reads iptables-save / ip6tables-save output, `ipvsadm -Ln` / `ipvsadm-save -n` "
+                                  "listings and `ipset save` / `ipset list` output")
         results.append(parse_iptables_save(src, lenient=lenient))
     rulesets = {}
     for res in results:
@@ -75,13 +94,23 @@ def _load_texts(sources: Iterable[SourceText], *, node_ips: Iterable[str], lenie
             prev.diagnostics.extend(rs.diagnostics)
         else:
             rulesets[rs.family] = rs
+    if ipvs is not None:
+        for fam in sorted({vs.family or 4 for vs in ipvs}):
+            if fam not in rulesets:
+                from kptrace.model.rules import Ruleset
+
+                rulesets[fam] = Ruleset(fam, sources=[ipvs.source], notes=[
+                    f"IPv{fam}: no iptables rules given: only IPVS is traced; what iptables does around it (marks, "
+                    f"masquerade, filters) is not checked"])
     for rs in rulesets.values():
+        if not rs.tables:
+            continue
         rs.notes.extend(add_standard_jumps(rs, chain_from_lines))
         if "nat" not in rs.tables:
             rs.notes.append(f"IPv{rs.family}: the input has no nat table: no Service rewrites can be traced")
         if "filter" not in rs.tables:
             rs.notes.append(f"IPv{rs.family}: the input has no filter table: REJECT/DROP verdicts (Services without endpoints, firewalls) are not checked")
-    return Dataplane(rulesets, node_ips)
+    return Dataplane(rulesets, node_ips, ipvs=ipvs, ipsets=ipsets)
 
 
 def load_bundle(directory: str | None = None, *, bundle=None, node_ips: Iterable[str] = (), lenient: bool = False,
@@ -91,6 +120,10 @@ def load_bundle(directory: str | None = None, *, bundle=None, node_ips: Iterable
 
     b = bundle if bundle is not None else read_bundle(directory)
     sources = [SourceText(name, text) for name, text in b.dumps()]
+    for name in ("ipvsadm-save.txt", "ipset-save.txt"):  # IPVS mode: the virtual services and the sets
+        text = b.files.get(name, "")
+        if text.strip():
+            sources.append(SourceText(os.path.join(b.path, name) if b.path else f"{b.meta.get('node', 'node')}:{name}", text))
     if not sources:
         raise InputError(f"{b.path or b.meta.get('node')}: the bundle holds no iptables-save output",
                          hint="this kptrace reads iptables mode; IPVS and nftables bundles need a later version")

@@ -31,6 +31,9 @@ SEVERITY: dict[str, str] = {
     "reject-rule-mismatch": "error",
     "unequal-probability": "warning",
     "affinity-mismatch": "warning",
+    # IPVS mode
+    "zero-weight-endpoint": "error",
+    "missing-ipset-entry": "error",
 }
 KINDS = tuple(SEVERITY)
 
@@ -106,15 +109,66 @@ def _check_node(dp, state, node, profile, node_labels, only) -> NodeReport:
     report = NodeReport(node, list(dp.sources))
     if state.node(node) is None:
         report.notes.append(f"the cluster state has no Node {node!r}: no endpoint counts as local and the node's zone is unknown")
+    if dp.ipvs is not None:
+        _check_ipvs(report, dp, state, node, profile, node_labels, only)
+        return report
     prog = programmed(dp, only=only)
     for fam in sorted(dp.rulesets):
         expected, ignored = expected_ports(state, node, fam, profile=profile, node_labels=node_labels)
         if only is not None:
             expected = [e for e in expected if e.hash in only]
         else:
-            report.ignored.extend(i for i in ignored if all(i.service != x.service for x in report.ignored))
+            report.ignored.extend(i for i in ignored if all(i.service != x.service for x in report.ignored)
+                                  and not i.reason.startswith("no IPv"))
         _check_family(report, fam, expected, prog, only)
     return report
+
+
+def _check_ipvs(report: NodeReport, dp: Dataplane, state: ClusterState, node: str, profile: Profile, node_labels, only) -> None:
+    from kptrace.checks.drift_ipvs import check_family_ipvs
+
+    n = state.node(node)
+    node_ips = tuple(dp.node_ips) or (n.ips if n is not None else ())
+    if not node_ips:
+        report.notes.append("the node's addresses are unknown (give --node-ip, or a Node in the cluster state): NodePort "
+                            "virtual services are not checked")
+    report.notes.append("IPVS mode: virtual services and real servers from " + dp.ipvs.source
+                        + (f", ipsets from {dp.ipsets.source}" if dp.ipsets is not None else "; no ipset input: ipset entries not checked"))
+    families = sorted({vs.family or 4 for vs in dp.ipvs} | set(dp.rulesets))
+    for fam in families:
+        expected, ignored = expected_ports(state, node, fam, profile=profile, node_labels=node_labels)
+        if only is not None:
+            expected = [e for e in expected if e.hash in only]
+        else:
+            report.ignored.extend(i for i in ignored if all(i.service != x.service for x in report.ignored)
+                                  and not i.reason.startswith("no IPv"))
+        counts: dict[str, int] = {}
+
+        def add(e: ExpectedPort, kind: str, detail: str, *, endpoint=None, entry=None, evidence=()) -> None:
+            report.findings.append(Finding(kind, node, e.spn, e.protocol, fam, detail, endpoint, entry, tuple(evidence),
+                                           e.service.location, e.hash))
+            counts[e.hash] = counts.get(e.hash, 0) + 1
+
+        def port(e: ExpectedPort, want, have) -> None:
+            report.ports.append(PortReport(e.spn, e.protocol, fam, want, None, have, None, counts.get(e.hash, 0), e.hash))
+
+        def stale(vs, evidence) -> None:
+            if only is not None:
+                return
+            name = f"? ({vs.protocol} {vs.endpoint})"
+            eps = ", ".join(r.endpoint for r in vs.real_servers) or "no real servers"
+            report.findings.append(Finding("stale-service", node, name, vs.protocol.lower(), fam,
+                                           f"IPVS virtual service {vs.protocol} {vs.endpoint} ({eps}) belongs to no Service port in the API",
+                                           evidence=tuple(evidence)))
+            report.ports.append(PortReport(name, vs.protocol.lower(), fam, None, None,
+                                           tuple(r.endpoint for r in vs.real_servers), None, 1))
+
+        def note(text: str) -> None:
+            if not any(n.split(":")[0] == text.split(":")[0] for n in report.notes):  # once per set
+                report.notes.append(text)
+
+        check_family_ipvs(fam, expected, dp.ipvs, dp.ipsets, tuple(a for a in node_ips if (":" in a) == (fam == 6)), add, port, stale,
+                          note)
 
 
 def _check_family(report: NodeReport, fam: int, expected: list[ExpectedPort], prog: Programmed, only: set[str] | None) -> None:

@@ -42,8 +42,12 @@ def parse_size(text: str | None) -> int:
         raise InputError(f"--max-size {text!r} is not a size", hint="e.g. --max-size 1G") from None
 
 
-DumpOpt = typer.Option([], "--dump", help="iptables-save / ip6tables-save output of one node (repeatable; - for stdin).",
+DumpOpt = typer.Option([], "--dump", help="iptables-save / ip6tables-save output of one node (repeatable; - for stdin); "
+                       "ipvsadm and ipset output are recognised too.", show_default=False)
+IpvsOpt = typer.Option(None, "--ipvs", help="IPVS mode: `ipvsadm -Ln` (any variant) or `ipvsadm-save -n` output of the node.",
                        show_default=False)
+IpsetOpt = typer.Option(None, "--ipset", help="IPVS mode: `ipset save` or `ipset list` output of the node (what -m set reads).",
+                        show_default=False)
 NodeIpOpt = typer.Option([], "--node-ip", help="An address of the node (repeatable); decides -m addrtype LOCAL.",
                          show_default=False)
 LenientOpt = typer.Option(False, "--lenient", help="Keep going past errors in the input (they become warnings).")
@@ -79,8 +83,9 @@ ContextOpt = typer.Option(None, "--context", help="Kubeconfig context.", show_de
 
 def load_input(dumps: list[str], bundle: str | None, local: bool, node_ips: list[str], *, lenient: bool, max_size: str | None,
                full: bool = False, ssh: str | None = None, ssh_config: str | None = None, node: str | None = None,
-               kubeconfig: str | None = None, context: str | None = None):
-    """The data plane from exactly one of --dump, --bundle, --local, --ssh, --node."""
+               kubeconfig: str | None = None, context: str | None = None, ipvs: str | None = None, ipset: str | None = None):
+    """The data plane from exactly one of --dump (with --ipvs / --ipset), --bundle, --local, --ssh, --node."""
+    dumps = list(dumps) + [f for f in (ipvs, ipset) if f]
     given = sum(bool(x) for x in (dumps, bundle, local, ssh, node))
     if given == 0:
         raise typer.BadParameter("give the node's rules: --dump FILE (iptables-save output; - for stdin), --bundle DIR, --local, "

@@ -23,6 +23,9 @@ from kptrace.errors import EXIT_ENVIRONMENT, EXIT_FINDINGS, EXIT_PARTIAL, InputE
 def drift(
     dumps: list[str] = typer.Option([], "--dump", help="iptables-save / ip6tables-save output of one node (repeatable for both "
                                     "families; - for stdin). Needs --node-name.", show_default=False),
+    ipvs: str = typer.Option(None, "--ipvs", help="IPVS mode: the node's `ipvsadm -Ln` / `ipvsadm-save -n` output (with --dump or alone).",
+                             show_default=False),
+    ipset: str = typer.Option(None, "--ipset", help="IPVS mode: the node's `ipset save` / `ipset list` output.", show_default=False),
     node_name: str = typer.Option(None, "--node-name", help="The Kubernetes node the --dump / --local / --ssh rules are from.",
                                   show_default=False),
     bundles: list[str] = typer.Option([], "--bundle", help="A node bundle (from `kptrace collect`), or a directory of them "
@@ -56,6 +59,7 @@ def drift(
     from kptrace.checks.drift import KINDS, SEVERITY, check_node, select_findings
     from kptrace.checks.selection import profile_for_version
 
+    dumps = list(dumps) + [f for f in (ipvs, ipset) if f]
     sources = sum(map(bool, (dumps, bundles, local, ssh, nodes or all_nodes)))
     if sources == 0:
         raise typer.BadParameter("say which nodes to check: --dump FILE --node-name NAME, --bundle DIR, --local, --ssh HOST, "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from kptrace.cli.common import (BundleOpt, DumpOpt, LenientOpt, LocalOpt, MaxSizeOpt, NodeIpOpt, OutputFormat, OutputOpt,
+from kptrace.cli.common import (BundleOpt, DumpOpt, IpsetOpt, IpvsOpt, LenientOpt, LocalOpt, MaxSizeOpt, NodeIpOpt, OutputFormat, OutputOpt,
                                 ContextOpt, KubeconfigOpt, NodeOpt, SshConfigOpt, SshOpt, load_input, stdout_console,
                                 warn_diagnostics)
 from kptrace.errors import EXIT_FINDINGS
@@ -31,6 +31,8 @@ def _endpoint(text: str):
 def packet(
     dst: str = typer.Option(..., "--dst", help="Destination IP:PORT ([IPv6]:PORT).", show_default=False),
     dumps: list[str] = DumpOpt,
+    ipvs: str = IpvsOpt,
+    ipset: str = IpsetOpt,
     bundle: str = BundleOpt,
     local: bool = LocalOpt,
     ssh: str = SshOpt,
@@ -65,7 +67,7 @@ def packet(
         except ValueError:
             raise typer.BadParameter(f"{src!r} is not an IP address", param_hint="--src") from None
     dp = load_input(dumps, bundle, local, node_ips, lenient=lenient, max_size=max_size, ssh=ssh, ssh_config=ssh_config,
-                    node=node, kubeconfig=kubeconfig, context=context)
+                    node=node, kubeconfig=kubeconfig, context=context, ipvs=ipvs, ipset=ipset)
     warn_diagnostics(dp.diagnostics)
     plan = plan_packet(dp, format_addr(fam, addr), port, src=src, origin=origin, proto=proto.lower(), sport=sport, in_iface=in_iface,
                        out_iface=out_iface)

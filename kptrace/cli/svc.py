@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import typer
 
-from kptrace.cli.common import (BundleOpt, DumpOpt, LenientOpt, LocalOpt, MaxSizeOpt, NodeIpOpt, OutputFormat, OutputOpt,
+from kptrace.cli.common import (BundleOpt, DumpOpt, IpsetOpt, IpvsOpt, LenientOpt, LocalOpt, MaxSizeOpt, NodeIpOpt, OutputFormat, OutputOpt,
                                 ContextOpt, KubeconfigOpt, NodeOpt, SshConfigOpt, SshOpt, load_input, stdout_console,
                                 warn_diagnostics)
 from kptrace.errors import EXIT_FINDINGS
@@ -20,6 +20,8 @@ from kptrace.errors import EXIT_FINDINGS
 def svc(
     query: str = typer.Argument(..., help="NAMESPACE/NAME[:PORT], ClusterIP[:PORT] or a kube-proxy chain name.", show_default=False),
     dumps: list[str] = DumpOpt,
+    ipvs: str = IpvsOpt,
+    ipset: str = IpsetOpt,
     bundle: str = BundleOpt,
     local: bool = LocalOpt,
     ssh: str = SshOpt,
@@ -43,7 +45,7 @@ def svc(
     from kptrace.tracer.services import service_views
 
     dp = load_input(dumps, bundle, local, node_ips, lenient=lenient, max_size=max_size, ssh=ssh, ssh_config=ssh_config,
-                    node=node, kubeconfig=kubeconfig, context=context)
+                    node=node, kubeconfig=kubeconfig, context=context, ipvs=ipvs, ipset=ipset)
     warn_diagnostics(dp.diagnostics)
     views = service_views(dp, query)
     drift = None

@@ -19,6 +19,9 @@ class Dataplane:
     #: the address MASQUERADE picks (the egress interface's). Empty: MASQUERADE stays a word.
     routes: tuple[dict, ...] = ()
     interfaces: dict[str, list[str]] = field(default_factory=dict)
+    #: IPVS mode: the virtual services (an IPVSTable) and the ipsets (IPSets) of the node, when given.
+    ipvs: object | None = None
+    ipsets: object | None = None
     #: Derived, per-process caches (compiled chains, tracers): never part of the value.
     cache: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -29,13 +32,33 @@ class Dataplane:
         return tuple(a for a in self.node_ips if parse_addr(a)[0] == family)
 
     @property
+    def mode(self) -> str:
+        """``ipvs`` when the input has IPVS virtual services or kube-proxy's IPVS-mode rules, else ``iptables``."""
+        if self.ipvs is not None and len(self.ipvs):
+            return "ipvs"
+        for rs in self.rulesets.values():
+            nat = rs.tables.get("nat")
+            if nat is not None and any(n in nat.chains for n in ("KUBE-LOAD-BALANCER", "KUBE-NODE-PORT")) \
+                    and not any(n.startswith("KUBE-SVC-") for n in nat.chains):
+                return "ipvs"
+        return "iptables"
+
+    @property
     def diagnostics(self) -> list[Diagnostic]:
-        return [d for rs in self.rulesets.values() for d in rs.diagnostics]
+        out = [d for rs in self.rulesets.values() for d in rs.diagnostics]
+        for extra in (self.ipvs, self.ipsets):
+            out.extend(getattr(extra, "diagnostics", ()) or ())
+        return out
 
     @property
     def sources(self) -> list[str]:
-        return [s for rs in self.rulesets.values() for s in rs.sources]
+        out = [s for rs in self.rulesets.values() for s in rs.sources]
+        out.extend(x.source for x in (self.ipvs, self.ipsets) if x is not None)
+        return list(dict.fromkeys(out))
 
     @property
     def notes(self) -> list[str]:
-        return [n for rs in self.rulesets.values() for n in rs.notes]
+        out = [n for rs in self.rulesets.values() for n in rs.notes]
+        for extra in (self.ipvs, self.ipsets):
+            out.extend(getattr(extra, "notes", ()) or ())
+        return out

@@ -108,7 +108,8 @@ def tracer_for(dp: Dataplane, family: int, assumed_local: tuple[str, ...] = (), 
         cidr = cached_pod_cidr(dp, family)
         # Pod addresses are never the node's own (hostNetwork pods use node addresses, outside the pod CIDR).
         t = Tracer(rs, dp.node_ips_of(family), assumed_local=assumed_local, affinity=affinity,
-                   remote=(cidr,) if cidr is not None else (), routes=dp.routes, interfaces=dp.interfaces)
+                   remote=(cidr,) if cidr is not None else (), routes=dp.routes, interfaces=dp.interfaces,
+                   ipvs=dp.ipvs, ipsets=dp.ipsets)
         # Compiled chains do not depend on the assumptions: share them between tracers of one family.
         shared = dp.cache.setdefault(("compiled", family), {})
         t._compiled = shared

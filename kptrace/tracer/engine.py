@@ -99,7 +99,7 @@ class _Ctx:
         return (_MULTICAST4 if self.tracer.family == 4 else _MULTICAST6).contains(addr)
 
     def ipset_lookup(self, name: str, flags: str, st: _St):
-        return Assumed(False, f"ipset {name} contents not given: assumed no match")
+        return self.tracer.ipset_lookup(name, flags, st)
 
 
 @dataclass(slots=True)
@@ -205,8 +205,13 @@ class Tracer:
 
     def __init__(self, ruleset: Ruleset, node_ips: tuple[str, ...] = (), *, assumed_local: tuple[str, ...] = (),
                  affinity: frozenset[str] = frozenset(), remote: tuple[Cidr, ...] = (), routes: tuple[dict, ...] = (),
-                 interfaces: dict[str, list[str]] | None = None) -> None:
+                 interfaces: dict[str, list[str]] | None = None, ipvs=None, ipsets=None) -> None:
         self.ruleset = ruleset
+        self.ipvs = ipvs  # IPVSTable: virtual services the node balances (IPVS mode)
+        self.ipsets = ipsets  # IPSets: what -m set reads
+        self._set_matchers: dict = {}
+        # kube-ipvs0 holds every virtual service address: they are the node's own (addrtype LOCAL)
+        self.vips = {parse_addr(vs.address)[1] for vs in (ipvs or ()) if vs.address and (":" in vs.address) == (ruleset.family == 6)}
         self.family = ruleset.family
         self.node_ips = {parse_addr(a)[1] for a in node_ips if parse_addr(a)[0] == self.family}
         self.node_ips_given = bool(node_ips)
@@ -227,7 +232,7 @@ class Tracer:
     def is_local(self, addr: int):
         if self.family == 4 and _LOOPBACK4.contains(addr) or self.family == 6 and addr == _LOOPBACK6:
             return True
-        if addr in self.node_ips:
+        if addr in self.node_ips or addr in self.vips:
             return True
         if self.node_ips_given:
             return False
@@ -236,6 +241,67 @@ class Tracer:
         if addr in self.assumed_local:
             return Assumed(True, f"{format_addr(self.family, addr)} assumed to be a node address (give --node-ip)")
         return Assumed(False, f"{format_addr(self.family, addr)} assumed not to be a node address (give --node-ip)")
+
+    def ipset_lookup(self, name: str, flags: str, st: "_St"):
+        if self.ipsets is None:
+            return Assumed(False, f"ipset {name} contents not given: assumed no match (give --ipset)")
+        m = self._set_matchers.get(name)
+        if m is None:
+            ipset = self.ipsets.get(name)
+            if ipset is None:
+                return Assumed(False, f"ipset {name} is not in the ipset input: assumed no match")
+            from kptrace.tracer.ipsets import SetMatcher
+
+            m = self._set_matchers[name] = SetMatcher(ipset)
+        proto = {6: "tcp", 17: "udp", 132: "sctp"}.get(st.proto_num, "tcp")
+        hit = m.match(flags, src=(self.family, st.src), dst=(self.family, st.dst), sport=st.sport, dport=st.dport, proto=proto)
+        if not hit and m.set.truncated:
+            return Assumed(False, f"ipset {name} is listed only in part (truncated): no match assumed")
+        return hit
+
+    def _ipvs(self, states: list["_St"], hook: str, finals: list["_St"]) -> tuple[list["_St"], list["_St"]]:
+        """IPVS: a new connection to a virtual service goes to one of its real servers (LOCAL_IN after filter
+        INPUT, LOCAL_OUT after nat OUTPUT; ip_vs_core.c). Returns (balanced states, the others)."""
+        if self.ipvs is None:
+            return [], states
+        from kptrace.tracer.ipvs import choose
+
+        out, rest = [], []
+        for st in states:
+            proto = {6: "TCP", 17: "UDP", 132: "SCTP"}.get(st.proto_num, "TCP")
+            vs = self.ipvs.by_fwmark(st.mark, self.family) if st.mark else None
+            vs = vs or self.ipvs.virtual(proto, format_addr(self.family, st.dst), st.dport)
+            if vs is None:
+                rest.append(st)
+                continue
+            src_text = format_addr(self.family, st.src)
+            choices = choose(vs, src_text, st.sport)
+            loc = vs.location
+            if not choices:
+                st.path.append(_new(Step, (hook, "ipvs", vs.endpoint, None, vs.text or vs.endpoint, loc.source, loc.line, None,
+                                           "virtual service with no real server taking connections", False)))
+                st.verdict, st.reason = "REJECT", f"IPVS: {vs.endpoint} has no real servers (weight > 0): connections fail"
+                finals.append(st)
+                continue
+            for c in choices:
+                n = st.copy() if len(choices) > 1 else st
+                num, den = n.prob
+                n.prob = (num * c.probability.numerator, den * c.probability.denominator)
+                rs = c.server
+                if rs.address is not None and rs.port is not None:
+                    n.dst, n.dport = parse_addr(rs.address)[1], rs.port
+                    n.dnat = format_endpoint(self.family, n.dst, n.dport)
+                persist = f", persistent {vs.persistent} s" if vs.persistent else ""
+                note = f"{vs.scheduler or '?'} -> {rs.endpoint} weight {rs.weight}{persist}: {c.note}"
+                n.path.append(_new(Step, (hook, "ipvs", vs.endpoint, vs.real_servers.index(rs) + 1, rs.text or rs.endpoint, rs.location.source,
+                                          rs.location.line, c.probability if len(choices) > 1 else None, note, False)))
+                if c.approximate:
+                    n.assumptions.append(f"IPVS {vs.endpoint}: {c.note}")
+                if rs.forward not in (None, "Masq"):
+                    n.assumptions.append(f"IPVS {vs.endpoint} forwards to {rs.endpoint} by {rs.forward}, not NAT: "
+                                         "the destination address is not rewritten on the wire")
+                out.append(n)
+        return out, rest
 
     def egress_address(self, dst: int) -> tuple[str, str] | None:
         """The address MASQUERADE gives a packet to ``dst``: that of the interface the node's routes send it
@@ -353,14 +419,22 @@ class Tracer:
         for s in forward:
             s.oif = self._out_iface
         if local:
-            self._settle(self._hook(local, "INPUT", ("mangle", "filter", "security", "nat")), finals,
-                         "delivered to a local socket (INPUT)")
+            local = self._settle(self._hook(local, "INPUT", ("mangle", "filter", "security")), finals)
+            balanced, local = self._ipvs(local, "INPUT", finals)
+            if balanced:
+                self._settle(self._hook(balanced, "POSTROUTING", ("mangle", "nat")), finals, "sent by IPVS to a real server")
+            self._settle(self._hook(local, "INPUT", ("nat",)), finals, "delivered to a local socket (INPUT)")
         if forward:
             forward = self._settle(self._hook(forward, "FORWARD", ("mangle", "filter", "security")), finals)
             self._settle(self._hook(forward, "POSTROUTING", ("mangle", "nat")), finals, "forwarded out of the node")
 
     def _after_output(self, states: list[_St], finals: list[_St]) -> None:
         states = self._settle(states, finals)
+        balanced, states = self._ipvs(states, "OUTPUT", finals)
+        for s in balanced:
+            s.oif = self._out_iface
+        if balanced:
+            self._settle(self._hook(balanced, "POSTROUTING", ("mangle", "nat")), finals, "sent by IPVS to a real server")
         local, remote = [], []
         for s in states:
             if self._route_local(s):
