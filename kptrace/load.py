@@ -103,8 +103,8 @@ def _load_texts(sources: Iterable[SourceText], *, node_ips: Iterable[str], lenie
                     f"IPv{fam}: no iptables rules given: only IPVS is traced; what iptables does around it (marks, "
                     f"masquerade, filters) is not checked"])
     for rs in rulesets.values():
-        if not rs.tables:
-            continue
+        if not rs.tables and ipvs is not None and rs.sources == [ipvs.source]:
+            continue  # IPVS only: no iptables input, said above
         rs.notes.extend(add_standard_jumps(rs, chain_from_lines))
         if "nat" not in rs.tables:
             rs.notes.append(f"IPv{rs.family}: the input has no nat table: no Service rewrites can be traced")

@@ -247,6 +247,19 @@ def render_inventory(console: Console, inv: dict) -> None:
                       + (f", {fam['no_endpoint_rejects']} REJECT rules for Services without endpoints" if fam["no_endpoint_rejects"] else ""))
         if names:
             console.print(f"  named in comments: {shown}")
+    ipvs = inv.get("ipvs")
+    if ipvs:
+        console.print(f"[bold]IPVS[/] from {escape(ipvs['source'])} ({ipvs['variant']}): {ipvs['virtual_services']} virtual services, "
+                      f"{ipvs['real_servers']} real servers ({ipvs['weight_zero']} with weight 0), "
+                      f"{ipvs['without_real_servers']} virtual services without real servers; schedulers "
+                      f"{', '.join(ipvs['schedulers']) or '?'}" + (" [yellow](truncated)[/]" if ipvs["truncated"] else ""), highlight=False)
+    sets = inv.get("ipsets")
+    if sets:
+        console.print(f"[bold]ipsets[/] from {escape(sets['source'])}: {len(sets['sets'])} sets, "
+                      f"{sum(x['members'] for x in sets['sets'].values())} members", highlight=False)
+        for name, x in sets["sets"].items():
+            console.print(f"  {name} ({x['type']}): {x['members']} members" + (" [yellow](truncated)[/]" if x["truncated"] else ""),
+                          highlight=False)
 
 
 def render_verify(console: Console, results) -> None:

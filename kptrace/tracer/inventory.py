@@ -11,6 +11,8 @@ __all__ = ["inventory"]
 def inventory(dp: Dataplane) -> dict:
     families = []
     for fam, rs in sorted(dp.rulesets.items()):
+        if not rs.tables and dp.ipvs is not None:
+            continue  # IPVS input only: shown below
         tables = {name: {"chains": len(t.chains), "rules": sum(len(c) for c in t.chains.values())}
                   for name, t in rs.tables.items()}
         nat = rs.tables.get("nat")
@@ -46,7 +48,17 @@ def inventory(dp: Dataplane) -> dict:
             "no_endpoint_rejects": rejects,
             "layout": _layout(rs),
         })
-    return {"families": families}
+    out: dict = {"families": families, "mode": dp.mode}
+    if dp.ipvs is not None:
+        servers = [rs for _, rs in dp.ipvs.iter_real_servers()]
+        out["ipvs"] = {"source": dp.ipvs.source, "variant": dp.ipvs.variant, "virtual_services": len(dp.ipvs),
+                       "real_servers": len(servers), "weight_zero": sum(1 for r in servers if r.weight == 0),
+                       "without_real_servers": sum(1 for vs in dp.ipvs if not vs.real_servers),
+                       "schedulers": sorted({vs.scheduler for vs in dp.ipvs if vs.scheduler}), "truncated": dp.ipvs.truncated}
+    if dp.ipsets is not None:
+        out["ipsets"] = {"source": dp.ipsets.source, "sets": {s.name: {"type": s.type, "members": len(s.members),
+                                                                       "truncated": s.truncated} for s in dp.ipsets}}
+    return out
 
 
 def _layout(rs) -> str:
