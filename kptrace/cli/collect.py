@@ -1,5 +1,6 @@
 """Capture nodes' data planes into bundles, read-only: iptables-save -c and ip6tables-save -c, ipset,
-ipvsadm and nft when present, the node's addresses and routes, and metadata. Each node goes to
+ipvsadm and nft when present, the node's addresses and routes, and metadata; collected through the
+Kubernetes API, also the cluster's Services, EndpointSlices and Nodes (cluster.json). Each node goes to
 OUTPUT/<node>/, written atomically; every command reads one with --bundle OUTPUT/<node>.
 Sources: --local (this machine) or --ssh [user@]host[:port] (repeatable; ~/.ssh/config honoured)."""
 
@@ -69,6 +70,8 @@ def collect(
                                    progress=lambda r: bar.update(task, advance=1, description=r.name))
     else:
         results = collect_many(targets, output, parallel=parallel)
+    if (nodes or all_nodes) and any(r.error is None for r in results):
+        _add_cluster_state(results, kubeconfig, context)
     out = stdout_console()
     ok = [r for r in results if r.error is None]
     failed = [r for r in results if r.error is not None]
@@ -81,3 +84,22 @@ def collect(
     out.print(f"{len(ok)} of {len(results)} nodes collected into {output}")
     if failed:
         raise typer.Exit(EXIT_PARTIAL if ok else EXIT_ENVIRONMENT)
+
+
+def _add_cluster_state(results, kubeconfig, context) -> None:
+    """Collected through the API: each bundle also gets the cluster's Services, EndpointSlices and Nodes
+    (``cluster.json``), which name the Services IPVS mode leaves nameless and let drift run offline."""
+    import json
+
+    from kptrace.errors import KptraceError
+    from kptrace.sources.kube import fetch_cluster_state
+
+    try:
+        text = json.dumps(fetch_cluster_state(kubeconfig, context))
+    except KptraceError as e:
+        stderr_console().print(f"note: the cluster state was not saved with the bundles: {e.message}", highlight=False, markup=False)
+        return
+    for r in results:
+        if r.error is None and r.path:
+            with open(os.path.join(r.path, "cluster.json"), "w") as f:
+                f.write(text)

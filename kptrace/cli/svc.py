@@ -47,17 +47,28 @@ def svc(
     dp = load_input(dumps, bundle, local, node_ips, lenient=lenient, max_size=max_size, ssh=ssh, ssh_config=ssh_config,
                     node=node, kubeconfig=kubeconfig, context=context, ipvs=ipvs, ipset=ipset)
     warn_diagnostics(dp.diagnostics)
-    views = service_views(dp, query)
-    drift = None
-    if cluster_state and not node_name:
+    drift = state = None
+    if cluster_state and not node_name and dp.ipvs is None:
         raise typer.BadParameter("--cluster-state needs --node-name: which node's view of the Service to expect", param_hint="--node-name")
-    if node_name:
-        from kptrace.checks.drift import check_node
-        from kptrace.checks.selection import profile_for_version
+    if node_name or cluster_state:
         from kptrace.cli.drift import expected_state
 
         state = expected_state(cluster_state, kubeconfig, context, max_size)
-        drift = check_node(dp, state, node_name, profile=profile_for_version(kube_proxy_version), only={v.hash for v in views})
+    if dp.ipvs is not None:
+        from kptrace.tracer.services_ipvs import ipvs_service_views
+
+        node_for = node_name
+        if state is None and bundle:
+            state, node_for = _bundle_cluster_state(bundle)
+        views = ipvs_service_views(dp, query, state, node_for)
+    else:
+        views = service_views(dp, query)
+    if node_name and state is not None:
+        from kptrace.checks.drift import check_node
+        from kptrace.checks.selection import profile_for_version
+
+        drift = check_node(dp, state, node_name, profile=profile_for_version(kube_proxy_version),
+                           only={v.hash for v in views if v.hash})
     if output is OutputFormat.json:
         from kptrace.render.json_out import dumps as to_json, service_json
 
@@ -72,3 +83,23 @@ def svc(
             console.print(f"[dim]note: {n}[/]")
     if strict and (any(v.warnings for v in views) or (drift is not None and drift.findings)):
         raise typer.Exit(EXIT_FINDINGS)
+
+
+def _bundle_cluster_state(bundle: str):
+    """The cluster.json a bundle collected through the Kubernetes API carries (names for IPVS mode), and its node."""
+    import json
+    import os
+
+    path = os.path.join(bundle, "cluster.json")
+    if not os.path.isfile(path):
+        return None, None
+    from kptrace.parsers.cluster_state import parse_cluster_state
+
+    with open(path) as f:
+        state = parse_cluster_state(f.read(), path)
+    try:
+        with open(os.path.join(bundle, "meta.json")) as f:
+            node = json.load(f).get("node")
+    except (OSError, ValueError):
+        node = None
+    return state, node
