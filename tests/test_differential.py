@@ -84,5 +84,8 @@ def test_every_fixture_dump_is_in_the_differential_suite():
     dumps = {str(p.relative_to(FIXTURES)) for p in FIXTURES.glob("*/*") if p.suffix in (".rules", ".rules6", ".iptables-save")
              and ".counters." not in p.name}
     partial = {d for d in dumps if "SyncProxyRulesRepeated" in d}
+    # IPVS mode's rules send traffic into IPVS and use -m ipvs, neither of which this kernel has: the IPVS
+    # fixtures are checked by their flow cases (tests/cases/flows/ipvs-node1.toml), not replayed.
+    partial |= {d for d in dumps if d.startswith("ipvs/")}
     # The partial syncs are alike; two of them stand for the rest.
     assert dumps - partial <= covered, sorted(dumps - partial - covered)

@@ -139,3 +139,25 @@ def test_source_hashing_to_a_weight_zero_server_finds_none_unless_fallback():
     assert none and len(none) < len(sources)  # some sources hash to the drained server's bucket
     fallback = _vs("sh", vs.real_servers, flags=("sh-fallback",))
     assert all(choose(fallback, s, 1)[0].server.address == "10.0.0.1" for s in sources)
+
+
+BUNDLE = "fixtures/ipvs/bundle-node1"
+
+
+def test_the_issues_three_commands_on_the_bundled_ipvs_node(run):
+    # packet through iptables (marks, ipsets), IPVS and POSTROUTING
+    code, out, _ = run("packet", "--dump", "fixtures/ipvs/node1.rules", "--ipvs", IPVS, "--ipset", IPSET, "--dst", "10.96.0.10:53",
+                       "--proto", "udp", "--from", "node", "-o", "json")
+    outcomes = json.loads(out)["outcomes"]
+    assert sorted((o["dnat"], o["probability_exact"], o["masquerade"]) for o in outcomes) == [
+        ("10.244.1.2:53", "1/2", True), ("10.244.2.3:53", "1/2", True)]
+    # svc by name from a bundle (its cluster.json names the virtual services)
+    code, out, _ = run("svc", "kube-system/kube-dns", "--bundle", BUNDLE, "-o", "json")
+    assert code == 0 and len(json.loads(out)["services"]) == 3
+    # drift: in sync as the kube-proxy that left eTP Local virtual services empty; current ones fall back
+    code, out, _ = run("drift", "--bundle", BUNDLE, "--cluster-state", STATE, "--kube-proxy-version", "1.20", "-o", "json")
+    assert code == 0 and json.loads(out)["findings"] == []
+    code, out, _ = run("drift", "--bundle", BUNDLE, "--cluster-state", STATE, "-o", "json")
+    assert code == 1
+    assert {(f["kind"], f["endpoint"]) for f in json.loads(out)["findings"]} == {
+        ("missing-endpoint", "10.244.2.11:80"), ("missing-endpoint", "10.244.2.12:80")}

@@ -128,7 +128,9 @@ def _check_ipvs(report: NodeReport, dp: Dataplane, state: ClusterState, node: st
     from kptrace.checks.drift_ipvs import check_family_ipvs
 
     n = state.node(node)
-    node_ips = tuple(dp.node_ips) or (n.ips if n is not None else ())
+    # the Node's own addresses; a bundle's also hold kube-ipvs0's virtual-service addresses, which are not the node's
+    vips = {vs.address for vs in dp.ipvs if vs.address}
+    node_ips = (n.ips if n is not None and n.ips else ()) or tuple(a for a in dp.node_ips if a not in vips)
     if not node_ips:
         report.notes.append("the node's addresses are unknown (give --node-ip, or a Node in the cluster state): NodePort "
                             "virtual services are not checked")

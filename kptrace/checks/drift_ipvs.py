@@ -5,7 +5,8 @@ weight 1, and the ipset entries its iptables rules match on) against the node's 
 
 Endpoint choice is the shared :mod:`kptrace.checks.selection`: the cluster-IP service gets the
 cluster-policy endpoints (local ones with internalTrafficPolicy Local), the external ones (NodePort,
-external IP, LB IP) the local endpoints with externalTrafficPolicy Local, else the cluster ones. A real
+external IP, LB IP) the local endpoints with externalTrafficPolicy Local, else the cluster ones; with
+no local endpoint, the cluster ones (kube-proxy ~1.21+; ``--kube-proxy-version 1.20`` expects none). A real
 server kube-proxy removed stays with weight 0 while its connections drain: not drift; an endpoint the
 API says is ready with weight 0 is (``zero-weight-endpoint``).
 """
@@ -36,7 +37,11 @@ def check_family_ipvs(fam: int, expected: list[ExpectedPort], ipvs, ipsets, node
         proto = e.protocol.upper()
         found = []  # (entry text, kind, vs, expected endpoints)
         want_internal = e.selection.local if e.policy.internal_local else e.selection.cluster
-        want_external = e.selection.local if (e.policy.external_local and e.policy.externally_accessible) else e.selection.cluster
+        want_external = e.selection.cluster
+        if e.policy.external_local and e.policy.externally_accessible:
+            want_external = e.selection.local
+            if not want_external and e.profile.ipvs_local_fallback:
+                want_external = e.selection.cluster  # no local endpoint: the IPVS proxier falls back to the cluster ones
         entries = [("ClusterIP", e.cluster_ip, e.port.port, want_internal)]
         entries += [("ExternalIP", ip, e.port.port, want_external) for ip in e.external_ips]
         entries += [("LoadBalancerIP", ip, e.port.port, want_external) for ip in e.lb_ips]
@@ -117,7 +122,7 @@ def _check_ipsets(e: ExpectedPort, ipsets, prefix: str, node_ips, add_finding, n
         if e.source_ranges:
             want.append((prefix + "LOAD-BALANCER-FW", f"{ip},{proto}:{e.port.port}"))
             want.extend((prefix + "LOAD-BALANCER-SOURCE-CIDR", f"{ip},{proto}:{e.port.port},{r}") for r in e.source_ranges)
-    if e.node_port:
+    if e.node_port and node_ips:  # no node address of this family: no NodePort virtual service, nothing to compare
         if proto == "sctp":
             want.extend((prefix + ("NODE-PORT-LOCAL-SCTP-HASH" if local_ext else "NODE-PORT-SCTP-HASH"), f"{ip},{proto}:{e.node_port}")
                         for ip in node_ips)
@@ -125,7 +130,7 @@ def _check_ipsets(e: ExpectedPort, ipsets, prefix: str, node_ips, add_finding, n
             want.append((prefix + f"NODE-PORT-{proto.upper()}", str(e.node_port)))
             if local_ext:
                 want.append((prefix + f"NODE-PORT-LOCAL-{proto.upper()}", str(e.node_port)))
-    if e.health_check_node_port:
+    if e.health_check_node_port and node_ips:
         want.append((prefix + "HEALTH-CHECK-NODE-PORT", str(e.health_check_node_port)))
     for ep in e.selection.all_reachable:
         if ep.local:

@@ -86,6 +86,9 @@ class Profile:
     external_drop_rules: bool = True
     #: An ACCEPT in filter KUBE-NODEPORTS for health-check node ports (~1.21+).
     health_check_accept: bool = True
+    #: IPVS mode, eTP Local with no local endpoint: the external virtual services fall back to the cluster
+    #: endpoints (~1.21+, kubernetes#97081); before, they were left without real servers.
+    ipvs_local_fallback: bool = True
     version: str = "current"
 
 
@@ -110,7 +113,8 @@ def profile_for_version(version: str | None) -> Profile:
     m = (major, minor)
     return Profile(node_hints=m >= (1, 34), topology_needs_annotation=m < (1, 30),
                    cluster_terminating_fallback=m >= (1, 26), local_terminating_fallback=m >= (1, 26),
-                   lb_ip_mode=m >= (1, 30), external_drop_rules=m >= (1, 25), health_check_accept=m >= (1, 21), version=version)
+                   lb_ip_mode=m >= (1, 30), external_drop_rules=m >= (1, 25), health_check_accept=m >= (1, 21),
+                   ipvs_local_fallback=m >= (1, 21), version=version)
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,7 +90,8 @@ def _view(dp: Dataplane, spn: str | None, proto: str, virtuals, e) -> ServiceVie
                                   if vs.persistent else ""), str(vs.location), vs.text.strip()))
         if not vs.schedulable:
             warnings.append(f"{kind} {vs.endpoint}: the virtual service has no real server taking connections: they fail"
-                            + (" (externalTrafficPolicy Local and no endpoint on this node)" if e is not None and e.policy.external_local else ""))
+                            + (" (externalTrafficPolicy Local and no endpoint on this node: kube-proxy before ~1.21 left it empty; "
+                               "current ones fall back to the cluster endpoints)" if e is not None and e.policy.external_local else ""))
         for rs in vs.real_servers:
             if rs.weight == 0:
                 warnings.append(f"{kind} {vs.endpoint}: real server {rs.endpoint} has weight 0 (draining: no new connections)")
