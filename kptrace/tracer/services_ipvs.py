@@ -77,7 +77,7 @@ def _virtuals_of(dp: Dataplane, e) -> list[tuple[str, object]]:
         if vs is not None:
             out.append((kind, vs))
     if e.node_port:
-        out.extend(("NodePort", vs) for vs in ipvs if vs.protocol == proto and vs.port == e.node_port)
+        out.extend(("NodePort", vs) for vs in ipvs if vs.protocol == proto and vs.port == e.node_port and (vs.family or 4) == e.family)
     return out
 
 
