@@ -36,6 +36,8 @@ def svc(
                                       "services,endpointslices,nodes -A -o json`); needs --node-name.", show_default=False),
     kube_proxy_version: str = typer.Option(None, "--kube-proxy-version", help="With --node-name: an older kube-proxy's endpoint "
                                            "selection (MAJOR.MINOR).", show_default=False),
+    since: list[str] = typer.Option([], "--since", help="An earlier `iptables-save -c` of the same node (repeatable for IPv6): "
+                                    "observed shares from the counters' growth since then.", show_default=False),
     paths: bool = typer.Option(False, "--paths", help="Also show the rule path of every outcome."),
     strict: bool = typer.Option(False, "--strict", help=f"Exit {EXIT_FINDINGS} when there are warnings."),
     lenient: bool = LenientOpt,
@@ -69,19 +71,34 @@ def svc(
 
         drift = check_node(dp, state, node_name, profile=profile_for_version(kube_proxy_version),
                            only={v.hash for v in views if v.hash})
+    from kptrace.checks.counters import observed_shares
+
+    before = None
+    if since:
+        from kptrace.load import load_dumps
+        from kptrace.cli.common import parse_size
+
+        before = load_dumps(since, lenient=lenient, max_bytes=parse_size(max_size))
+    counters = {id(v): observed_shares(dp, v, before) for v in views} if dp.ipvs is None else {}
+    if since and not any(counters.values()):
+        from kptrace.errors import InputError
+
+        raise InputError("--since: the input has no packet counters to compare",
+                         hint="take both snapshots with `iptables-save -c` (or `iptables -L -n -v -x`)")
     if output is OutputFormat.json:
         from kptrace.render.json_out import dumps as to_json, service_json
 
-        typer.echo(to_json(service_json(views, dp.notes, drift=drift)))
+        typer.echo(to_json(service_json(views, dp.notes, drift=drift, counters=counters)))
     else:
         from kptrace.render.text import render_service
 
         console = stdout_console()
         for v in views:
-            render_service(console, v, show_paths=paths, drift=drift)
+            render_service(console, v, show_paths=paths, drift=drift, counters=counters.get(id(v)))
         for n in dp.notes:
             console.print(f"[dim]note: {n}[/]")
-    if strict and (any(v.warnings for v in views) or (drift is not None and drift.findings)):
+    if strict and (any(v.warnings for v in views) or (drift is not None and drift.findings)
+                   or any(c is not None and c.skewed for c in counters.values())):
         raise typer.Exit(EXIT_FINDINGS)
 
 

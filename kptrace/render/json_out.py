@@ -75,8 +75,17 @@ def _frac(p: Fraction | None) -> float | None:
     return float(p) if p is not None else None
 
 
-def service_json(views: list[ServiceView], notes: list[str] = (), *, drift=None) -> dict[str, Any]:
+def service_json(views: list[ServiceView], notes: list[str] = (), *, drift=None, counters=None) -> dict[str, Any]:
     out = _service_json(views, notes)
+    for v, d in zip(views, out["services"]):
+        c = (counters or {}).get(id(v))
+        if c is not None:
+            d["counters"] = {
+                "total": c.total, "since": c.since, "p_value": c.p_value, "skewed": c.skewed, "verdict": c.verdict,
+                "notes": list(c.notes),
+                "endpoints": [{"address": e.address, "chain": e.chain, "connections": e.connections, "observed": e.observed,
+                               "predicted": float(e.predicted) if e.predicted is not None else None, "rule": e.location}
+                              for e in c.endpoints]}
     if drift is not None:
         from kptrace.render.drift import _finding
 

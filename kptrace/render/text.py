@@ -121,7 +121,7 @@ def _hostport(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
-def render_service(console: Console, v: ServiceView, *, show_paths: bool = False, drift=None) -> None:
+def render_service(console: Console, v: ServiceView, *, show_paths: bool = False, drift=None, counters=None) -> None:
     """``drift``: a :class:`kptrace.checks.drift.NodeReport` for the view's Service ports (svc --node-name)."""
     head = Text()
     head.append(v.name, style="bold")
@@ -152,10 +152,17 @@ def render_service(console: Console, v: ServiceView, *, show_paths: bool = False
         cols = ["endpoint", "share (pod → ClusterIP)", "chain", "local"]
         if drift is not None:
             cols.append(f"expected (API, as {drift.node})")
+        by_addr = {c.address: c for c in counters.endpoints} if counters is not None else {}
+        if counters is not None:
+            cols.insert(2, "observed" + (" (since)" if counters.since else " (counters)"))
         for col in cols:
             eps.add_column(col)
         for e in v.endpoints:
             row = [Text(e.address), share_text(e.probability), e.chain, "yes" if e.local else ""]
+            if counters is not None:
+                c = by_addr.get(e.address)
+                row.insert(2, "?" if c is None or c.connections is None else
+                           f"{c.connections} ({c.observed:.1%})" if c.observed is not None else str(c.connections))
             if drift is not None:
                 row.append(Text("✓ expected", style="green") if e.address in expected else
                            Text("✗ not expected" if port is not None and port.expected is not None else "✗ Service not in the API",
@@ -192,6 +199,12 @@ def render_service(console: Console, v: ServiceView, *, show_paths: bool = False
             where = _hostport(et.entry.address, et.entry.port) if et.entry.address else f"<node>:{et.entry.port}"
             console.rule(escape(f"{et.entry.kind} {where} from {et.label}"))
             render_trace(console, et.trace)
+    if counters is not None:
+        style = "bold red" if counters.skewed else "green" if counters.p_value is not None else "yellow"
+        console.print(f"[{style}]Observed vs predicted[/] ({'counter growth since ' + escape(counters.since) if counters.since else 'DNAT rule packet counters'}): "
+                      f"{escape(counters.verdict)}", highlight=False)
+        for n in counters.notes:
+            console.print(f"  [dim]{escape(n)}[/]", highlight=False)
     if drift is not None:
         found = [f for f in drift.findings if f.hash == v.hash and f.family == v.family]
         if not found:
