@@ -70,10 +70,20 @@ def _load_texts(sources: Iterable[SourceText], *, node_ips: Iterable[str], lenie
                                  hint="give one `ipset save` (or `ipset list`) output per node")
             ipsets = parse_ipset(src.text, src.name, lenient=lenient)
             continue
+        if fmt is None and src.text.strip():
+            from kptrace.errors import ParseError
+            from kptrace.parsers.detect import cannot_tell
+
+            raise ParseError([cannot_tell(src.text, src.name)])
+        if fmt == "iptables-list":  # what people paste: iptables -L / -S, into the same model
+            from kptrace.parsers.iptables_list import parse_iptables_list
+
+            results.append(parse_iptables_list(src.text, src.name, lenient=lenient))
+            continue
         if fmt not in (None, "iptables-save"):
             raise InputError(f"{src.name}: this is {FORMATS[fmt]}, which kptrace does not read here",
-                             hint="kptrace reads iptables-save / ip6tables-save output, `ipvsadm -Ln` / `ipvsadm-save -n` "
-                                  "listings and `ipset save` / `ipset list` output")
+                             hint="kptrace reads iptables-save / ip6tables-save output, `iptables -L` / `-S` listings, "
+                                  "`ipvsadm -Ln` / `ipvsadm-save -n` listings and `ipset save` / `ipset list` output")
         results.append(parse_iptables_save(src, lenient=lenient))
     rulesets = {}
     for res in results:

@@ -2,7 +2,9 @@
 
 :func:`detect_format` names the format family (``FORMATS``); :func:`detect_variant` also says which
 output of the tool it is (``VARIANTS``: ``ipvsadm-list`` or ``ipvsadm-save``, ``ipset-save`` or
-``ipset-list``), and :func:`find_variant` where in the text it saw it.
+``ipset-list``, ``iptables-list`` (``iptables -L``) or ``iptables-rules`` (``iptables -S``)), and
+:func:`find_variant` where in the text it saw it. :func:`cannot_tell` is the error for an input that is
+none of them.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import re
 
 from kptrace.errors import Diagnostic
 
-__all__ = ["FORMATS", "VARIANTS", "detect_format", "detect_variant", "find_variant", "wrong_format"]
+__all__ = ["FORMATS", "VARIANTS", "cannot_tell", "detect_format", "detect_variant", "find_variant", "wrong_format"]
 
 FORMATS = {
     "iptables-save": "iptables-save / ip6tables-save output, or kube-proxy's iptables-restore input",
@@ -27,6 +29,7 @@ FORMATS = {
 VARIANTS = {
     "iptables-save": ("iptables-save", FORMATS["iptables-save"]),
     "iptables-list": ("iptables-list", FORMATS["iptables-list"]),
+    "iptables-rules": ("iptables-list", "`iptables -S` output"),
     "ipvsadm-list": ("ipvsadm", "an `ipvsadm -L` listing"),
     "ipvsadm-save": ("ipvsadm", "`ipvsadm-save` output"),
     "ipset-save": ("ipset", "`ipset save` output"),
@@ -40,6 +43,9 @@ VARIANTS = {
 # (ipvsadm-save) from reading as an iptables rule.
 _PROTO_LINE = r"(?:(?:TCP|UDP|SCTP) +\S+|FWM +\d+(?: IPv6)?) +(?:[a-z]\w*|\d+[KMGT]?)\b"
 _RULES = (
+    # `iptables -S`: -P lines for built-in chains, -N lines for the others, no *table header; a tie with
+    # iptables-save (both read "-N X") goes to it, listed first.
+    ("iptables-rules", re.compile(r"^(-P (PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING) (ACCEPT|DROP)( -c \d+ \d+)?|-N [^\s-]\S*)\s*$", re.M)),
     ("iptables-save", re.compile(r"^(\*(raw|mangle|nat|filter|security)\s*$|:[A-Za-z0-9_.-]+ (ACCEPT|DROP|-) \[\d+:\d+\]|(\[\d+:\d+\] )?-[AIXNF] [^\s-]\S*)", re.M)),
     ("iptables-list", re.compile(r"^Chain \S+ \((policy \w+|\d+ references)", re.M)),
     ("ipvsadm-list", re.compile(rf"^(IP Virtual Server version|Prot LocalAddress:Port|(?:{_PROTO_LINE}).*\n\s*-> )", re.M)),
@@ -75,6 +81,10 @@ def detect_variant(text: str) -> str | None:
     'ipset-save'
     >>> detect_variant("Name: KUBE-CLUSTER-IP\\nType: hash:ip,port\\n")
     'ipset-list'
+    >>> detect_variant("-P INPUT ACCEPT\\n-N KUBE-FIREWALL\\n-A INPUT -j KUBE-FIREWALL\\n")
+    'iptables-rules'
+    >>> detect_variant("*filter\\n-N KUBE-FIREWALL\\n-A INPUT -j KUBE-FIREWALL\\nCOMMIT\\n")
+    'iptables-save'
     """
     found = find_variant(text)
     return found[0] if found else None
@@ -108,3 +118,20 @@ def wrong_format(text: str, source: str, found: tuple[str, int], expected: str, 
     line = text[offset:end if end >= 0 else len(text)]
     first = line.split()[0] if line.split() else ""
     return Diagnostic("error", f"this is {VARIANTS[variant][1]}, not {expected}", source, line_no, 1, line, len(first) or 1, hint)
+
+
+def cannot_tell(text: str, source: str) -> Diagnostic:
+    """The error for an input :func:`find_variant` cannot name, at its first line that is not blank or
+    a ``#`` comment, with what kptrace reads.
+
+    >>> d = cannot_tell("\\nhello, this is a shell transcript\\n", "x.txt")
+    >>> d.location, d.message
+    ('x.txt:2:1', 'cannot tell what this input is: it is none of the formats kptrace reads')
+    """
+    lines = text.split("\n")
+    line_no, line = next(((i + 1, l) for i, l in enumerate(lines) if l.strip() and not l.lstrip().startswith("#")), (1, lines[0]))
+    first = line.split()[0] if line.split() else ""
+    return Diagnostic("error", "cannot tell what this input is: it is none of the formats kptrace reads", source, line_no,
+                      1 if first else 0, line, len(first) or 1,
+                      "kptrace reads iptables-save / ip6tables-save output (*nat, :CHAIN, -A ...), iptables -L listings "
+                      "(Chain NAME (...)), iptables -S output (-P, -N, -A), ipvsadm, ipset and nft output")

@@ -141,7 +141,10 @@ def render_service(console: Console, v: ServiceView, *, show_paths: bool = False
         addr = _hostport(e.address, e.port) if e.address else f"<node>:{e.port}"
         style = "red" if e.via in ("REJECT", "DROP") else ""
         entries.add_row(e.kind, Text(addr), Text(e.via, style=style), Text(e.location, style="dim"))
-    console.print(entries)
+    if v.entry_points:
+        console.print(entries)
+    else:
+        console.print("[bold]Entry points[/] none in this input (no KUBE-SERVICES / KUBE-NODEPORTS rule leads here)")
 
     port = next((p for p in drift.ports if p.hash == v.hash and p.family == v.family), None) if drift is not None else None
     expected: set[str] = set()
@@ -193,7 +196,8 @@ def render_service(console: Console, v: ServiceView, *, show_paths: bool = False
             flows.add_row(entry if first else "", et.label if first else "", share_text(o.probability), outcome, Text(masq))
             first = False
         flows.add_section()
-    console.print(flows)
+    if v.traces:
+        console.print(flows)
     if show_paths:
         for et in v.traces:
             where = _hostport(et.entry.address, et.entry.port) if et.entry.address else f"<node>:{et.entry.port}"

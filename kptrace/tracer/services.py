@@ -103,6 +103,17 @@ def _comment_spns(rs: Ruleset, ns_name: str) -> set[str]:
                 spn = _spn_from_comment(_rule_at(chain, i).comment)
                 if spn and (spn == ns_name or spn.startswith(ns_name + ":")):
                     found.add(spn)
+    if not found:
+        # A partial input (one pasted chain): the Service's own chains' comments name it.
+        nat = rs.tables.get("nat")
+        for name, chain in (nat.chains.items() if nat is not None else ()):
+            if not name.startswith(SERVICE_CHAIN_PREFIXES):
+                continue
+            for i, raw in enumerate(chain.raw):
+                if ns_name in raw.text and any(n in raw.text for n in needles):
+                    spn = _spn_from_comment(_rule_at(chain, i).comment)
+                    if spn and (spn == ns_name or spn.startswith(ns_name + ":")):
+                        found.add(spn)
     return found
 
 
@@ -316,12 +327,14 @@ def _endpoints_of(rs: Ruleset, chain_name: str) -> list[tuple[str, str]]:
         if any(sep == r.target.name for sep, _ in out):
             continue
         sep = rs.chain("nat", r.target.name)
-        dest = "?"
+        dest = f"? ({r.target.name})"
         if sep is not None:
             for sr in sep.rules:
                 if sr.target is not None and sr.target.name == "DNAT":
                     o = sr.target.get("--to-destination")
-                    dest = o.value if o else "?"
+                    dest = o.value if o else dest
+        elif " -> " in (r.comment or ""):  # the endpoint chain is not in the input: kube-proxy's comment names it
+            dest = r.comment.rsplit(" -> ", 1)[1].strip()
         out.append((r.target.name, dest))
     return out
 
@@ -478,6 +491,20 @@ def _view(dp: Dataplane, k: _Key, origins: tuple[Origin, ...] | None) -> Service
         if len(ps) > 1 and (max(ps) - min(ps)) / max(ps) > Fraction(1, 100):
             detail = ", ".join(f"{d} {float(p):.1%}" for d, p in sorted(shares.items(), key=lambda x: -x[1]))
             warnings.append(f"unequal shares from a pod to {ref.entry.address}:{ref.entry.port}: {detail} (kube-proxy programs 1/n each)")
+    if ref is None and listed and not any(e.kind == "ClusterIP" for e in entries):
+        # Only the Service's chain is in the input (a pasted listing): the shares its own rules give.
+        shares = _chain_shares(rs, svc_chain)
+        if shares:
+            ref = True
+            notes.append(f"the input has {svc_chain} but no rule that leads to it (KUBE-SERVICES is not in it): the shares "
+                         f"are the chain's own")
+        missing = [sep for sep, d in listed if rs.chain("nat", sep) is None]
+        if missing:
+            named = all(not d.startswith("?") for _, d in listed)
+            notes.append(f"a connection continues in {missing[0]}" + (f" (or {len(missing) - 1} other endpoint chains)" if len(missing) > 1 else "")
+                         + ", which is not in this input: "
+                         + ("the endpoints' addresses come from the rules' comments" if named else
+                            "the endpoints' addresses are not in it (paste those chains too)"))
     local_dests = {d for _, d in local}
     endpoints = tuple(Endpoint(d, sep, shares.get(d) if ref is not None else None, d in local_dests) for sep, d in listed)
     endpoints += tuple(Endpoint(d, sep, None, True) for sep, d in local if all(d != x for _, x in listed))
@@ -492,6 +519,32 @@ def _view(dp: Dataplane, k: _Key, origins: tuple[Origin, ...] | None) -> Service
         affinity_timeout=_affinity(rs, svc_chain) if rs.chain("nat", svc_chain) else _affinity(rs, svl_chain),
         traces=tuple(traces), warnings=tuple(dict.fromkeys(warnings)), notes=tuple(notes),
     )
+
+
+def _chain_shares(rs: Ruleset, chain_name: str) -> dict[str, Fraction]:
+    """Each endpoint's share of new connections from one SVC/SVL chain's own rules (exact, as the kernel
+    quantises ``--probability``); affinity rules (clients seen before) are left out."""
+    from kptrace.tracer.matchers import kernel_probability
+
+    chain = rs.chain("nat", chain_name)
+    out: dict[str, Fraction] = {}
+    remaining = Fraction(1)
+    listed = dict((sep, d) for sep, d in _endpoints_of(rs, chain_name))
+    for r in chain.rules if chain else ():
+        if r.target is None or not r.target.name.startswith("KUBE-SEP-"):
+            continue
+        rec = r.match("recent")
+        if rec is not None and (rec.get("--rcheck") is not None or rec.get("--update") is not None):
+            continue
+        stat = r.match("statistic")
+        p = Fraction(1)
+        if stat is not None and stat.get("--probability") is not None:
+            p = kernel_probability(stat.get("--probability").value)
+        share = remaining * p
+        remaining -= share
+        dest = listed.get(r.target.name, "?")
+        out[dest] = out.get(dest, Fraction(0)) + share
+    return out
 
 
 def _source_ranges(rs: Ruleset, h: str) -> list[str]:
