@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from fractions import Fraction
 
 import pytest
