@@ -66,3 +66,32 @@ def pytest_sessionfinish(session, exitstatus):
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None and reporter.stats.get("skipped"):
             session.exitstatus = 1
+
+
+@pytest.fixture
+def run(capsys, monkeypatch):
+    """``run(*args, stdin=None) -> (exit code, stdout, stderr)``: the kptrace command as a user runs it, from
+    the repository root, wide and without colour; a traceback anywhere fails the test."""
+    import io
+    import sys
+
+    from kptrace.cli.main import main
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+
+    def _run(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
+        if stdin is not None:
+            monkeypatch.setattr(sys, "stdin", type("S", (), {"buffer": io.BytesIO(stdin.encode())})())
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as e:
+            code = e.code or 0
+        out, err = capsys.readouterr()
+        assert "Traceback" not in out + err
+        return code, out, err
+
+    return _run

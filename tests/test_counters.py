@@ -11,32 +11,20 @@ import subprocess
 import pytest
 
 from kptrace.checks.counters import chi2_sf
-from kptrace.cli.main import main
 
-from conftest import FIXTURES, ROOT, require_netns
+from conftest import FIXTURES, require_netns
 
 SUMMARY_IP = "198.19.40.210"
 
 
-@pytest.fixture
-def run(capsys, monkeypatch):
-    monkeypatch.chdir(ROOT)
-    monkeypatch.setenv("COLUMNS", "200")
 
-    def _run(*args: str) -> tuple[int, dict | str, str]:
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as e:
-            code = e.code or 0
-        out, err = capsys.readouterr()
-        assert "Traceback" not in out + err
-        try:
-            return code, json.loads(out), err
-        except ValueError:
-            return code, out, err
 
-    return _run
+def _run_json(run, *args: str):
+    code, out, err = run(*args)
+    try:
+        return code, json.loads(out), err
+    except ValueError:
+        return code, out, err
 
 
 def _save_counters(ns: str) -> str:
@@ -55,7 +43,7 @@ def test_counts_the_kernel_made_match_the_prediction_and_since_takes_the_differe
         second = tmp_path / "after.rules"
         second.write_text(_save_counters(lab.node))
 
-    code, r, err = run("svc", "yaobank/summary", "--dump", str(first), "--node-ip", "10.240.0.11", "-o", "json")
+    code, r, err = _run_json(run, "svc", "yaobank/summary", "--dump", str(first), "--node-ip", "10.240.0.11", "-o", "json")
     assert code == 0, err
     c = r["services"][0]["counters"]
     assert c["total"] == 400  # every connection the lab opened, counted by the kernel's DNAT rules
@@ -63,7 +51,7 @@ def test_counts_the_kernel_made_match_the_prediction_and_since_takes_the_differe
     assert {e["predicted"] for e in c["endpoints"]} == {0.5}
     assert not c["skewed"] and c["p_value"] > 0.001  # fails by chance once in a thousand runs (alpha)
 
-    code, r, _ = run("svc", "yaobank/summary", "--dump", str(second), "--since", str(first), "--node-ip", "10.240.0.11", "-o", "json")
+    code, r, _ = _run_json(run, "svc", "yaobank/summary", "--dump", str(second), "--since", str(first), "--node-ip", "10.240.0.11", "-o", "json")
     c = r["services"][0]["counters"]
     assert c["total"] == 300 and c["since"] == str(first)
     assert not c["skewed"]
@@ -84,7 +72,7 @@ def test_an_endpoint_that_gets_nothing_is_a_significant_skew(run, tmp_path):
     text = (FIXTURES / "samples" / "yaobank-modern.counters.rules").read_text()
     dump = tmp_path / "starved.rules"
     dump.write_text(_with_counters(text, {"198.19.21.72:8125": 0, "198.19.22.144:8125": 200}))
-    code, r, _ = run("svc", "yaobank/metrics-sink", "--dump", str(dump), "-o", "json", "--strict")
+    code, r, _ = _run_json(run, "svc", "yaobank/metrics-sink", "--dump", str(dump), "-o", "json", "--strict")
     c = r["services"][0]["counters"]
     assert c["skewed"] and "198.19.21.72:8125 got no connection of 200" in c["verdict"]
     assert code == 1  # --strict: a significant skew fails
@@ -94,7 +82,7 @@ def test_a_small_difference_is_chance_not_skew(run, tmp_path):
     text = (FIXTURES / "samples" / "yaobank-modern.counters.rules").read_text()
     dump = tmp_path / "chance.rules"
     dump.write_text(_with_counters(text, {"198.19.21.72:8125": 55, "198.19.22.144:8125": 45}))
-    code, r, _ = run("svc", "yaobank/metrics-sink", "--dump", str(dump), "-o", "json")
+    code, r, _ = _run_json(run, "svc", "yaobank/metrics-sink", "--dump", str(dump), "-o", "json")
     c = r["services"][0]["counters"]
     assert not c["skewed"] and c["p_value"] == pytest.approx(chi2_sf(1.0, 1), rel=1e-6)  # (55-50)²/50 + (45-50)²/50
 
@@ -109,7 +97,7 @@ def test_counter_reset_between_snapshots_is_said(run, tmp_path):
     before, after = tmp_path / "before.rules", tmp_path / "after.rules"
     before.write_text(_with_counters(text, {"198.19.21.72:8125": 500, "198.19.22.144:8125": 500}))
     after.write_text(_with_counters(text, {"198.19.21.72:8125": 30, "198.19.22.144:8125": 520}))
-    code, r, _ = run("svc", "yaobank/metrics-sink", "--dump", str(after), "--since", str(before), "-o", "json")
+    code, r, _ = _run_json(run, "svc", "yaobank/metrics-sink", "--dump", str(after), "--since", str(before), "-o", "json")
     c = r["services"][0]["counters"]
     assert any("went down" in n for n in c["notes"])
     assert [e["connections"] for e in c["endpoints"]] == [30, 20]

@@ -4,12 +4,10 @@ nodes with one unreadable, YAML cluster state, errors with file:line:col, and sv
 from __future__ import annotations
 
 import json
-import sys
 import xml.etree.ElementTree as ET
 
 import pytest
 
-from kptrace.cli.main import main
 from kptrace.sources.bundle import Bundle, write_bundle
 
 from conftest import ROOT
@@ -21,27 +19,6 @@ STALE = "fixtures/drift/yaobank/stale-endpoint.cluster.json"
 AFFINITY = "fixtures/drift/yaobank/affinity-none.cluster.json"
 
 
-@pytest.fixture
-def run(capsys, monkeypatch):
-    monkeypatch.chdir(ROOT)
-    monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.setenv("NO_COLOR", "1")
-
-    def _run(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
-        if stdin is not None:
-            import io
-
-            monkeypatch.setattr(sys, "stdin", type("S", (), {"buffer": io.BytesIO(stdin.encode())})())
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as e:
-            code = e.code or 0
-        out, err = capsys.readouterr()
-        assert "Traceback" not in out + err
-        return code, out, err
-
-    return _run
 
 
 def test_in_sync_node_exits_0_and_says_so(run):

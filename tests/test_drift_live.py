@@ -10,7 +10,6 @@ import subprocess
 
 import pytest
 
-from kptrace.cli.main import main
 
 from conftest import ROOT, require_netns
 from kubeapi_standin import StandIn
@@ -24,23 +23,6 @@ def _objects(path) -> list[dict]:
     return json.loads(path.read_text())["items"]
 
 
-@pytest.fixture
-def run(capsys, monkeypatch):
-    monkeypatch.chdir(ROOT)
-    monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.delenv("KUBECONFIG", raising=False)
-
-    def _run(*args: str) -> tuple[int, str, str]:
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as e:
-            code = e.code or 0
-        out, err = capsys.readouterr()
-        assert "Traceback" not in out + err
-        return code, out, err
-
-    return _run
 
 
 def test_live_api_in_sync(run, tmp_path):

@@ -6,35 +6,16 @@ from __future__ import annotations
 import json
 from fractions import Fraction
 
-import pytest
 
-from kptrace.cli.main import main
 from kptrace.model.ipvs import Location, RealServer, VirtualService
 from kptrace.tracer.ipvs import choose
 
-from conftest import ROOT
 
 IPVS = "fixtures/ipvs/node1.ipvsadm"
 IPSET = "fixtures/ipvs/node1.ipset-save"
 STATE = "fixtures/ipvs/node1.cluster.json"
 
 
-@pytest.fixture
-def run(capsys, monkeypatch):
-    monkeypatch.chdir(ROOT)
-    monkeypatch.setenv("COLUMNS", "200")
-
-    def _run(*args: str) -> tuple[int, str, str]:
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as e:
-            code = e.code or 0
-        out, err = capsys.readouterr()
-        assert "Traceback" not in out + err
-        return code, out, err
-
-    return _run
 
 
 def _outcomes(out: str) -> list[tuple]:

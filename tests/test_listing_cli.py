@@ -6,37 +6,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 
-from kptrace.cli.main import main
 
-from conftest import FIXTURES, ROOT, require_netns
+from conftest import FIXTURES, require_netns
 
 LISTINGS = FIXTURES / "listings"
 
 
-@pytest.fixture
-def run(capsys, monkeypatch):
-    monkeypatch.chdir(ROOT)
-    monkeypatch.setenv("COLUMNS", "200")
-
-    def _run(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
-        if stdin is not None:
-            import io
-
-            monkeypatch.setattr(sys, "stdin", type("S", (), {"buffer": io.BytesIO(stdin.encode())})())
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as e:
-            code = e.code or 0
-        out, err = capsys.readouterr()
-        assert "Traceback" not in out + err
-        return code, out, err
-
-    return _run
 
 
 def _svc(run, *dumps: str, query: str = "yaobank/summary", stdin: str | None = None) -> dict:
