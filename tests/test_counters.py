@@ -101,3 +101,15 @@ def test_counter_reset_between_snapshots_is_said(run, tmp_path):
     c = r["services"][0]["counters"]
     assert any("went down" in n for n in c["notes"])
     assert [e["connections"] for e in c["endpoints"]] == [30, 20]
+
+
+def test_since_given_the_later_snapshot_takes_the_growth_the_other_way(run, tmp_path):
+    # the issue's own example reads "--dump before.rules --since after.rules"
+    text = (FIXTURES / "samples" / "yaobank-modern.counters.rules").read_text()
+    before, after = tmp_path / "before.rules", tmp_path / "after.rules"
+    before.write_text(_with_counters(text, {"198.19.21.72:8125": 100, "198.19.22.144:8125": 100}))
+    after.write_text(_with_counters(text, {"198.19.21.72:8125": 160, "198.19.22.144:8125": 150}))
+    code, r, _ = _run_json(run, "svc", "yaobank/metrics-sink", "--dump", str(before), "--since", str(after), "-o", "json")
+    c = r["services"][0]["counters"]
+    assert [e["connections"] for e in c["endpoints"]] == [60, 50] and c["total"] == 110
+    assert any("later one" in n for n in c["notes"])

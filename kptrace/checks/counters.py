@@ -57,6 +57,13 @@ def observed_shares(dp: Dataplane, view, since: Dataplane | None = None, *, alph
     before = since.ruleset(view.family) if since is not None else None
     rows, notes = [], []
     any_counters = False
+    earlier = since.sources[0] if since is not None and since.sources else None
+    if before is not None and _later(before, rs, view):
+        earlier = rs.sources[0] if rs.sources else earlier
+        # "--dump before.rules --since after.rules": the two the other way round; the difference is the same
+        rs, before = before, rs
+        notes.append("the --since snapshot has the higher counters, so it is the later one: the growth is taken from "
+                     "the --dump snapshot to it")
     for ep in view.endpoints:
         now = _dnat_counter(rs, ep.chain)
         count = now[0] if now else None
@@ -85,8 +92,14 @@ def observed_shares(dp: Dataplane, view, since: Dataplane | None = None, *, alph
         notes.append("externalTrafficPolicy Local: the DNAT counters also count outside traffic, which goes to local "
                      "endpoints only, so the counts are not held against the cluster-wide shares")
     p_value, skewed, verdict = _judge(eps, total, alpha, bool(view.affinity_timeout) or mixed)
-    return CounterReport(eps, total, p_value, skewed, verdict, since=(since.sources[0] if since is not None and since.sources else None),
-                         notes=tuple(notes))
+    return CounterReport(eps, total, p_value, skewed, verdict, since=earlier, notes=tuple(notes))
+
+
+def _later(a, b, view) -> bool:
+    """Whether snapshot ``a`` is later than ``b``: no endpoint counter lower, one higher."""
+    pairs = [(_dnat_counter(a, ep.chain), _dnat_counter(b, ep.chain)) for ep in view.endpoints]
+    pairs = [(x[0], y[0]) for x, y in pairs if x is not None and y is not None]
+    return bool(pairs) and all(x >= y for x, y in pairs) and any(x > y for x, y in pairs)
 
 
 def _had_counters_text(rs, view) -> bool:
