@@ -113,3 +113,19 @@ def test_since_given_the_later_snapshot_takes_the_growth_the_other_way(run, tmp_
     c = r["services"][0]["counters"]
     assert [e["connections"] for e in c["endpoints"]] == [60, 50] and c["total"] == 110
     assert any("later one" in n for n in c["notes"])
+
+
+def test_rounded_counts_of_a_listing_without_x_are_shown_not_judged(run, tmp_path):
+    text = (FIXTURES / "listings" / "yaobank-modern" / "nat.L-n-v.txt").read_text().splitlines()
+    for i, line in enumerate(text):
+        if "DNAT" in line and "to:198.19.22.144:8125" in line:
+            text[i] = line.replace("    0     0 DNAT", " 300K   18M DNAT", 1)
+        if "DNAT" in line and "to:198.19.21.72:8125" in line:
+            text[i] = line.replace("    0     0 DNAT", " 200K   12M DNAT", 1)
+    listing = tmp_path / "nat.txt"
+    listing.write_text("\n".join(text) + "\n")
+    code, r, err = _run_json(run, "svc", "yaobank/metrics-sink", "--dump", str(listing), "-o", "json")
+    assert code == 0, err
+    c = r["services"][0]["counters"]
+    assert [e["connections"] for e in c["endpoints"]] == [200000, 300000]
+    assert not c["skewed"] and any("rounded" in n for n in c["notes"])  # 40/60 would be "significant" if exact

@@ -87,8 +87,14 @@ def observed_shares(dp: Dataplane, view, since: Dataplane | None = None, *, alph
     if view.affinity_timeout:
         notes.append("session affinity pins returning clients to their endpoint: the split of connections is not "
                      "expected to follow the shares (few clients, many connections)")
-    mixed = view.external_policy == "Local" and view.internal_policy != "Local"
-    if mixed:
+    if any("counters are rounded" in n for n in rs.notes + (before.notes if before is not None else [])):
+        notes.append("the counts are rounded (a listing taken without -x): shown, not judged; take it with -x")
+        mixed = True
+    else:
+        mixed = False
+    if view.external_policy == "Local" and view.internal_policy != "Local":
+        mixed = True
+    if view.external_policy == "Local" and view.internal_policy != "Local":
         notes.append("externalTrafficPolicy Local: the DNAT counters also count outside traffic, which goes to local "
                      "endpoints only, so the counts are not held against the cluster-wide shares")
     p_value, skewed, verdict = _judge(eps, total, alpha, bool(view.affinity_timeout) or mixed)
