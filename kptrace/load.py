@@ -6,10 +6,12 @@ import gc
 import os
 from typing import Iterable
 
-from kptrace.errors import InputError
+from kptrace.errors import InputError, ParseError
 from kptrace.model.dataplane import Dataplane
 from kptrace.model.addr import parse_addr
-from kptrace.parsers.detect import FORMATS, detect_format
+from kptrace.parsers.detect import FORMATS, detect_format, formats_read
+from kptrace.parsers.paste import split_dumps
+from kptrace.parsers.rulecheck import check_rules
 from kptrace.parsers.iptables_save import ParseResult, chain_from_lines, parse_all_rules, parse_iptables_save
 from kptrace.sources.files import DEFAULT_MAX_BYTES, SourceText, read_source
 from kptrace.tracer.kubeproxy import add_standard_jumps
@@ -52,7 +54,8 @@ def _load_texts(sources: Iterable[SourceText], *, node_ips: Iterable[str], lenie
             raise InputError(f"--node-ip {a!r} is not an IP address", hint="give each node address as --node-ip 192.168.0.2") from None
     results: list[ParseResult] = []
     ipvs = ipsets = None
-    for src in sources:
+    # Several dumps pasted one after another (`iptables-save; ipvsadm -Ln`): each to its own reader, at its own lines.
+    for src in [SourceText(s.name, part) for s in sources for part in split_dumps(s.text)]:
         fmt = detect_format(src.text)
         if fmt == "ipvsadm":
             from kptrace.parsers.ipvsadm import parse_ipvsadm
@@ -71,7 +74,6 @@ def _load_texts(sources: Iterable[SourceText], *, node_ips: Iterable[str], lenie
             ipsets = parse_ipset(src.text, src.name, lenient=lenient)
             continue
         if fmt is None and src.text.strip():
-            from kptrace.errors import ParseError
             from kptrace.parsers.detect import cannot_tell
 
             raise ParseError([cannot_tell(src.text, src.name)])
@@ -82,8 +84,7 @@ def _load_texts(sources: Iterable[SourceText], *, node_ips: Iterable[str], lenie
             continue
         if fmt not in (None, "iptables-save"):
             raise InputError(f"{src.name}: this is {FORMATS[fmt]}, which kptrace does not read here",
-                             hint="kptrace reads iptables-save / ip6tables-save output, `iptables -L` / `-S` listings, "
-                                  "`ipvsadm -Ln` / `ipvsadm-save -n` listings and `ipset save` / `ipset list` output")
+                             hint=f"kptrace reads {formats_read()}")
         results.append(parse_iptables_save(src, lenient=lenient))
     rulesets = {}
     for res in results:
@@ -116,6 +117,13 @@ def _load_texts(sources: Iterable[SourceText], *, node_ips: Iterable[str], lenie
         if not rs.tables and ipvs is not None and rs.sources == [ipvs.source]:
             continue  # IPVS only: no iptables input, said above
         rs.notes.extend(add_standard_jumps(rs, chain_from_lines))
+        # Every rule is checked (``full`` has parsed them all already: then only the jump graph), so every
+        # command refuses what `kptrace parse` refuses, with the same message.
+        check_rules(rs, values=not full)
+        if not lenient:
+            errors = [d for d in rs.diagnostics if d.severity == "error"]
+            if errors:
+                raise ParseError(errors)
         if "nat" not in rs.tables:
             rs.notes.append(f"IPv{rs.family}: the input has no nat table: no Service rewrites can be traced")
         if "filter" not in rs.tables:

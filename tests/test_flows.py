@@ -69,5 +69,7 @@ def test_flow(path, data, case):
     assert sum(o.probability for o in trace.outcomes) == 1
     if "assumed" in case:
         assert trace.assumed == case["assumed"], explain()
+    if "paths" in case:
+        assert sum(o.path_count for o in trace.outcomes) == case["paths"], explain()
     if "reason" in case:
         assert any(case["reason"] in o.reason for o in trace.outcomes), explain()

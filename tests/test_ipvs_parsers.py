@@ -507,3 +507,31 @@ def test_fixtures_are_what_their_generator_prints():
     spec.loader.exec_module(module)
     for name, text in module.files().items():
         assert (ROOT / "fixtures/ipvs" / name).read_text() == text, name
+
+
+def test_the_pasted_forms_of_issue_12():
+    """The four lines issue 12 found refused, each read now, and what is partial said (fixtures/pasted/ has more)."""
+    header = ("IP Virtual Server version 1.2.1 (size=4096)\nProt LocalAddress:Port Scheduler Flags\n"
+              "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n")
+    for first in ("[root@vm01 ~]# ipvsadm -L -n", "user@kmaster:~$ sudo ipvsadm -ln"):
+        t = parse_ipvsadm(f"{first}\n{header}TCP  10.1.109.187:443 rr\n  -> 10.0.0.1:6443  Masq 1 0 0\n", "p.txt")
+        assert [vs.endpoint for vs in t] == ["10.1.109.187:443"] and not t.truncated
+        assert t.virtual("tcp", "10.1.109.187", 443).location.line == 5
+    t = parse_ipvsadm(f"{header}TCP  10.1.109.187:443 rr\n  -> 10.0.0.1:6443  Masq 1 0 0\n...\n", "p.txt")
+    assert t.truncated and t.notes == ("p.txt: the listing is elided at line 6: real servers of TCP 10.1.109.187:443 "
+                                       "after line 5, and virtual services after it, may be missing",)
+    t = parse_ipvsadm("TCP  10.1.109.187:443 rr\n", "p.txt")
+    assert t.truncated and len(t) == 1 and "no header: read as `ipvsadm -Ln` output" in t.notes[0]
+    # a line that is no paste's and no listing's is still an error, at its place
+    with pytest.raises(ParseError) as caught:
+        parse_ipvsadm(f"$ ipvsadm -Ln\n{header}Hello\n", "p.txt")
+    assert caught.value.diagnostics[0].location == "p.txt:5:1"
+
+
+def test_an_ipset_list_elided_among_its_members_is_partial_not_cut():
+    text = ("$ ipset list KUBE-NODE-PORT-TCP\nName: KUBE-NODE-PORT-TCP\nType: bitmap:port\nRevision: 3\nHeader: range 0-65535\n"
+            "Size in memory: 216\nReferences: 1\nNumber of entries: 3\nMembers:\n30080\n...\n31080\n")
+    sets = parse_ipset(text, "p.txt")  # no "the listing was cut" error: the paste says it left members out
+    s = sets["KUBE-NODE-PORT-TCP"]
+    assert s.truncated and sorted(s.members) == ["30080", "31080"]
+    assert "p.txt: the output is elided at line 11: members of set KUBE-NODE-PORT-TCP may be missing" in sets.notes

@@ -204,3 +204,85 @@ def test_ten_thousand_services_and_a_hundred_thousand_endpoints(tmp_path):
     print(f"\n10,000 Services + 10,000 EndpointSlices ({endpoints:,} endpoints), pages of 500: {elapsed:.2f} s")
     assert len(state["items"]) == 20_001 and endpoints == 100_000
     assert len(api.queries(SERVICES)) == 20 and len(api.queries(SLICES)) == 20
+
+
+# ---------------------------------------------------------------- a cluster state from a file, as pasted (issue 12)
+
+def _state_text(objects: list[dict]) -> str:
+    import json
+
+    return json.dumps({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": objects}, indent=4)
+
+
+def _refused(text: str, source: str = "state.json"):
+    from kptrace.errors import ParseError, format_diagnostic
+    from kptrace.parsers.cluster_state import parse_cluster_state
+
+    with pytest.raises(ParseError) as caught:
+        parse_cluster_state(text, source)
+    d = caught.value.diagnostics[0]
+    rendered = format_diagnostic(d)
+    assert "Error:" not in rendered and "Traceback" not in rendered and "^" in rendered
+    return d
+
+
+@pytest.mark.parametrize("item,change,message,at", [
+    (2, lambda o: o["metadata"].pop("name"), "item 3 (kind Service): metadata.name is missing", '    "metadata": {'),
+    (0, lambda o: o["spec"]["ports"][0].pop("port"), "item 1 (kind Service 'svc-00000'): spec.ports[0].port is missing",
+     '{'),
+    (0, lambda o: o["spec"]["ports"][0].update(port="http"), "spec.ports[0].port is not a number ('http')", '"port": "http"'),
+    (0, lambda o: o.update(spec=["not", "a", "mapping"]), "item 1 (kind Service 'svc-00000'): spec is not a mapping (a list)", '"spec": ['),
+    (3, lambda o: o["endpoints"][0].update(addresses="10.64.0.3"), "endpoints[0].addresses is not a list (a string)", '"addresses": "10.64.0.3"'),
+    (5, lambda o: o["metadata"].pop("name"), "item 6 (kind Node): metadata.name is missing", '"metadata": {'),
+])
+def test_a_malformed_item_is_refused_at_its_place_never_with_a_python_error(item, change, message, at):
+    objects = cluster(services=3, slices=2, nodes=1)
+    change(objects[item])
+    text = _state_text(objects)
+    d = _refused(text)
+    assert message in d.message, d.message
+    assert at.strip() in d.text and d.text == text.split("\n")[d.line - 1] and d.col >= 1
+    # the same in YAML: at the same item
+    import yaml
+
+    d = _refused(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": objects}), "state.yaml")
+    assert message in d.message and d.line >= 1
+
+
+def test_a_cluster_state_pasted_with_its_prompt_in_a_fence_with_crlf():
+    from kptrace.parsers.cluster_state import parse_cluster_state
+
+    text = "```json\r\n$ kubectl get svc,endpointslices,nodes -A -o json\r\n" + _state_text(cluster(2, 2, 1)).replace("\n", "\r\n") + "\r\n```\r\n$ "
+    state = parse_cluster_state(text, "paste.txt")
+    assert (len(state.services), len(state.slices), len(state.nodes)) == (2, 2, 1)
+    # an error in it is still at the pasted file's own line
+    broken = text.replace('"port": 80', '"port": 80,,', 1)
+    d = _refused(broken, "paste.txt")
+    assert d.message.startswith("not valid JSON") and broken.split("\r\n")[d.line - 1].strip().startswith('"port": 80,,')
+
+
+def test_mangled_cluster_states_give_kptrace_errors_only():
+    """Fields dropped, retyped or nulled anywhere in a real state: a state or a KptraceError, nothing else."""
+    import json
+    import random
+
+    from kptrace.errors import KptraceError
+    from kptrace.parsers.cluster_state import parse_cluster_state
+
+    rng = random.Random(12)
+    base = cluster(3, 3, 2)
+    for _ in range(300):
+        objects = json.loads(json.dumps(base))
+        target = rng.choice(objects)
+        for _ in range(rng.randrange(1, 4)):
+            node_, key = target, None
+            while isinstance(node_, (dict, list)) and node_ and rng.random() < 0.7:
+                key = rng.choice(list(node_)) if isinstance(node_, dict) else rng.randrange(len(node_))
+                parent, node_ = node_, node_[key]
+            if key is None:
+                continue
+            parent[key] = rng.choice([None, 7, "x", [], {}, True, [1], {"a": 1}, -1, "10.0.0.1"])
+        try:
+            parse_cluster_state(_state_text(objects), "m.json")
+        except KptraceError as e:
+            assert not any(f"{k}Error" in e.render() for k in ("Key", "Type", "Value", "Attribute", "Index")), e.render()

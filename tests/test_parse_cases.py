@@ -98,3 +98,17 @@ def test_fast_tokenizer_agrees_with_the_full_one(path):
         fast = _fast_tokens(line)
         if fast is not None:
             assert fast == [t for t, _, _ in tokenize(line)], line
+
+
+@pytest.mark.parametrize("path", [p for p in ERRORS if not p.stem.endswith("-strict")], ids=lambda p: p.stem)
+@pytest.mark.parametrize("command", [["packet", "--dst", "10.96.0.50:80"], ["svc", "10.96.0.50:80"]], ids=["packet", "svc"])
+def test_every_command_refuses_what_parse_refuses(path, command, capsys, monkeypatch):
+    """Issue 12: without --lenient, a command given a file that `kptrace parse` refuses (exit 3) exits 3 with the
+    same first error, even when the trace would never reach the broken rule."""
+    extra = _header(path).get("args", "").split()
+    parsed = _run_parse(["parse", *extra, str(path.relative_to(ROOT))], capsys, monkeypatch)
+    assert parsed.startswith("exit 3\n"), parsed  # (the -strict cases are warnings: parse exits 1 only with --strict)
+    first_error = next(line for line in parsed.split("--- stderr\n", 1)[1].splitlines() if "error:" in line)
+    got = _run_parse([command[0], *command[1:], "--dump", str(path.relative_to(ROOT)), *extra], capsys, monkeypatch)
+    assert got.startswith("exit 3\n"), got
+    assert first_error in got, got

@@ -8,10 +8,9 @@ from enum import Enum
 import typer
 from rich.console import Console
 
-from kptrace.errors import InputError
 from kptrace.sources.files import DEFAULT_MAX_BYTES
 
-__all__ = ["OutputFormat", "parse_size", "stderr_console", "stdout_console"]
+__all__ = ["PROTOCOLS", "OutputFormat", "ProtoOpt", "parse_size", "stderr_console", "stdout_console"]
 
 
 class OutputFormat(str, Enum):
@@ -30,16 +29,59 @@ def stdout_console() -> Console:
 
 
 def parse_size(text: str | None) -> int:
+    """``--max-size``: bytes, or a number with K, M or G.
+
+    >>> parse_size("10M"), parse_size("512k"), parse_size(None) == DEFAULT_MAX_BYTES
+    (10485760, 524288, True)
+    """
     if not text:
         return DEFAULT_MAX_BYTES
     units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
     t = text.strip().lower().rstrip("b")
     try:
-        if t and t[-1] in units:
-            return int(float(t[:-1]) * units[t[-1]])
-        return int(t)
+        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else int(t)
     except ValueError:
-        raise InputError(f"--max-size {text!r} is not a size", hint="e.g. --max-size 1G") from None
+        value = -1
+    if not 0 < value < 1 << 50:  # also refuses nan and inf, which float() takes
+        raise typer.BadParameter(f"{text!r} is not a size: give bytes, or a number with K, M or G (e.g. 1G)",
+                                 param_hint="--max-size")
+    return int(value)
+
+
+# Command-line values are checked when typer reads them, so a bad one is a usage error (exit 2) before
+# any input is read, whichever command it is given to.
+
+def _check_size(value: str | None) -> str | None:
+    parse_size(value)
+    return value
+
+
+def _check_node_ips(values: list[str]) -> list[str]:
+    from kptrace.model.addr import parse_addr
+
+    for v in values or ():
+        try:
+            parse_addr(v)
+        except ValueError:
+            raise typer.BadParameter(f"{v!r} is not an IP address: give each node address as --node-ip 192.168.0.2",
+                                     param_hint="--node-ip") from None
+    return values
+
+
+#: What --proto takes: the protocols kube-proxy programs Services for. ICMP has no ports, so no Service
+#: (and no --dst IP:PORT) can be traced with it.
+PROTOCOLS = ("tcp", "udp", "sctp")
+
+
+def _check_proto(value: str) -> str:
+    p = (value or "").lower()
+    if p not in PROTOCOLS:
+        extra = " (ICMP has no ports: kube-proxy's rules only rewrite TCP, UDP and SCTP)" if p.startswith("icmp") else ""
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(PROTOCOLS)}{extra}", param_hint="--proto")
+    return p
+
+
+ProtoOpt = typer.Option("tcp", "--proto", help="tcp, udp or sctp.", callback=_check_proto)
 
 
 DumpOpt = typer.Option([], "--dump", help="iptables-save / ip6tables-save output of one node (repeatable; - for stdin); "
@@ -49,9 +91,10 @@ IpvsOpt = typer.Option(None, "--ipvs", help="IPVS mode: `ipvsadm -Ln` (any varia
 IpsetOpt = typer.Option(None, "--ipset", help="IPVS mode: `ipset save` or `ipset list` output of the node (what -m set reads).",
                         show_default=False)
 NodeIpOpt = typer.Option([], "--node-ip", help="An address of the node (repeatable); decides -m addrtype LOCAL.",
-                         show_default=False)
+                         show_default=False, callback=_check_node_ips)
 LenientOpt = typer.Option(False, "--lenient", help="Keep going past errors in the input (they become warnings).")
-MaxSizeOpt = typer.Option(None, "--max-size", help="Largest input to read (default 256M).", show_default=False)
+MaxSizeOpt = typer.Option(None, "--max-size", help="Largest input to read (default 256M).", show_default=False,
+                          callback=_check_size)
 OutputOpt = typer.Option(OutputFormat.rich, "--output", "-o", help="rich (default) or json.")
 
 

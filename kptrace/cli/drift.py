@@ -155,7 +155,9 @@ def expected_state(path: str | None, kubeconfig: str | None, context: str | None
     if path:
         from kptrace.sources.files import read_source
 
-        src = read_source(path, max_bytes=parse_size(max_size))
+        from kptrace.parsers.cluster_state import COMMAND
+
+        src = read_source(path, max_bytes=parse_size(max_size), tool=COMMAND)
         return parse_cluster_state(src.text, src.name)
     from kptrace.sources.kube import fetch_cluster_state
 

@@ -53,8 +53,49 @@ def _register() -> None:
 _register()
 
 
+class _EndsQuietly:
+    """stdout that stops writing, quietly, once its reader has gone (``kptrace ... | head``).
+
+    Without it, click turns the BrokenPipeError into exit 1, which says "found problems". With it the
+    command finishes and exits with its own code; what it would still have printed goes nowhere.
+    """
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self._gone = False
+
+    def write(self, text: str) -> int:
+        if not self._gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._reader_gone()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        self._gone = True
+        try:  # the interpreter flushes stdout at exit: give it somewhere to go
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: errors become a message on stderr and a documented exit code."""
+    if not isinstance(sys.stdout, _EndsQuietly) and sys.stdout is not None:
+        sys.stdout = _EndsQuietly(sys.stdout)
     try:
         app(args=argv, standalone_mode=True)
     except KptraceError as e:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from kptrace.cli.common import (BundleOpt, DumpOpt, IpsetOpt, IpvsOpt, LenientOpt, LocalOpt, MaxSizeOpt, NodeIpOpt, OutputFormat, OutputOpt,
+from kptrace.cli.common import (BundleOpt, DumpOpt, IpsetOpt, IpvsOpt, LenientOpt, LocalOpt, MaxSizeOpt, NodeIpOpt, OutputFormat, OutputOpt, ProtoOpt,
                                 ContextOpt, KubeconfigOpt, NodeOpt, SshConfigOpt, SshOpt, load_input, stdout_console,
                                 warn_diagnostics)
 from kptrace.errors import EXIT_FINDINGS
@@ -25,6 +25,8 @@ def _endpoint(text: str):
         raise typer.BadParameter(f"{text!r} is not IP:PORT (IPv6 as [addr]:port)", param_hint="--dst") from None
     if port is None:
         raise typer.BadParameter(f"{text!r} has no port: give IP:PORT (IPv6 as [addr]:port)", param_hint="--dst")
+    if not 1 <= port <= 65535:
+        raise typer.BadParameter(f"{text!r}: port {port} is out of range (1-65535)", param_hint="--dst")
     return fam, addr, port
 
 
@@ -42,7 +44,7 @@ def packet(
     context: str = ContextOpt,
     src: str = typer.Option(None, "--src", help="Source address (default: see above).", show_default=False),
     sport: int = typer.Option(43210, "--sport", min=1, max=65535, help="Source port."),
-    proto: str = typer.Option("tcp", "--proto", help="tcp, udp or sctp."),
+    proto: str = ProtoOpt,
     origin: Origin = typer.Option(None, "--from", help="pod, node or external (default: see above).", show_default=False),
     node_ips: list[str] = NodeIpOpt,
     affinity: str = typer.Option(None, "--affinity", help="Trace a client pinned to this endpoint (IP:PORT or KUBE-SEP-…) by session affinity.",

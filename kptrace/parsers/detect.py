@@ -5,6 +5,10 @@ output of the tool it is (``VARIANTS``: ``ipvsadm-list`` or ``ipvsadm-save``, ``
 ``ipset-list``, ``iptables-list`` (``iptables -L``) or ``iptables-rules`` (``iptables -S``)), and
 :func:`find_variant` where in the text it saw it. :func:`cannot_tell` is the error for an input that is
 none of them.
+
+Every one of them looks through what a paste adds (prompts and command lines, code fences, ``> `` quote
+markers, colour codes: :mod:`kptrace.parsers.paste`); a command line tells the format when the output alone
+does not (``$ ipvsadm -Ln`` over an empty table).
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ from __future__ import annotations
 import re
 
 from kptrace.errors import Diagnostic
+from kptrace.parsers.paste import Paste, clean_paste, command_families
 
-__all__ = ["FORMATS", "VARIANTS", "cannot_tell", "detect_format", "detect_variant", "find_variant", "wrong_format"]
+__all__ = ["FORMATS", "READ_FORMATS", "RUN_ON_NODE", "VARIANTS", "cannot_tell", "detect_format", "detect_variant",
+           "find_variant", "find_variant_clean", "find_variant_paste", "formats_read", "run_on_node", "wrong_format"]
 
 FORMATS = {
     "iptables-save": "iptables-save / ip6tables-save output, or kube-proxy's iptables-restore input",
@@ -22,6 +28,19 @@ FORMATS = {
     "ipset": "`ipset save` / `ipset list` output",
     "nft": "nftables (`nft list ruleset` or kube-proxy's nft transaction)",
     "ip-addr": "`ip addr` output",
+}
+
+#: The formats kptrace reads today: the one place that says so (hints are made from it). A format named in
+#: FORMATS but not here is recognised, named and refused.
+READ_FORMATS = frozenset({"iptables-save", "iptables-list", "ipvsadm", "ipset"})
+
+#: What to run on a node to have each format, for hints (the first is the one to ask for).
+RUN_ON_NODE = {
+    "iptables-save": "iptables-save",
+    "nft": "nft list ruleset",
+    "ipvsadm": "ipvsadm -Ln",
+    "ipset": "ipset save",
+    "iptables-list": "iptables -t nat -L -n -v",
 }
 
 #: variant -> (format family, what it is). A family's variants are told apart here so that each parser
@@ -49,6 +68,8 @@ _RULES = (
     ("iptables-save", re.compile(r"^(\*(raw|mangle|nat|filter|security)\s*$|:[A-Za-z0-9_.-]+ (ACCEPT|DROP|-) \[\d+:\d+\]|(\[\d+:\d+\] )?-[AIXNF] [^\s-]\S*)", re.M)),
     ("iptables-list", re.compile(r"^Chain \S+ \((policy \w+|\d+ references)", re.M)),
     ("ipvsadm-list", re.compile(rf"^(IP Virtual Server version|Prot LocalAddress:Port|(?:{_PROTO_LINE}).*\n\s*-> )", re.M)),
+    # One virtual service pasted alone: PROTO ADDRESS:PORT SCHEDULER, nothing after it.
+    ("ipvsadm-list", re.compile(r"^(?:TCP|UDP|SCTP) +(?:\[[0-9A-Fa-f:.]+\]|[\w.-]+):[\w-]+ +[a-z][a-z0-9]*\b[^\n]*(?:\n|$)", re.M)),
     ("ipvsadm-save", re.compile(r"^-[Aa] (-[tuf]|--(tcp|udp|sctp|fwmark)-service) \S+", re.M)),
     ("ipset-save", re.compile(r"^(create \S+ (hash|bitmap|list):|add \S+ (\d|[0-9a-fA-F]{1,4}:|:))", re.M)),
     ("ipset-list", re.compile(r"^Name: \S+\s*\nType: ", re.M)),
@@ -58,11 +79,32 @@ _RULES = (
 
 
 def find_variant(text: str) -> tuple[str, int] | None:
-    """``(variant, offset)``: the variant of ``text`` and where its telltale line starts, or None.
+    """``(variant, offset)``: the variant of ``text`` and where its telltale line starts, or None. The offset
+    is in the text :func:`~kptrace.parsers.paste.clean_paste` makes of ``text``'s first 64 KB, whose lines
+    are the original's (a skipped line is left empty).
 
     >>> find_variant("IP Virtual Server version 1.2.1 (size=4096)\\n")
     ('ipvsadm-list', 0)
+    >>> find_variant("[root@vm01 ~]# ipvsadm -L -n\\nTCP  10.1.109.187:443 rr\\n")
+    ('ipvsadm-list', 1)
     """
+    return find_variant_paste(clean_paste(text[:65536]))
+
+
+def find_variant_paste(paste: Paste) -> tuple[str, int] | None:
+    """:func:`find_variant` of a text already through :func:`~kptrace.parsers.paste.clean_paste`; when its
+    output does not tell, the command line before it does (`$ ipvsadm -Ln` over an empty table)."""
+    found = find_variant_clean(paste.text)
+    if found is None:
+        for seg in paste.segments:
+            variant = _command_variant(seg.command)
+            if variant is not None:
+                return variant, _line_offset(paste.text, seg.command_line)
+    return found
+
+
+def find_variant_clean(text: str) -> tuple[str, int] | None:
+    """:func:`find_variant` of a text already through :func:`~kptrace.parsers.paste.clean_paste`."""
     head = text[:65536]
     best, best_pos = None, None
     for name, rx in _RULES:
@@ -70,6 +112,28 @@ def find_variant(text: str) -> tuple[str, int] | None:
         if m and (best_pos is None or m.start() < best_pos):
             best, best_pos = name, m.start()
     return None if best is None else (best, best_pos)
+
+
+def _command_variant(command: str) -> str | None:
+    families, _ = command_families(command)
+    family = next((f for f in families if f is not None), None)
+    if family is None or family not in FORMATS:
+        return None
+    saves = re.search(r"(?:^|\s|-)save\b|\s-\w*S", command) is not None
+    if family == "ipvsadm":
+        return "ipvsadm-save" if saves else "ipvsadm-list"
+    if family == "ipset":
+        return "ipset-save" if saves else "ipset-list"
+    if family == "iptables-list":
+        return "iptables-rules" if saves else "iptables-list"
+    return family
+
+
+def _line_offset(text: str, line: int) -> int:
+    pos = 0
+    for _ in range(line - 1):
+        pos = text.find("\n", pos) + 1
+    return pos
 
 
 def detect_variant(text: str) -> str | None:
@@ -120,18 +184,47 @@ def wrong_format(text: str, source: str, found: tuple[str, int], expected: str, 
     return Diagnostic("error", f"this is {VARIANTS[variant][1]}, not {expected}", source, line_no, 1, line, len(first) or 1, hint)
 
 
+def formats_read() -> str:
+    """The formats kptrace reads, for a hint (from ``READ_FORMATS``).
+
+    >>> formats_read()
+    'iptables-save / ip6tables-save output (*nat, :CHAIN, -A ...), `iptables -L` listings (Chain NAME (...)) and `iptables -S` output (-P, -N, -A), ipvsadm -Ln / ipvsadm-save output and ipset save / list output'
+    """
+    parts = {
+        "iptables-save": "iptables-save / ip6tables-save output (*nat, :CHAIN, -A ...)",
+        "iptables-list": "`iptables -L` listings (Chain NAME (...)) and `iptables -S` output (-P, -N, -A)",
+        "ipvsadm": "ipvsadm -Ln / ipvsadm-save output",
+        "ipset": "ipset save / list output",
+        "nft": "nft list ruleset output and kube-proxy's nft transactions",
+    }
+    shown = [parts.get(f, FORMATS[f]) for f in FORMATS if f in READ_FORMATS]
+    return ", ".join(shown[:-1]) + " and " + shown[-1] if len(shown) > 1 else "".join(shown)
+
+
+def run_on_node() -> str:
+    """What to run on the node instead: "run `iptables-save` (or `ipvsadm -Ln`, `ipset save`) on the node"."""
+    cmds = [c for f, c in RUN_ON_NODE.items() if f in READ_FORMATS and f != "iptables-list"]
+    return f"run `{cmds[0]}`" + (f" (or {', '.join(f'`{c}`' for c in cmds[1:])})" if len(cmds) > 1 else "") + \
+        " on the node and pass its output"
+
+
 def cannot_tell(text: str, source: str) -> Diagnostic:
-    """The error for an input :func:`find_variant` cannot name, at its first line that is not blank or
-    a ``#`` comment, with what kptrace reads.
+    """The error for an input :func:`find_variant` cannot name, at its first line that is not blank, a
+    ``#`` comment or something a paste adds (a prompt, a fence), with the formats tried and what to run.
 
     >>> d = cannot_tell("\\nhello, this is a shell transcript\\n", "x.txt")
     >>> d.location, d.message
     ('x.txt:2:1', 'cannot tell what this input is: it is none of the formats kptrace reads')
+    >>> d.hint.split("; ")[1]
+    'run `iptables-save` (or `ipvsadm -Ln`, `ipset save`) on the node and pass its output'
     """
-    lines = text.split("\n")
-    line_no, line = next(((i + 1, l) for i, l in enumerate(lines) if l.strip() and not l.lstrip().startswith("#")), (1, lines[0]))
-    first = line.split()[0] if line.split() else ""
-    return Diagnostic("error", "cannot tell what this input is: it is none of the formats kptrace reads", source, line_no,
-                      1 if first else 0, line, len(first) or 1,
-                      "kptrace reads iptables-save / ip6tables-save output (*nat, :CHAIN, -A ...), iptables -L listings "
-                      "(Chain NAME (...)), iptables -S output (-P, -N, -A), ipvsadm, ipset and nft output")
+    paste = clean_paste(text, source)
+    lines = paste.text.split("\n")
+    line_no, line = next(((i + 1, l) for i, l in enumerate(lines) if l.strip() and not l.lstrip().startswith("#")),
+                         (1, lines[0]))
+    stripped = line.lstrip()
+    first = stripped.split()[0] if stripped else ""
+    d = Diagnostic("error", "cannot tell what this input is: it is none of the formats kptrace reads", source, line_no,
+                   len(line) - len(stripped) + 1 if first else 0, line, len(first) or 1,
+                   f"kptrace tried {formats_read()}, and this line fits none of them; {run_on_node()}")
+    return paste.line_map.restore(d)

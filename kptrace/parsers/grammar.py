@@ -26,6 +26,8 @@ class ModuleGrammar:
     implicit: bool = False
     #: every spelling -> canonical name: one dict lookup per token on the parser's hot path
     canon: dict[str, str] = None  # type: ignore[assignment]
+    #: canonical option -> value type (kptrace/parsers/values.py), checked when rules are validated
+    types: dict[str, str] = None  # type: ignore[assignment]
 
     def canonical(self, option: str) -> str | None:
         return self.canon.get(option)
@@ -42,7 +44,7 @@ def _module(name: str, data: dict) -> ModuleGrammar:
     options = dict(data.get("options", {}))
     aliases = dict(data.get("aliases", {}))
     canon = {**aliases, **{k: k for k in options}}
-    return ModuleGrammar(name, options, aliases, bool(data.get("implicit", False)), canon)
+    return ModuleGrammar(name, options, aliases, bool(data.get("implicit", False)), canon, dict(data.get("types", {})))
 
 
 @functools.cache

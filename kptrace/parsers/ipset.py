@@ -18,6 +18,10 @@ take a value are data, in ``grammars/ipset.toml``)::
 As in kptrace/parsers/ipvsadm.py the pyparsing grammar (:func:`line_grammar`) reports the lines the
 fast path cannot take, with the column where they go wrong; well-formed lines never reach it.
 
+Pasted text is read too (kptrace/parsers/paste.py): prompts, fences, quote markers and colour codes go,
+positions stay the original's. A set whose members are elided (``...``) is ``truncated`` and a note says
+where; its "Number of entries" is then no sign of a cut copy.
+
 A listing that holds fewer members than its "Number of entries" says was cut: the set is marked
 ``truncated`` and an error says so (a warning for a set with timeouts, whose entries may have
 expired while it was listed).
@@ -32,8 +36,9 @@ from typing import NamedTuple
 
 from kptrace.errors import Diagnostic, ParseError
 from kptrace.model.ipvs import IPSet, IPSets, Location, MemberError, MemberMeta, canonical_member
-from kptrace.parsers.detect import find_variant, wrong_format
+from kptrace.parsers.detect import find_variant_paste, wrong_format
 from kptrace.parsers.grammar import grammar_path
+from kptrace.parsers.paste import clean_paste
 
 __all__ = ["IpsetGrammar", "ipset_grammar", "line_grammar", "parse_ipset"]
 
@@ -133,7 +138,7 @@ class _Set:
     """A set while it is read."""
 
     __slots__ = ("name", "type", "dims", "family", "options", "members", "meta", "lines", "idx", "text",
-                 "revision", "expected", "expected_idx", "listed")
+                 "revision", "expected", "expected_idx", "listed", "elided")
 
     def __init__(self, name: str, idx: int, text: str) -> None:
         self.name = name
@@ -150,12 +155,15 @@ class _Set:
         self.expected: int | None = None
         self.expected_idx = 0
         self.listed = False  # ipset list: a Members: line was seen
+        self.elided: list[int] = []  # line numbers of elisions ("...") among its members
 
 
 class _Reader:
-    def __init__(self, text: str, source: str) -> None:
+    def __init__(self, text: str, source: str, elided: frozenset[int] = frozenset()) -> None:
         self.g = ipset_grammar()
         self.source = source
+        self.elided = elided  # indexes of the lines a paste elided ("...")
+        self.elided_outside: list[int] = []  # ... before any set
         if "\r" in text:
             text = text.replace("\r\n", "\n")
         self.ends_with_newline = text.endswith("\n")
@@ -181,6 +189,13 @@ class _Reader:
             hint = "the output looks cut off (an interrupted copy?); take it again, or pass --lenient to read what is there"
             self.cut = True
         self.problem("error", idx, msg, hint, col, length)
+
+    def elide(self, idx: int) -> None:
+        """An elided line: members of the set it is in (or sets before the first) may be missing."""
+        if self.current is not None:
+            self.current.elided.append(idx + 1)
+        else:
+            self.elided_outside.append(idx + 1)
 
     # -- pieces
 
@@ -283,11 +298,27 @@ class _Reader:
 
     # -- the end
 
-    def finish(self, variant: str) -> dict[str, IPSet]:
+    def finish(self, variant: str, filtered: bool = False) -> dict[str, IPSet]:
         out = {}
-        for name, st in self.sets.items():
-            truncated = False
-            if self.cut and st is self.current:
+        names = list(self.sets)
+        for n in self.elided_outside:
+            first = f" before set {names[0]}" if names else ""
+            self.notes.append(f"{self.source}: the output is elided at line {n}: sets{first} may be missing")
+        for k, (name, st) in enumerate(self.sets.items()):
+            truncated = filtered
+            if filtered:
+                self.notes.append(f"set {name}: the output went through a filter: a member not shown is unknown, not absent")
+            for n in st.elided:
+                after = ""
+                if self._next_set_starts(n, name):
+                    after = f" and sets between it and {names[k + 1]}" if k + 1 < len(names) else " and sets after it"
+                self.notes.append(f"{self.source}: the output is elided at line {n}: members of set {name}{after} may be missing")
+            if st.elided:
+                truncated = True
+                shown = f"{len(st.members)} of {st.expected}" if variant == "list" and st.expected is not None else f"{len(st.members)}"
+                self.notes.append(f"set {name}: {shown} members shown (elided at line {st.elided[0]}): a member not shown is "
+                                  "unknown, not absent")
+            elif self.cut and st is self.current:
                 truncated = True
                 self.notes.append(f"set {name}: the input was cut off while it was listed: a member not shown is unknown, not absent")
             elif variant == "list":
@@ -318,6 +349,12 @@ class _Reader:
                               st.revision, st.lines)
         return out
 
+    def _next_set_starts(self, n: int, name: str) -> bool:
+        """Whether what follows line ``n`` is another set (or nothing): an elision there may hide whole sets."""
+        line = next((l for l in self.lines[n:] if l.strip()), "")
+        toks = line.split()
+        return not toks or toks[0] in ("Name:", "create") or (toks[0] == "add" and len(toks) > 1 and toks[1] != name)
+
     def check_last_line(self) -> None:
         lines = self.lines
         if not self.ends_with_newline and lines and lines[-1].strip() \
@@ -333,8 +370,11 @@ class _SaveReader(_Reader):
         sets = self.sets
         st: _Set | None = None
         last_name = None
+        elided = self.elided
         for idx, line in enumerate(self.lines):
             if not line:
+                if idx in elided:
+                    self.elide(idx)
                 continue
             if line[:4] == "add ":
                 toks = self.tokens(line)
@@ -399,7 +439,11 @@ class _ListReader(_Reader):
         sets = self.sets
         st: _Set | None = None
         in_members = False
+        elided = self.elided
         for idx, line in enumerate(self.lines):
+            if not line and idx in elided:
+                self.elide(idx)
+                continue  # members may follow
             if in_members:
                 if line and line[:6] != "Name: ":
                     toks = self.tokens(line)
@@ -488,18 +532,23 @@ def parse_ipset(text: str, source: str = "-", *, lenient: bool = False) -> IPSet
 
 
 def _parse(text: str, source: str, lenient: bool) -> IPSets:
-    found = find_variant(text)
+    # What a paste adds is taken away first (kptrace/parsers/paste.py); lines stay where they were.
+    paste = clean_paste(text, source).only("ipset")
+    text = paste.text
+    found = find_variant_paste(paste)
     kind = found[0] if found else None
     if kind is not None and kind not in ("ipset-save", "ipset-list"):
-        raise ParseError([wrong_format(text, source, found, "ipset output",
-                                        "kptrace reads `ipset save` and `ipset list` output here")])
+        raise ParseError([paste.line_map.restore(wrong_format(text, source, found, "ipset output",
+                                                               "kptrace reads `ipset save` and `ipset list` output here"))])
     variant = "list" if kind == "ipset-list" else "save"
-    reader = _ListReader(text, source) if variant == "list" else _SaveReader(text, source)
+    elided = frozenset(n - 1 for n in paste.elisions)
+    reader = _ListReader(text, source, elided) if variant == "list" else _SaveReader(text, source, elided)
     reader.read()
-    sets = reader.finish(variant)
+    sets = reader.finish(variant, bool(paste.filtered))
     if not sets and not any(d.severity == "error" for d in reader.diags):
         reader.notes.append(f"{source}: no sets")
-    result = IPSets(sets, source, tuple(reader.diags), tuple(reader.notes), variant)
+    result = IPSets(sets, source, tuple(paste.line_map.restore_all(reader.diags)), tuple(paste.notes) + tuple(reader.notes),
+                    variant)
     if not lenient and result.errors:
         raise ParseError(list(result.diagnostics))
     return result

@@ -69,6 +69,7 @@ from kptrace.errors import Diagnostic, ParseError
 from kptrace.model.rules import BUILTIN_CHAINS, TABLES, Chain, RawRule, Rule, Ruleset, Table
 from kptrace.parsers.grammar import grammar_path, iptables_grammar
 from kptrace.parsers.iptables_save import ParseResult, _RuleParser, tokenize
+from kptrace.parsers.paste import clean_paste
 
 __all__ = ["EAGER_RULES", "LISTING_FORMATS", "ListingGrammar", "ListingResult", "listing_grammar", "parse_iptables_list",
            "save_string"]
@@ -95,14 +96,20 @@ _SHELL_PROMPT = re.compile(r"(?:\[[^\]]*\]|[^\s#$%>]+)[#$%>]\s|[$%]\s")
 _COMMAND = re.compile(r"\s*(?:sudo\s+(?:-\S+\s+)*)?(?:\S*/)?(ip6?tables)(?:-legacy|-nft)?\s+(.*)$")
 _TOOL_ERROR = re.compile(r"(?:ip6?tables(?:-legacy|-nft)?(?: v[\d.]+(?: \(\w+\))?)?: |# Table `)")
 _LEGACY_WARNING = "# Warning: ip"
-_PROTO_LIKE = re.compile(r"!?(?:[a-z][a-z0-9._-]*|\d+)$")
-_V4_HOST = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}$")
-_V4_ADDR = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}(?:/[0-9.]+)?$")
-_SPEC_COUNTERS = re.compile(r" -c (\d+) (\d+)(?= |$)")
+# re.ASCII: \d would also take the digits of other scripts ("٣"), which iptables never prints.
+_PROTO_LIKE = re.compile(r"!?(?:[a-z][a-z0-9._-]*|\d+)$", re.ASCII)
+_V4_HOST = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}$", re.ASCII)
+_V4_ADDR = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}(?:/[0-9.]+)?$", re.ASCII)
+_SPEC_COUNTERS = re.compile(r" -c (\d+) (\d+)(?= |$)", re.ASCII)
 _SPEC_TARGET = re.compile(r" -[jg] (\S+)")
 #: how the rule lines of a -v (or --line-numbers) listing start
 _VERBOSE_FIRSTS = frozenset(" 0123456789")
 _FIRST = operator.itemgetter(0)
+
+
+def _digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes "³" (which int() refuses) and "٣" (which it reads as 3)."""
+    return text.isascii() and text.isdigit()
 
 
 def save_string(value: str) -> str:
@@ -596,7 +603,7 @@ class _Values:
         self.listing = listing
 
     def port(self, value: str, where: tuple[int, int, int]) -> str:
-        if value.isdigit():
+        if _digits(value):
             return value
         port = self.g.services.get(value)
         if isinstance(port, int):
@@ -611,7 +618,7 @@ class _Values:
         return value
 
     def ports(self, value: str, where: tuple[int, int, int]) -> str:
-        if value.replace(",", "").replace(":", "").isdigit():
+        if _digits(value.replace(",", "").replace(":", "")):
             return value
         return ",".join(":".join(self.port(p, where) for p in part.split(":")) for part in value.split(","))
 
@@ -626,7 +633,7 @@ class _Values:
         known = self.g.addresses.get(host)
         if known is not None:
             net_addr, _, net_plen = known["network"].partition("/")
-            if sep and plen.isdigit() and int(plen) <= int(net_plen):
+            if sep and _digits(plen) and int(plen) <= int(net_plen):
                 read = f"{net_addr}/{plen}"
                 self.listing.resolved(value, read)
                 return read
@@ -645,7 +652,7 @@ class _Values:
         return value
 
     def protocol(self, value: str, where: tuple[int, int, int]) -> str:
-        if value.isdigit():
+        if _digits(value):
             return self.g.protocol_save.get(int(value), value)
         num = self.g.protocol_names.get(value.lower())
         if num is None:
@@ -681,7 +688,7 @@ def _icmp(v: _Values, value: str, where) -> str:
 
 
 def _user(v: _Values, value: str, where) -> str:
-    if value.isdigit():
+    if _digits(value):
         return value
     if value == "root":  # uid and gid 0 on every node; other names are the node's own
         v.listing.resolved(value, "0")
@@ -699,7 +706,7 @@ _CONVERTERS: dict[str, Callable[[_Values, str, Any], str | None]] = {
     "port": _Values.port,
     "ports": _Values.ports,
     "addr": lambda v, value, where: v.address(value, where, host_suffix=False) if value not in _ANY_ADDRESS else value,
-    "proto": lambda v, value, where: value if value.isdigit() else str(v.g.protocol_names.get(value.lower(), value)),
+    "proto": lambda v, value, where: value if _digits(value) else str(v.g.protocol_names.get(value.lower(), value)),
     "protoname": lambda v, value, where: v.protocol(value, where),
     "str": lambda v, value, where: save_string(value[1:-1]),
     "comment": lambda v, value, where: save_string(value),
@@ -710,7 +717,7 @@ _CONVERTERS: dict[str, Callable[[_Values, str, Any], str | None]] = {
     "int": lambda v, value, where: value,
     "hlmode": lambda v, value, where: value.replace("-", ","),
     "burst": lambda v, value, where: None if value == "5" else value,
-    "loglevel": lambda v, value, where: (lambda n: None if n == 4 else str(n))(int(value) if value.isdigit() else _LOG_LEVELS.get(value, -1)),
+    "loglevel": lambda v, value, where: (lambda n: None if n == 4 else str(n))(int(value) if _digits(value) else _LOG_LEVELS.get(value, -1)),
     "logflags": lambda v, value, where: " ".join(opt for bit, opt in _LOG_FLAGS if int(value) & bit) or None,
     "classid": lambda v, value, where: ":".join(f"{int(x, 16):04x}" for x in value.split(":")),
 }
@@ -938,11 +945,11 @@ class _Listing:
             return self._translate_rule_general(i, block, line, want_map)
         out = [f"-A {block.name}"]
         value = parts[n - 2]
-        if value not in _ANY_ADDRESS:
-            out.append(self._address_option("-s", value, i, line, layout, n - 2))
+        if value not in _ANY_ADDRESS and (option := self._address_option("-s", value, i, line, layout, n - 2)):
+            out.append(option)
         value = parts[n - 1]
-        if value not in _ANY_ADDRESS:
-            out.append(self._address_option("-d", value, i, line, layout, n - 1))
+        if value not in _ANY_ADDRESS and (option := self._address_option("-d", value, i, line, layout, n - 1)):
+            out.append(option)
         if layout.via is not None:
             value = parts[layout.via]
             if value not in _ANY_IFACE:
@@ -959,7 +966,7 @@ class _Listing:
         counters = None
         if layout.counters is not None:
             pk, by = parts[layout.counters], parts[layout.counters + 1]
-            if pk.isdigit() and by.isdigit():
+            if _digits(pk) and _digits(by):
                 counters = (int(pk), int(by))
             else:
                 return self._translate_rule_general(i, block, line, want_map)
@@ -1015,8 +1022,8 @@ class _Listing:
 
         for at, opt in ((n - 2, "-s"), (n - 1, "-d")):
             value = cols[at]
-            if value not in _ANY_ADDRESS:
-                add(self._address_option(opt, value, i, line, layout, at), at)
+            if value not in _ANY_ADDRESS and (option := self._address_option(opt, value, i, line, layout, at)):
+                add(option, at)
         if layout.via is not None:
             for at, opt in ((layout.via, "-i"), (layout.via + 1, "-o")):
                 value = cols[at]
@@ -1043,6 +1050,10 @@ class _Listing:
         neg = value[0] == "!"
         if neg:
             value = value[1:]
+        if not value:  # a "!" alone in the column: nothing to negate, nothing to read
+            self.problem("error", f"'!' with no address in the {'source' if opt == '-s' else 'destination'} column",
+                         *self._where(i, line, layout, at), "iptables prints a negated address as !10.0.0.0/8; read as any address")
+            return ""
         if value in _ANY_ADDRESS:
             value = "0.0.0.0/0" if self.family == 4 else "::/0"
         elif ":" in value:
@@ -1394,6 +1405,7 @@ class _Diagnostics(list):
     listing's line and column as it is added."""
 
     listing: "_Listing | None" = None
+    line_map = None  # a pasted text's: positions go back to the original's
 
     def append(self, d: Diagnostic) -> None:
         lst = self.listing
@@ -1406,6 +1418,8 @@ class _Diagnostics(list):
                 if d.col in starts:
                     col, length = lst.locate(i, d.text, starts.index(d.col))
                     d = Diagnostic(d.severity, d.message, d.source, d.line, col, line, length, d.hint)
+        if self.line_map is not None:
+            d = self.line_map.restore(d)
         super().append(d)
 
 
@@ -1442,9 +1456,14 @@ def parse_iptables_list(text: str, source: str = "<listing>", *, lenient: bool =
     ('listing.txt:3', 'listing.txt lines 1-3 (KUBE-SVC-X): no table given; read as nat: kube-proxy keeps KUBE-SVC-X in nat')
     """
     g = grammar or listing_grammar()
+    # Fences, quote markers, colour codes and elisions go (kptrace/parsers/paste.py); the prompts and command
+    # lines stay: this reader reads them (`iptables -t nat -L` says the table).
+    paste = clean_paste(text, source, keep_commands=True)
+    text = paste.text
     diags = _Diagnostics()
     lst = _Listing(text, source, g, diags)
     diags.listing = lst
+    diags.line_map = paste.line_map
     _read_structure(lst)
     lst.family = family or _family(lst)
     rs = Ruleset(family=lst.family, sources=[source], diagnostics=diags)
@@ -1474,6 +1493,7 @@ def parse_iptables_list(text: str, source: str = "<listing>", *, lenient: bool =
             for c in t.chains.values():
                 c.rules  # noqa: B018 -- read now: every problem and note is known at load
     _notes(lst, rs)
+    rs.notes[:0] = [*paste.notes, *paste.elision_notes("rules")]
     _forms(lst)
     result = ListingResult(rs, diags, lenient, tuple(sorted(lst.forms)))
     if not lenient and result.errors:

@@ -27,6 +27,8 @@ from kptrace.errors import Diagnostic, ParseError
 from kptrace.model.addr import parse_cidr
 from kptrace.model.rules import BUILTIN_CHAINS, TABLES, Chain, Match, Option, RawRule, Rule, Ruleset, Table, Target
 from kptrace.parsers.grammar import Grammar, ModuleGrammar, iptables_grammar
+from kptrace.parsers.values import HINTS, check_value
+from kptrace.parsers.paste import clean_paste
 from kptrace.sources.files import SourceText
 
 __all__ = ["ParseResult", "chain_from_lines", "parse_all_rules", "parse_iptables_save", "tokenize"]
@@ -115,6 +117,7 @@ class _RuleParser:
         # reports, as an assumed non-match, if they are bad.
         self.validate = False
         self._seen: set[tuple[int, int, str]] = set()
+        self.line_map = None  # a pasted text's (kptrace/parsers/paste.py): positions go back to the original's
 
     def problem(self, severity: str, message: str, raw: RawRule, text: str, token_index: int | None, hint: str = "") -> None:
         col, length = 0, 0
@@ -125,6 +128,8 @@ class _RuleParser:
             else:
                 col, length = len(text) + 1, 1
         d = Diagnostic(severity, message, self.source, raw.line, col, text, length, hint)
+        if self.line_map is not None:
+            d = self.line_map.restore(d)
         if (raw.line, col, message) not in self._seen:  # a rule parsed again reports once
             self._seen.add((raw.line, col, message))
             self.diagnostics.append(d)
@@ -251,12 +256,6 @@ class _RuleParser:
                     vals, i = take(toks, at, arity, raw, text)
                 if bname == "-p" and vals:
                     proto = vals[0].lower()
-                elif (bname == "-s" or bname == "-d") and vals and self.validate:
-                    try:
-                        parse_cidr(vals[0])
-                    except ValueError:
-                        self.problem("error", f"{vals[0]!r} is not an address or network", raw, text, at,
-                                     "addresses are written 10.0.0.1, 10.0.0.0/8 or 2001:db8::/32")
                 if bname != "-c":  # iptables-restore's "-c PKTS BYTES" is counters, not a match
                     base.append(_new(Option, (bname, vals, negate)))
                 negate = False
@@ -304,7 +303,47 @@ class _RuleParser:
         if negate:
             self.problem("error", "'!' at the end of the rule negates nothing", raw, text, n - 1)
         target = _new(Target, (target_name, tuple(target_opts), target_goto)) if target_name else None
+        if self.validate:
+            self._check_values(toks, base, matches, target, target_grammar, raw, text)
         return _new(Rule, (chain.table, chain.name, number, tuple(base), tuple(matches), target, text, self.source, raw.line, raw.counters, False))
+
+
+    def _check_values(self, toks: list[str], base, matches, target, target_grammar, raw: RawRule, text: str) -> None:
+        """Each option value of a type the grammar names (``types``) is checked the way iptables checks it."""
+        g = self.g
+        groups = [(g.base, base)]
+        groups.extend((g.matches.get(m.module), m.options) for m in matches)
+        if target is not None:
+            groups.append((target_grammar, target.options))
+        for grammar, options in groups:
+            types = grammar.types if grammar is not None else None
+            if not types:
+                continue
+            for o in options:
+                kind = types.get(o.name)
+                if kind is None:
+                    continue
+                if not o.args:
+                    continue  # "needs 1 value" is said already
+                problem = check_value(kind, o.args[0])
+                if problem:
+                    at = _value_index(toks, o)
+                    self.problem("error", f"{o.name}: {problem}", raw, text, at, HINTS.get(kind, ""))
+
+
+def _value_index(toks: list[str], o: Option) -> int | None:
+    """The token index of option ``o``'s value (or of the option, when it has none), for the caret."""
+    spellings = {o.name}
+    for i, t in enumerate(toks):
+        if t in spellings or (t.startswith("--") and o.name.startswith("--") and t == o.name):
+            if o.args and i + 1 < len(toks) and toks[i + 1] == o.args[0]:
+                return i + 1
+            if not o.args:
+                return i
+    for i, t in enumerate(toks):
+        if o.args and t == o.args[0]:
+            return i
+    return None
 
 
 _COMMANDS = {"-A", "-I", "-N", "-X", "-F", "-P", "-D", "-R", "-Z", "-E"}
@@ -325,13 +364,17 @@ def parse_iptables_save(
     """
     g = grammar or iptables_grammar()
     name = src.name
-    text = src.text
+    # What a paste adds (prompts, fences, quote markers, elisions, other tools' output) is taken away first;
+    # lines stay where they were, and a diagnostic's column goes back to where the original has it.
+    paste = clean_paste(src.text, name).only("iptables-save")
+    text = paste.text
     diags: list[Diagnostic] = []
     rule_parser = _RuleParser(g, name, diags)
+    rule_parser.line_map = paste.line_map
     parse_rule = rule_parser.parse
 
     if family is None:
-        head = text[:4096]
+        head = src.text[:4096]  # the original: a `$ ip6tables-save` command line says the family too
         if "ip6tables-save" in head or "ip6tables-restore" in head:
             family = 6
         elif "iptables-save" in head:
@@ -527,6 +570,8 @@ def parse_iptables_save(
         err(last_line_no if lines[-1] else last_line_no - 1, last, f"table {table.name!r} has no COMMIT: the dump ends early",
             "the dump looks truncated (an interrupted copy?); take it again, or pass --lenient to trace what is there", col=0)
 
+    diags[:] = paste.line_map.restore_all(diags)
+    rs.notes[:0] = [*paste.notes, *paste.elision_notes("chains and rules")]
     result = ParseResult(rs, diags, lenient)
     if not lenient and result.errors:
         raise ParseError(diags)

@@ -29,6 +29,11 @@ built (0.9 s for that node's 120,000-line listing); a line it cannot take goes t
 says where and why. ``tests/test_ipvs_parsers.py`` checks that both read every fixture line the same
 way, and pyparsing is imported only when a line needs it.
 
+Pasted text is read too (kptrace/parsers/paste.py): prompts and command lines, fences, quote markers and
+colour codes are taken away first, positions stay the original's, and what is partial is marked: a listing
+without its header lines is a fragment, and an elided line (``...``) says which virtual services or real
+servers may be missing; the table is then ``truncated`` (a service not in it is unknown, not absent).
+
 Without ``-n`` ipvsadm prints host names for addresses and service names for ports, and cuts an IPv4
 address:port to 28 characters. Port names are read with the table in the grammar file; a name that
 cannot be turned into an address or a port is kept (``host_name``/``port_name``), its address or port
@@ -47,8 +52,9 @@ from kptrace.errors import Diagnostic, ParseError
 from kptrace.model.ipvs import (
     IPVSTable, Location, Rates, RealServer, Scheduler, Stats, VirtualService, canonical_address,
 )
-from kptrace.parsers.detect import find_variant, wrong_format
+from kptrace.parsers.detect import find_variant_paste, wrong_format
 from kptrace.parsers.grammar import grammar_path
+from kptrace.parsers.paste import Paste, clean_paste
 
 __all__ = ["IpvsadmGrammar", "ipvsadm_grammar", "line_grammar", "parse_ipvsadm", "scheduler_info"]
 
@@ -318,6 +324,7 @@ class _Reader:
         self.resolved_ports: dict[str, int] = {}
         self.numeric = True
         self.cut = False
+        self.fragment = False  # a listing without its title lines
         self.multipliers = self.g.largenum
 
     # -- diagnostics
@@ -438,6 +445,7 @@ _LARGENUM = re.compile(r"\d+[KMGT]?")
 _PROTO_NAMES = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
 _VS_REAL_SERVERS = VirtualService._fields.index("real_servers")
 _VS_LOCATION = VirtualService._fields.index("location")
+_VS_TEXT = VirtualService._fields.index("text")
 _VS_DEFAULTS = {"scheduler": None, "flags": (), "persistent": None, "netmask": None, "one_packet": False,
                 "persistence_engine": None, "stats": None, "rates": None}
 
@@ -601,9 +609,15 @@ class _ListingReader(_Reader):
                          "a listing has title lines, virtual services (TCP|UDP|SCTP|FWM ...) and real servers (  -> ...); "
                          "a shell prompt or a note pasted in?", 1, len(first))
         self.check_last_line()
-        if not header_seen and services:
-            self.notes.append(f"{src}: no title lines: read as a fragment of an `ipvsadm -L` listing"
-                              f" ({(variant or (candidates or [g.variants['default']])[0]).name} columns)")
+        self.fragment = not header_seen and bool(services)
+        if self.fragment:
+            self.notes.append(f"{src}: no header: read as `ipvsadm -L{'n' if self.numeric else ''}` output"
+                              f" ({(variant or (candidates or [g.variants['default']])[0]).name} columns); a fragment: "
+                              "a virtual service not in it is unknown, not absent")
+            fields, real_servers = services[-1]
+            if not real_servers:
+                self.notes.append(f"{src}: no real servers are shown for {' '.join(fields[_VS_TEXT].split()[:2])}, the "
+                                  "fragment's last virtual service: they may be missing, not absent")
         return services, (variant or (candidates or [g.variants["default"]])[0]).name, version
 
     def _candidates_from_service(self, idx: int, stripped: str) -> list[_Variant]:
@@ -966,11 +980,15 @@ def parse_ipvsadm(text: str, source: str = "-", *, lenient: bool = False) -> IPV
 
 
 def _parse(text: str, source: str, lenient: bool) -> IPVSTable:
-    found = find_variant(text)
+    # What a paste adds (prompts, fences, quote markers, elisions, other commands' output) is taken away
+    # first; lines stay where they were, and diagnostics are put back at the original line:col.
+    paste = clean_paste(text, source).only("ipvsadm")
+    text = paste.text
+    found = find_variant_paste(paste)
     kind = found[0] if found else None
     if kind is not None and kind not in ("ipvsadm-list", "ipvsadm-save"):
-        raise ParseError([wrong_format(text, source, found, "ipvsadm output",
-                                        "kptrace reads `ipvsadm -Ln` listings and `ipvsadm-save -n` output here")])
+        raise ParseError([paste.line_map.restore(wrong_format(text, source, found, "ipvsadm output",
+                                                               "kptrace reads `ipvsadm -Ln` listings and `ipvsadm-save -n` output here"))])
     reader = (_SaveReader if kind == "ipvsadm-save" else _ListingReader)(text, source, lenient)
     services, variant, version = reader.read()
     built = []
@@ -986,7 +1004,7 @@ def _parse(text: str, source: str, lenient: bool) -> IPVSTable:
                                            "two listings in one input? pass one per node"))
         seen.setdefault(key, vs.location.line)
         built.append(vs)
-    notes = list(reader.notes)
+    notes = list(paste.notes) + _elision_notes(paste, reader.lines, built) + list(reader.notes)
     if reader.resolved_ports:
         shown = ", ".join(f"{n} = {p}" for n, p in list(reader.resolved_ports.items())[:10])
         more = f" and {len(reader.resolved_ports) - 10} more" if len(reader.resolved_ports) > 10 else ""
@@ -1000,10 +1018,45 @@ def _parse(text: str, source: str, lenient: bool) -> IPVSTable:
     if reader.cut:
         notes.append(f"{source}: the input was cut off in the middle of a line: a virtual service or real server "
                      "not in it is unknown, not absent")
-    table = IPVSTable(tuple(built), source, tuple(reader.diags), tuple(notes), variant, version, reader.numeric, reader.cut)
+    partial = reader.cut or reader.fragment or paste.partial
+    table = IPVSTable(tuple(built), source, tuple(paste.line_map.restore_all(reader.diags)), tuple(notes), variant, version,
+                      reader.numeric, partial)
     if not lenient and table.errors:
         raise ParseError(list(table.diagnostics))
     return table
+
+
+def _elision_notes(paste: Paste, lines: list[str], services: list[VirtualService]) -> list[str]:
+    """What each elided line may stand for: the real servers of the service above it, or the virtual
+    services between the ones around it.
+
+    >>> t = parse_ipvsadm("TCP  10.1.109.187:443 rr\\n  -> 10.0.0.1:6443  Masq 1 0 0\\n...\\n", "x")
+    >>> t.notes[0]
+    'x: the listing is elided at line 3: real servers of TCP 10.1.109.187:443 after line 2, and virtual services after it, may be missing'
+    """
+    out = []
+    for n in paste.elisions:
+        before = [vs for vs in services if vs.location.line < n]
+        after = [vs for vs in services if vs.location.line > n]
+        prev = f"{before[-1].protocol} {before[-1].endpoint}" if before else None
+        nxt = f"{after[0].protocol} {after[0].endpoint}" if after else None
+        following = next((l.split()[0] for l in lines[n:] if l.strip()), "")
+        if following == "->":
+            what = f"real servers of {prev}" if prev else "real servers, and the virtual service they belong to,"
+        else:
+            last = before[-1].real_servers[-1].location.line if before and before[-1].real_servers else 0
+            own = f"real servers of {prev} after line {last}, and " if prev and last else ""
+            if prev and nxt:
+                what = f"{own}virtual services between {prev} and {nxt}"
+            elif prev:
+                what = f"{own}virtual services after {'it' if own else prev}"
+            elif nxt:
+                what = f"virtual services before {nxt}"
+            else:
+                what = "virtual services and real servers"
+            what = what + "," if own else what
+        out.append(f"{paste.source}: the listing is elided at line {n}: {what} may be missing")
+    return out
 
 
 def _names_note(what: str, into: str, names: dict[str, int]) -> str:

@@ -56,7 +56,7 @@ def outcome_json(o: Outcome) -> dict[str, Any]:
         "reason": o.reason,
         "assumed": o.assumed,
         "assumptions": list(o.assumptions),
-        "paths": len(o.branches),
+        "paths": o.path_count,
         "path": [_step(s) for s in o.path],
     }
 

@@ -100,8 +100,8 @@ def render_trace(console: Console, t: Trace, *, full_path: bool = False, show_pa
     if show_paths:
         for i, o in enumerate(t.outcomes, 1):
             title = f"[bold]#{i}[/] {share_text(o.probability)} {o.verdict}" + (f" → {o.dnat}" if o.dnat else "")
-            if len(o.branches) > 1:
-                title += f" [dim]({len(o.branches)} paths; the most likely shown)[/]"
+            if o.path_count > 1:
+                title += f" [dim]({o.path_count} paths; the most likely shown)[/]"
             first = t.outcomes[0].path if i > 1 and not full_path else ()
             console.print(_path_tree(o, title, full=full_path, same_as=first, same_label="#1"))
     assumptions = []

@@ -222,6 +222,10 @@ def write_bundle(bundle: Bundle, directory: str) -> str:
 
 def read_bundle(directory: str) -> Bundle:
     meta_path = os.path.join(directory, "meta.json")
+    if os.path.isfile(directory):
+        raise InputError(f"{directory}: is a file, not a bundle directory",
+                         hint="a bundle is the directory `kptrace collect` writes (meta.json, iptables-save.txt, ...); "
+                              "to read one dump file, pass it with --dump FILE")
     if not os.path.isdir(directory):
         raise InputError(f"{directory}: no such bundle directory", hint="make one with `kptrace collect --local -o DIR`")
     if not os.path.isfile(meta_path):

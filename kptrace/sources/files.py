@@ -27,8 +27,8 @@ def _human(n: int) -> str:
     return f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n} bytes"
 
 
-def read_source(path: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> SourceText:
-    """Read ``path`` (``-`` is stdin) as text.
+def read_source(path: str, *, max_bytes: int = DEFAULT_MAX_BYTES, tool: str = "iptables-save") -> SourceText:
+    """Read ``path`` (``-`` is stdin) as text: the output of ``tool``, as the hints say.
 
     Errors: a missing or unreadable file, a directory, a file over ``max_bytes``, binary data (a NUL
     byte, reported at its line and column), an empty input.
@@ -39,7 +39,7 @@ def read_source(path: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> SourceText:
             data = sys.stdin.buffer.read(max_bytes + 1)
         else:
             if os.path.isdir(path):
-                raise InputError(f"{path}: is a directory, not a dump", hint="pass the iptables-save output file")
+                raise InputError(f"{path}: is a directory, not a dump", hint=f"pass the {tool} output file")
             size = os.path.getsize(path)
             if size > max_bytes:
                 raise InputError(
@@ -50,7 +50,7 @@ def read_source(path: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> SourceText:
             with open(path, "rb") as f:
                 data = f.read()
     except FileNotFoundError:
-        raise InputError(f"{path}: no such file", hint="pass the output of `iptables-save`, or - for stdin") from None
+        raise InputError(f"{path}: no such file", hint=f"pass the output of `{tool}`, or - for stdin") from None
     except PermissionError:
         raise InputError(f"{path}: permission denied", hint="check the file's permissions (or run with sudo)") from None
     except IsADirectoryError:
@@ -58,14 +58,14 @@ def read_source(path: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> SourceText:
     if len(data) > max_bytes:
         raise InputError(f"{name}: more than {_human(max_bytes)} of input", hint="pass --max-size to read it anyway")
     if not data.strip():
-        raise InputError(f"{name}: empty input", hint="expected the output of `iptables-save` (is the command's output redirected?)")
+        raise InputError(f"{name}: empty input", hint=f"expected the output of `{tool}` (is the command's output redirected?)")
     nul = data.find(b"\0", 0, 1 << 20)
     if nul >= 0:
         line = data.count(b"\n", 0, nul) + 1
         col = nul - (data.rfind(b"\n", 0, nul) + 1) + 1
         raise ParseError([Diagnostic(
             "error", "binary data (a NUL byte), not a text dump", name, line, col, "",
-            hint="expected the text output of `iptables-save`; is this a compressed or binary file?",
+            hint=f"expected the text output of `{tool}`; is this a compressed or binary file?",
         )])
     try:
         text = data.decode("utf-8")
@@ -75,6 +75,6 @@ def read_source(path: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> SourceText:
         bad_line = data.split(b"\n", line)[line - 1].decode("utf-8", "replace") if line else ""
         raise ParseError([Diagnostic(
             "error", f"not UTF-8 text (byte 0x{data[e.start]:02x})", name, line, col, bad_line,
-            hint="expected the text output of `iptables-save`",
+            hint=f"expected the text output of `{tool}`",
         )]) from None
     return SourceText(name, text)

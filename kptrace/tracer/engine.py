@@ -22,7 +22,7 @@ from bisect import bisect_left
 from dataclasses import dataclass
 from fractions import Fraction
 
-from kptrace.errors import KptraceError
+from kptrace.errors import InputError, KptraceError
 from kptrace.model.addr import Cidr, format_addr, format_endpoint, parse_addr, parse_cidr
 from kptrace.model.rules import Chain, Rule, Ruleset
 from kptrace.tracer.matchers import Assumed, Check, Coin, compile_base, compile_match
@@ -42,20 +42,32 @@ _CONTINUE_TARGETS = {"LOG", "NFLOG", "ULOG", "TRACE", "NFACCT", "CLASSIFY", "DSC
                      "CHECKSUM", "AUDIT", "SECMARK", "CONNSECMARK", "SET", "IDLETIMER", "LED", "RATEEST", "SYNPROXY"}
 _NAT_TARGETS = {"DNAT", "SNAT", "MASQUERADE", "REDIRECT", "NETMAP"}
 _INDEX_THRESHOLD = 32  # chains shorter than this are scanned; longer ones get a destination index
+#: Nested jumps and gotos followed before a walk is cut as a loop. The kernel refuses loops at load, and
+#: kptrace refuses them too (unless --lenient); no real ruleset nests more than a dozen chains.
+_MAX_DEPTH = 64
+#: Rules one table's walk may evaluate for one packet before kptrace gives up with a clear message. Branches
+#: that rejoin are merged (:meth:`Tracer._call`), so only random rules whose branches never rejoin can get
+#: here: a 10k-Service trace evaluates about a hundred rules.
+_MAX_RULE_VISITS = 1_000_000
+#: Longest rule path kptrace follows for one packet in one table (kube-proxy's are under 20).
+_MAX_PATH = 100_000
+#: Path counts saturate here: chains that are entered twice on every path (a jump, a RETURN, and the same
+#: jump again) multiply their callers' path counts, and the exact count has no use past this.
+PATHS_CAP = 1 << 62
 
 
 class _St:
     """The state of one branch of the walk. Copied when a random rule splits the walk."""
 
     __slots__ = ("src", "dst", "sport", "dport", "proto_num", "mark", "ctmark", "prob", "path", "assumptions", "dnat",
-                 "snat", "masq", "notrack", "recent", "verdict", "reason", "iif", "oif", "orig", "nat_done")
+                 "snat", "masq", "notrack", "recent", "verdict", "reason", "iif", "oif", "orig", "nat_done", "npaths")
 
     def copy(self) -> "_St":
         n = _St.__new__(_St)
         n.src, n.dst, n.sport, n.dport, n.proto_num = self.src, self.dst, self.sport, self.dport, self.proto_num
         n.mark, n.ctmark, n.prob, n.dnat, n.snat, n.masq = self.mark, self.ctmark, self.prob, self.dnat, self.snat, self.masq
         n.notrack, n.recent, n.verdict, n.reason = self.notrack, self.recent, self.verdict, self.reason
-        n.iif, n.oif, n.orig = self.iif, self.oif, self.orig
+        n.iif, n.oif, n.orig, n.npaths = self.iif, self.oif, self.orig, self.npaths
         n.path = list(self.path)
         n.assumptions = list(self.assumptions)
         n.nat_done = set(self.nat_done)
@@ -383,6 +395,7 @@ class Tracer:
         self._out_iface = packet.out_iface
         st.orig = (src, dst, packet.sport, packet.dport)
         st.nat_done = set()
+        st.npaths = 1
 
         finals: list[_St] = []
         if packet.origin is Origin.NODE:
@@ -550,112 +563,149 @@ class Tracer:
             # An empty built-in chain: only its policy applies (most of mangle and raw on a node).
             st.path.append(Step(hook, table, hook, None, f":{hook} ACCEPT", top.chain.source, top.chain.line, note="policy ACCEPT"))
             return [st]
-        ctx = self._ctx
-        ctx.hook = hook
-        compiled_get = self._compiled.get
+        self._ctx.hook = hook
+        self._seen_calls: dict[tuple, object] = {}
+        self._budget = _MAX_RULE_VISITS
         out: list[_St] = []
-        # Work items: (state, chain, next rule index, return frames). Frames are (chain, index) to resume.
-        work: list[tuple[_St, str, int, tuple[tuple[str, int], ...]]] = [(st, hook, 0, ())]
-        while work:
-            s, cname, start, frames = work.pop()
-            while True:
-                cc = compiled_get((table, cname)) or self.compiled(table, cname)
-                if cc is None:
-                    # A jump to a chain that is not in the input (partial dump): stop and say where.
-                    s.verdict = "INCOMPLETE"
-                    s.reason = f"continues in {table}/{cname}, which is not in this input"
-                    out.append(s)
-                    break
-                cands = cc.candidates(s.dst)
-                pos = bisect_left(cands, start) if start else 0
-                jumped = False
-                ended = False
-                n = len(cands)
-                while pos < n:
-                    ri = cands[pos]
-                    pos += 1
-                    cr = cc.rules[ri]
-                    if cr is None:
-                        if cc.passes_over(ri, s.src):
-                            continue
-                        cr = cc.rule(ri)
-                    coin = None
-                    matched = True
-                    for check in cr.checks:
-                        r = check(s, ctx)
-                        if r is True:
-                            continue
-                        if r is False:
-                            matched = False
-                            break
-                        if type(r) is Coin:
-                            coin = r if coin is None else Coin.of(coin.p * r.p)
-                            continue
-                        # Assumed
-                        s.assumptions.append(r.reason)
-                        if not r.value:
-                            matched = False
-                            break
-                    if not matched:
-                        continue
-                    branch_p = None
-                    if coin is not None:
-                        branch_p = coin.p
-                        alt = s.copy()
-                        n0, d0 = s.prob
-                        alt.prob = (n0 * coin.qn, d0 * coin.qd)
-                        work.append((alt, cname, ri + 1, frames))
-                        s.prob = (n0 * coin.pn, d0 * coin.pd)
-                    rule = cr.rule
-                    tgt = rule.target
-                    if tgt is None:
-                        s.path.append(_new(Step, (hook, table, rule.chain, rule.number, rule.text, rule.source, rule.line, branch_p, "", rule.synthetic)))
-                        continue
-                    name = cr.jump
-                    if name is not None:
-                        s.path.append(_new(Step, (hook, table, rule.chain, rule.number, rule.text, rule.source, rule.line, branch_p, "", rule.synthetic)))
-                        if len(frames) > 64:
-                            s.verdict, s.reason = "INCOMPLETE", f"more than 64 nested jumps at {table}/{name}: a jump loop?"
-                            out.append(s)
-                            ended = True
-                            break
-                        if not tgt.goto:
-                            frames = frames + ((cname, ri + 1),)
-                        cname, start = name, 0
-                        jumped = True
-                        break
-                    verdict, step_note, stop = cr.action(s, hook)
-                    s.path.append(_new(Step, (hook, table, rule.chain, rule.number, rule.text, rule.source, rule.line, branch_p, step_note, rule.synthetic)))
-                    if verdict == "RETURN":
-                        ended = False
-                        pos = n  # fall off this chain
-                        break
-                    if stop:
-                        if verdict in ("DROP", "REJECT", "INCOMPLETE"):
-                            s.verdict = verdict
-                            s.reason = s.reason or f"{verdict} by {table}/{cname} rule {rule.number}"
-                        out.append(s)
-                        ended = True
-                        break
-                if ended:
-                    break
-                if jumped:
-                    continue
-                # Fell off the end of the chain (or RETURN).
-                if frames:
-                    cname, start = frames[-1]
-                    frames = frames[:-1]
-                    continue
-                chain = cc.chain
-                if chain.builtin:
-                    policy = chain.policy or "ACCEPT"
-                    s.path.append(Step(hook, table, cname, None, f":{cname} {policy}", chain.source, chain.line,
-                                       note=f"policy {policy}"))
-                    if policy == "DROP":
-                        s.verdict, s.reason = "DROP", f"policy DROP of {table}/{cname}"
-                out.append(s)
-                break
+        for s, stopped in self._walk(st, table, hook, hook, 0, 0):
+            if not stopped:
+                # Fell off the built-in chain (or RETURN, or a goto'd chain ended): its policy applies.
+                chain = top.chain
+                policy = chain.policy or "ACCEPT"
+                s.path.append(Step(hook, table, hook, None, f":{hook} {policy}", chain.source, chain.line, note=f"policy {policy}"))
+                if policy == "DROP":
+                    s.verdict, s.reason = "DROP", f"policy DROP of {table}/{hook}"
+            out.append(s)
         return out
+
+    def _call(self, s: _St, table: str, hook: str, name: str, depth: int) -> list[tuple[_St, bool]]:
+        """Walk chain ``name`` for a jump or goto; the same chain entered again with the same packet state
+        reuses the first walk's exits, so rules that branch into a chain and rejoin it (``-m statistic
+        -j NEXT`` then ``-j NEXT``, over and over) cost one walk per chain, not one per path."""
+        key = (name, _state_key(s))
+        seen = self._seen_calls.get(key)
+        if seen is None:
+            path_len, prob, npaths = len(s.path), s.prob, s.npaths
+            exits = self._walk(s, table, hook, name, 0, depth)
+            # Kept for a later entry with the same state. A stopped exit is never changed again within this
+            # table's walk, so it is kept as it is; one that falls back into the caller is changed there, so a
+            # copy is kept (about one a chain: a trace's cost grows by a few percent, benchmarks/run.py).
+            self._seen_calls[key] = (path_len, prob, npaths, [(e if stopped else e.copy(), stopped) for e, stopped in exits])
+            return exits
+        # Entered before with this very state (its assumptions too): the same exits, after this state's path.
+        path_len, prob, npaths, exits = seen
+        scale = Fraction(*s.prob) / Fraction(*prob)  # normalised: unreduced products would double in size per level
+        out = []
+        for e, stopped in exits:
+            if len(s.path) + len(e.path) - path_len > _MAX_PATH:
+                raise InputError(
+                    f"one path through {table}/{hook} is longer than {_MAX_PATH:,} rules: chains that return and are "
+                    f"jumped to again (here {name}) make a packet's path grow exponentially; the kernel would spend "
+                    f"as long on it", hint="this is not a ruleset a kube-proxy writes; check how it was made")
+            n = e.copy()
+            n.path = s.path + e.path[path_len:]
+            p = Fraction(*e.prob) * scale
+            n.prob = (p.numerator, p.denominator)
+            n.npaths = min(e.npaths // npaths * s.npaths, PATHS_CAP)
+            out.append((n, stopped))
+        return out
+
+    def _walk(self, st: _St, table: str, hook: str, cname: str, start: int, depth: int) -> list[tuple[_St, bool]]:
+        """Walk chain ``cname`` from rule ``start``: the states that leave it, each with ``stopped`` (a verdict,
+        a NAT or ACCEPT ended the table's walk) or not (it fell off the chain or RETURNed)."""
+        cc = self._compiled.get((table, cname)) or self.compiled(table, cname)
+        if cc is None:
+            # A jump to a chain that is not in the input (partial dump): stop and say where.
+            st.verdict = "INCOMPLETE"
+            st.reason = f"continues in {table}/{cname}, which is not in this input"
+            return [(st, True)]
+        ctx = self._ctx
+        exits: list[tuple[_St, bool]] = []
+        # Work items: (state, next rule index) within this chain; a random rule adds one.
+        work: list[tuple[_St, int]] = [(st, start)]
+        while work:
+            s, start = work.pop()
+            cands = cc.candidates(s.dst)
+            pos = bisect_left(cands, start) if start else 0
+            n = len(cands)
+            left = False  # the state left this chain (an exit, or a call whose exits were handled)
+            while pos < n:
+                ri = cands[pos]
+                pos += 1
+                cr = cc.rules[ri]
+                if cr is None:
+                    if cc.passes_over(ri, s.src):
+                        continue
+                    cr = cc.rule(ri)
+                self._budget -= 1
+                if self._budget < 0:
+                    raise InputError(
+                        f"the trace evaluated more than {_MAX_RULE_VISITS:,} rules in {table}/{hook}: the rules branch too much "
+                        f"to follow every path (last in {cname})",
+                        hint="random rules whose branches never rejoin multiply the paths; trace a more specific packet "
+                             "(--src, --sport) or report the ruleset")
+                coin = None
+                matched = True
+                for check in cr.checks:
+                    r = check(s, ctx)
+                    if r is True:
+                        continue
+                    if r is False:
+                        matched = False
+                        break
+                    if type(r) is Coin:
+                        coin = r if coin is None else Coin.of(coin.p * r.p)
+                        continue
+                    # Assumed
+                    s.assumptions.append(r.reason)
+                    if not r.value:
+                        matched = False
+                        break
+                if not matched:
+                    continue
+                branch_p = None
+                if coin is not None:
+                    branch_p = coin.p
+                    alt = s.copy()
+                    n0, d0 = s.prob
+                    alt.prob = (n0 * coin.qn, d0 * coin.qd)
+                    work.append((alt, ri + 1))
+                    s.prob = (n0 * coin.pn, d0 * coin.pd)
+                rule = cr.rule
+                tgt = rule.target
+                if tgt is None:
+                    s.path.append(_new(Step, (hook, table, rule.chain, rule.number, rule.text, rule.source, rule.line, branch_p, "", rule.synthetic)))
+                    continue
+                name = cr.jump
+                if name is not None:
+                    s.path.append(_new(Step, (hook, table, rule.chain, rule.number, rule.text, rule.source, rule.line, branch_p, "", rule.synthetic)))
+                    if depth >= _MAX_DEPTH:
+                        # The kernel refuses rulesets with jump loops (ELOOP) and nests at most a few dozen chains;
+                        # kptrace refuses loops at load, so this is a loop let through by --lenient.
+                        s.verdict, s.reason = "INCOMPLETE", f"more than {_MAX_DEPTH} nested jumps at {table}/{name}: a jump loop"
+                        exits.append((s, True))
+                    else:
+                        for e, stopped in _merged(self._call(s, table, hook, name, depth + 1)):
+                            if stopped or tgt.goto:
+                                exits.append((e, stopped))  # a goto'd chain that ends returns to our caller
+                            else:
+                                work.append((e, ri + 1))
+                    left = True
+                    break
+                verdict, step_note, stop = cr.action(s, hook)
+                s.path.append(_new(Step, (hook, table, rule.chain, rule.number, rule.text, rule.source, rule.line, branch_p, step_note, rule.synthetic)))
+                if verdict == "RETURN":
+                    break
+                if stop:
+                    if verdict in ("DROP", "REJECT", "INCOMPLETE"):
+                        s.verdict = verdict
+                        s.reason = s.reason or f"{verdict} by {table}/{cname} rule {rule.number}"
+                    exits.append((s, True))
+                    left = True
+                    break
+            if not left:
+                exits.append((s, False))  # fell off the end of the chain, or RETURN
+        return exits
 
     def _compile_action(self, rule: Rule):
         tgt = rule.target
@@ -929,6 +979,35 @@ def _apply_connmark(s: _St, tgt) -> None:
         s.ctmark = _apply_mark(s.ctmark, tgt)
 
 
+def _state_key(s: _St) -> tuple:
+    """Everything about a state that a rule can read or an outcome shows, except its path and probability."""
+    return (s.src, s.dst, s.sport, s.dport, s.proto_num, s.mark, s.ctmark, s.dnat, s.snat, s.masq, s.notrack, s.recent,
+            s.verdict, s.reason, s.iif, s.oif, frozenset(s.nat_done), tuple(s.assumptions))
+
+
+def _merged(exits: list[tuple[_St, bool]]) -> list[tuple[_St, bool]]:
+    """Exits of one chain whose states are identical become one, their probabilities added (exactly) and
+    their paths counted; the most likely path is kept."""
+    if len(exits) < 2:
+        return exits
+    groups: dict[tuple, list[_St]] = {}
+    for e, stopped in exits:
+        groups.setdefault((_state_key(e), stopped), []).append(e)
+    if len(groups) == len(exits):
+        return exits
+    out = []
+    for (_, stopped), members in groups.items():
+        if len(members) > 1:
+            total = sum((Fraction(*m.prob) for m in members), Fraction(0))
+            best = max(members, key=lambda m: Fraction(*m.prob)).copy()  # the members may be kept by _call
+            best.npaths = min(sum(m.npaths for m in members), PATHS_CAP)
+            best.prob = (total.numerator, total.denominator)
+            out.append((best, stopped))
+        else:
+            out.append((members[0], stopped))
+    return out
+
+
 def _outcome_key(s: _St, family: int) -> tuple:
     return (s.verdict, s.dnat, s.snat, s.masq, s.mark, s.reason, format_endpoint(family, s.dst, s.dport))
 
@@ -961,6 +1040,7 @@ def _merge(states: list[_St], family: int, delivery_of) -> tuple[Outcome, ...]:
             reason=s0.reason,
             branches=tuple(Branch(m.prob, tuple(m.path)) for m in members),
             assumptions=tuple(assumptions),
+            paths=sum(m.npaths for m in members),
         ))
     outcomes.sort(key=lambda o: (-float(o.probability), o.dst))
     total = _exact_sum([o.probability for o in outcomes])

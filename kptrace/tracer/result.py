@@ -57,6 +57,13 @@ class Outcome:
     reason: str  # why it ended as it did, in words
     branches: tuple[Branch, ...]
     assumptions: tuple[str, ...] = ()
+    #: how many rule paths lead here: more than ``len(branches)`` when identical branches were merged on the
+    #: way (only the most likely path of each merged group is kept); 0 means one per branch
+    paths: int = 0
+
+    @property
+    def path_count(self) -> int:
+        return min(max(self.paths, len(self.branches)), 1 << 62)
 
     @property
     def path(self) -> tuple[Step, ...]:
