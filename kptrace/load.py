@@ -20,13 +20,25 @@ __all__ = ["load_dumps", "load_texts"]
 
 
 def load_dumps(paths: Iterable[str], *, node_ips: Iterable[str] = (), lenient: bool = False, full: bool = False,
-               max_bytes: int = DEFAULT_MAX_BYTES) -> Dataplane:
+               max_bytes: int = DEFAULT_MAX_BYTES, expect: dict[str, str] | None = None) -> Dataplane:
     """Read ``iptables-save`` / ``ip6tables-save`` dumps of one node (``-`` is stdin).
 
     ``full`` parses every rule now (``kptrace parse``); otherwise rules are parsed when first traced.
+    ``expect`` maps a path to the format its option promised (``--ipvs`` -> ``ipvsadm``): another format
+    there is an error, not silently read as what it is.
     Raises :class:`InputError` / :class:`ParseError` with positions.
     """
-    return load_texts([read_source(p, max_bytes=max_bytes) for p in paths], node_ips=node_ips, lenient=lenient, full=full)
+    sources = [read_source(p, max_bytes=max_bytes) for p in paths]
+    for path, src in zip(paths, sources):
+        want = (expect or {}).get(path)
+        if want is not None:
+            got = detect_format(src.text)
+            if got != want:
+                what = FORMATS.get(got, "not a format kptrace reads") if got else "not a format kptrace reads"
+                raise InputError(f"{src.name}: given as {FORMATS[want]}, but this is {what}",
+                                 hint=f"--ipvs takes `ipvsadm -Ln` or `ipvsadm-save -n` output, --ipset `ipset save` or "
+                                      f"`ipset list` output; pass iptables-save output with --dump")
+    return load_texts(sources, node_ips=node_ips, lenient=lenient, full=full)
 
 
 def load_texts(sources: Iterable[SourceText], *, node_ips: Iterable[str] = (), lenient: bool = False,

@@ -193,6 +193,7 @@ def test_packet_partial_dump_says_which_chain_it_needs(run):
     (["packet", "--dump", YAOBANK, "--dst", "[2001:db8::1]:70000"], 2, "port 70000 is out of range"),
     (["svc", "ns/x", "--dump", YAOBANK, "--node-ip", "nope"], 2, "not an IP address"),
     (["parse", YAOBANK, "--max-size", "-5"], 2, "is not a size"),
+    (["packet", "--dump", YAOBANK, "--ipvs", YAOBANK, "--dst", "10.0.0.1:80"], 3, "given as an `ipvsadm` listing, but this is iptables-save"),
     (["svc", "nope/nothing", "--dump", YAOBANK], 4, "no rules for nope/nothing"),
     (["svc", "not a query", "--dump", YAOBANK], 3, "not a Service name"),
     (["packet", "--dump", "tests/cases/parse/errors/missing-commit.rules", "--dst", "10.96.0.1:443"], 3, "has no COMMIT"),

@@ -138,7 +138,8 @@ def load_input(dumps: list[str], bundle: str | None, local: bool, node_ips: list
     from kptrace.load import load_bundle, load_dumps
 
     if dumps:
-        return load_dumps(dumps, node_ips=node_ips, lenient=lenient, full=full, max_bytes=parse_size(max_size))
+        expect = {f: fmt for f, fmt in ((ipvs, "ipvsadm"), (ipset, "ipset")) if f}
+        return load_dumps(dumps, node_ips=node_ips, lenient=lenient, full=full, max_bytes=parse_size(max_size), expect=expect)
     if bundle:
         return load_bundle(bundle, node_ips=node_ips, lenient=lenient, full=full)
 

@@ -567,8 +567,15 @@ def parse_iptables_save(
             break
     if table is not None and not fragment:
         last = lines[-1] if lines[-1] else (lines[-2] if len(lines) > 1 else "")
-        err(last_line_no if lines[-1] else last_line_no - 1, last, f"table {table.name!r} has no COMMIT: the dump ends early",
-            "the dump looks truncated (an interrupted copy?); take it again, or pass --lenient to trace what is there", col=0)
+        if paste.partial:
+            # A paste that says it leaves lines out (`...`, `| grep`, `| head`): the missing COMMIT is part of
+            # what it left out, not a damaged file. Read what is there; the notes say it is partial.
+            err(last_line_no if lines[-1] else last_line_no - 1, last, f"table {table.name!r} has no COMMIT: the pasted text "
+                "is partial (elided or filtered)", "the trace covers what the text shows; paste the whole `iptables-save` "
+                "output for a complete answer", col=0, severity="warning")
+        else:
+            err(last_line_no if lines[-1] else last_line_no - 1, last, f"table {table.name!r} has no COMMIT: the dump ends early",
+                "the dump looks truncated (an interrupted copy?); take it again, or pass --lenient to trace what is there", col=0)
 
     diags[:] = paste.line_map.restore_all(diags)
     rs.notes[:0] = [*paste.notes, *paste.elision_notes("chains and rules")]

@@ -289,6 +289,10 @@ class Tracer:
             src_text = format_addr(self.family, st.src)
             choices = choose(vs, src_text, st.sport)
             loc = vs.location
+            if getattr(self.ipvs, "truncated", False):
+                # An elided or fragmentary listing (a paste): the real servers shown may not be all of them.
+                st.assumptions.append(f"the IPVS listing is partial: real servers of {vs.endpoint} may be missing "
+                                      f"(give the whole `ipvsadm -Ln` output)")
             if not choices:
                 st.path.append(_new(Step, (hook, "ipvs", vs.endpoint, None, vs.text or vs.endpoint, loc.source, loc.line, None,
                                            "virtual service with no real server taking connections", False)))
