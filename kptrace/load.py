@@ -65,7 +65,7 @@ def _load_texts(sources: Iterable[SourceText], *, node_ips: Iterable[str], lenie
         except ValueError:
             raise InputError(f"--node-ip {a!r} is not an IP address", hint="give each node address as --node-ip 192.168.0.2") from None
     results: list[ParseResult] = []
-    ipvs = ipsets = None
+    ipvs = ipsets = nft = None
     # Several dumps pasted one after another (`iptables-save; ipvsadm -Ln`): each to its own reader, at its own lines.
     for src in [SourceText(s.name, part) for s in sources for part in split_dumps(s.text)]:
         fmt = detect_format(src.text)
@@ -84,6 +84,14 @@ def _load_texts(sources: Iterable[SourceText], *, node_ips: Iterable[str], lenie
                 raise InputError(f"{src.name}: a second ipset input (already read {ipsets.source})",
                                  hint="give one `ipset save` (or `ipset list`) output per node")
             ipsets = parse_ipset(src.text, src.name, lenient=lenient)
+            continue
+        if fmt == "nft":  # nftables: text (listing or kube-proxy's transaction) or -j JSON, one model
+            from kptrace.parsers.nft_json import parse_nft_json
+            from kptrace.parsers.nft_text import parse_nft_text
+
+            read = parse_nft_json if src.text.lstrip().startswith("{") else parse_nft_text
+            got = read(src.text, src.name, lenient=lenient)
+            nft = got if nft is None else _merge_nft(nft, got)
             continue
         if fmt is None and src.text.strip():
             from kptrace.parsers.detect import cannot_tell
@@ -125,8 +133,20 @@ def _load_texts(sources: Iterable[SourceText], *, node_ips: Iterable[str], lenie
                 rulesets[fam] = Ruleset(fam, sources=[ipvs.source], notes=[
                     f"IPv{fam}: no iptables rules given: only IPVS is traced; what iptables does around it (marks, "
                     f"masquerade, filters) is not checked"])
+    if nft is not None:
+        for fam in sorted({4 if t.family == "ip" else 6 if t.family == "ip6" else f for t in nft.tables.values()
+                           for f in ((4, 6) if t.family == "inet" else (0,))} - {0}):
+            if fam not in rulesets:
+                from kptrace.model.rules import Ruleset
+
+                rulesets[fam] = Ruleset(fam, sources=list(nft.sources))
+        if not lenient:
+            errors = [d for d in nft.diagnostics if d.severity == "error"]
+            if errors:
+                raise ParseError(errors)
     for rs in rulesets.values():
-        if not rs.tables and ipvs is not None and rs.sources == [ipvs.source]:
+        if not rs.tables and (ipvs is not None and rs.sources == [ipvs.source] or nft is not None):
+            continue
             continue  # IPVS only: no iptables input, said above
         rs.notes.extend(add_standard_jumps(rs, chain_from_lines))
         # Every rule is checked (``full`` has parsed them all already: then only the jump graph), so every
@@ -140,7 +160,21 @@ def _load_texts(sources: Iterable[SourceText], *, node_ips: Iterable[str], lenie
             rs.notes.append(f"IPv{rs.family}: the input has no nat table: no Service rewrites can be traced")
         if "filter" not in rs.tables:
             rs.notes.append(f"IPv{rs.family}: the input has no filter table: REJECT/DROP verdicts (Services without endpoints, firewalls) are not checked")
-    return Dataplane(rulesets, node_ips, ipvs=ipvs, ipsets=ipsets)
+    return Dataplane(rulesets, node_ips, ipvs=ipvs, ipsets=ipsets, nft=nft)
+
+
+def _merge_nft(a, b):
+    """Two nft inputs of one node (kube-proxy's table in one, the others in another): one ruleset."""
+    clash = sorted(set(a.tables) & set(b.tables))
+    if clash:
+        fam, name = clash[0]
+        raise InputError(f"{b.sources[0]}: a second copy of nft table {fam} {name} (already read from {a.sources[0]})",
+                         hint="pass one `nft list ruleset` per node, or rulesets that hold different tables")
+    a.tables.update(b.tables)
+    a.sources.extend(b.sources)
+    a.notes.extend(b.notes)
+    a.diagnostics.extend(b.diagnostics)
+    return a
 
 
 def load_bundle(directory: str | None = None, *, bundle=None, node_ips: Iterable[str] = (), lenient: bool = False,

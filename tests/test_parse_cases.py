@@ -70,6 +70,10 @@ def _run_parse(args, capsys, monkeypatch) -> str:
     monkeypatch.setenv("COLUMNS", "120")
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("TERM", "dumb")
+    from kptrace.cli.common import stderr_console, stdout_console
+
+    stdout_console.cache_clear()  # a console another test made has that test's width: make one at 120 columns
+    stderr_console.cache_clear()
     with pytest.raises(SystemExit) as exc:
         main(args)
     out, err = capsys.readouterr()

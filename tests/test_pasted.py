@@ -296,13 +296,13 @@ def test_detection_sees_through_a_paste():
 
 
 def test_the_cannot_tell_hint_names_only_what_is_read():
-    """FORMATS names nft (recognised, refused); the hint lists READ_FORMATS only, so it says no more than
-    kptrace reads, and grows when a reader is added there."""
-    assert "nft" in FORMATS and "nft" not in READ_FORMATS
+    """FORMATS names ip-addr (recognised, refused); the hint lists READ_FORMATS only, so it says no more than
+    kptrace reads, and grows when a reader is added there (nft was, with nftables mode)."""
+    assert "ip-addr" in FORMATS and "ip-addr" not in READ_FORMATS and "nft" in READ_FORMATS
     d = kptrace.parsers.detect.cannot_tell("$ kubectl get pods\nNAME   READY\n", "pods.txt")
     assert (d.line, d.col, d.text) == (2, 1, "NAME   READY")
-    assert "nft" not in d.hint and formats_read() in d.hint
-    assert d.hint.endswith("run `iptables-save` (or `ipvsadm -Ln`, `ipset save`) on the node and pass its output")
+    assert "ip addr" not in d.hint and formats_read() in d.hint
+    assert d.hint.endswith("run `iptables-save` (or `nft list ruleset`, `ipvsadm -Ln`, `ipset save`) on the node and pass its output")
 
 
 def test_the_ipvsadm_reader_names_another_format_at_its_line():

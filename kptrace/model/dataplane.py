@@ -22,6 +22,8 @@ class Dataplane:
     #: IPVS mode: the virtual services (an IPVSTable) and the ipsets (IPSets) of the node, when given.
     ipvs: object | None = None
     ipsets: object | None = None
+    #: nftables: every nft table of the node (an NftRuleset: kube-proxy's, a CNI's, firewalld's), when given
+    nft: object | None = None
     #: Derived, per-process caches (compiled chains, tracers): never part of the value.
     cache: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -36,6 +38,8 @@ class Dataplane:
         """``ipvs`` when the input has IPVS virtual services or kube-proxy's IPVS-mode rules, else ``iptables``."""
         if self.ipvs is not None and len(self.ipvs):
             return "ipvs"
+        if self.nft is not None and any(name == "kube-proxy" for _, name in self.nft.tables):
+            return "nftables"
         for rs in self.rulesets.values():
             nat = rs.tables.get("nat")
             if nat is not None and any(n in nat.chains for n in ("KUBE-LOAD-BALANCER", "KUBE-NODE-PORT")) \
@@ -46,7 +50,7 @@ class Dataplane:
     @property
     def diagnostics(self) -> list[Diagnostic]:
         out = [d for rs in self.rulesets.values() for d in rs.diagnostics]
-        for extra in (self.ipvs, self.ipsets):
+        for extra in (self.ipvs, self.ipsets, self.nft):
             out.extend(getattr(extra, "diagnostics", ()) or ())
         return out
 
@@ -54,11 +58,12 @@ class Dataplane:
     def sources(self) -> list[str]:
         out = [s for rs in self.rulesets.values() for s in rs.sources]
         out.extend(x.source for x in (self.ipvs, self.ipsets) if x is not None)
+        out.extend(self.nft.sources if self.nft is not None else ())
         return list(dict.fromkeys(out))
 
     @property
     def notes(self) -> list[str]:
         out = [n for rs in self.rulesets.values() for n in rs.notes]
-        for extra in (self.ipvs, self.ipsets):
+        for extra in (self.ipvs, self.ipsets, self.nft):
             out.extend(getattr(extra, "notes", ()) or ())
         return out

@@ -32,7 +32,7 @@ FORMATS = {
 
 #: The formats kptrace reads today: the one place that says so (hints are made from it). A format named in
 #: FORMATS but not here is recognised, named and refused.
-READ_FORMATS = frozenset({"iptables-save", "iptables-list", "ipvsadm", "ipset"})
+READ_FORMATS = frozenset({"iptables-save", "iptables-list", "ipvsadm", "ipset", "nft"})
 
 #: What to run on a node to have each format, for hints (the first is the one to ask for).
 RUN_ON_NODE = {
@@ -54,6 +54,7 @@ VARIANTS = {
     "ipset-save": ("ipset", "`ipset save` output"),
     "ipset-list": ("ipset", "an `ipset list` listing"),
     "nft": ("nft", FORMATS["nft"]),
+    "nft-json": ("nft", "`nft -j list ruleset` JSON"),
     "ip-addr": ("ip-addr", FORMATS["ip-addr"]),
 }
 
@@ -73,6 +74,7 @@ _RULES = (
     ("ipvsadm-save", re.compile(r"^-[Aa] (-[tuf]|--(tcp|udp|sctp|fwmark)-service) \S+", re.M)),
     ("ipset-save", re.compile(r"^(create \S+ (hash|bitmap|list):|add \S+ (\d|[0-9a-fA-F]{1,4}:|:))", re.M)),
     ("ipset-list", re.compile(r"^Name: \S+\s*\nType: ", re.M)),
+    ("nft-json", re.compile(r'^\s*\{\s*"nftables"\s*:', re.M)),
     ("nft", re.compile(r"^(table (ip|ip6|inet) \S+ \{|add (table|chain|rule|set|map|element) (ip|ip6|inet) |\s*chain \S+ \{)", re.M)),
     ("ip-addr", re.compile(r"^\d+: \S+: <[A-Z_,-]*> mtu", re.M)),
 )
@@ -188,14 +190,14 @@ def formats_read() -> str:
     """The formats kptrace reads, for a hint (from ``READ_FORMATS``).
 
     >>> formats_read()
-    'iptables-save / ip6tables-save output (*nat, :CHAIN, -A ...), `iptables -L` listings (Chain NAME (...)) and `iptables -S` output (-P, -N, -A), ipvsadm -Ln / ipvsadm-save output and ipset save / list output'
+    "iptables-save / ip6tables-save output (*nat, :CHAIN, -A ...), `iptables -L` listings (Chain NAME (...)) and `iptables -S` output (-P, -N, -A), ipvsadm -Ln / ipvsadm-save output, ipset save / list output and nft list ruleset output (text or -j JSON) and kube-proxy's nft transactions"
     """
     parts = {
         "iptables-save": "iptables-save / ip6tables-save output (*nat, :CHAIN, -A ...)",
         "iptables-list": "`iptables -L` listings (Chain NAME (...)) and `iptables -S` output (-P, -N, -A)",
         "ipvsadm": "ipvsadm -Ln / ipvsadm-save output",
         "ipset": "ipset save / list output",
-        "nft": "nft list ruleset output and kube-proxy's nft transactions",
+        "nft": "nft list ruleset output (text or -j JSON) and kube-proxy's nft transactions",
     }
     shown = [parts.get(f, FORMATS[f]) for f in FORMATS if f in READ_FORMATS]
     return ", ".join(shown[:-1]) + " and " + shown[-1] if len(shown) > 1 else "".join(shown)
@@ -216,7 +218,7 @@ def cannot_tell(text: str, source: str) -> Diagnostic:
     >>> d.location, d.message
     ('x.txt:2:1', 'cannot tell what this input is: it is none of the formats kptrace reads')
     >>> d.hint.split("; ")[1]
-    'run `iptables-save` (or `ipvsadm -Ln`, `ipset save`) on the node and pass its output'
+    'run `iptables-save` (or `nft list ruleset`, `ipvsadm -Ln`, `ipset save`) on the node and pass its output'
     """
     paste = clean_paste(text, source)
     lines = paste.text.split("\n")

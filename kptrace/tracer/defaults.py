@@ -95,7 +95,12 @@ def _service_addresses(dp: Dataplane, family: int) -> set[int]:
 def cached_pod_cidr(dp: Dataplane, family: int):
     key = ("pod_cidr", family)
     if key not in dp.cache:
-        dp.cache[key] = pod_cidr(dp.rulesets[family])
+        cidr = pod_cidr(dp.rulesets[family])
+        if cidr is None and dp.nft is not None:
+            from kptrace.tracer.nft import pod_cidr_nft
+
+            cidr = pod_cidr_nft(dp.nft, family)
+        dp.cache[key] = cidr
     return dp.cache[key]
 
 
@@ -109,7 +114,7 @@ def tracer_for(dp: Dataplane, family: int, assumed_local: tuple[str, ...] = (), 
         # Pod addresses are never the node's own (hostNetwork pods use node addresses, outside the pod CIDR).
         t = Tracer(rs, dp.node_ips_of(family), assumed_local=assumed_local, affinity=affinity,
                    remote=(cidr,) if cidr is not None else (), routes=dp.routes, interfaces=dp.interfaces,
-                   ipvs=dp.ipvs, ipsets=dp.ipsets)
+                   ipvs=dp.ipvs, ipsets=dp.ipsets, nft=dp.nft)
         # Compiled chains do not depend on the assumptions: share them between tracers of one family.
         shared = dp.cache.setdefault(("compiled", family), {})
         t._compiled = shared

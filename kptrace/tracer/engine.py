@@ -24,8 +24,9 @@ from fractions import Fraction
 
 from kptrace.errors import InputError, KptraceError
 from kptrace.model.addr import Cidr, format_addr, format_endpoint, parse_addr, parse_cidr
-from kptrace.model.rules import Chain, Rule, Ruleset
+from kptrace.model.rules import BUILTIN_CHAINS, Chain, Rule, Ruleset
 from kptrace.tracer.matchers import Assumed, Check, Coin, compile_base, compile_match
+from kptrace.tracer.nft import Fork
 from kptrace.tracer.packet import PROTOCOLS, Origin, Packet
 from kptrace.tracer.result import Branch, Outcome, Step, Trace
 
@@ -41,6 +42,10 @@ _LOOPBACK6 = parse_addr("::1")[1]
 _CONTINUE_TARGETS = {"LOG", "NFLOG", "ULOG", "TRACE", "NFACCT", "CLASSIFY", "DSCP", "TOS", "TTL", "HL", "TCPMSS",
                      "CHECKSUM", "AUDIT", "SECMARK", "CONNSECMARK", "SET", "IDLETIMER", "LED", "RATEEST", "SYNPROXY"}
 _NAT_TARGETS = {"DNAT", "SNAT", "MASQUERADE", "REDIRECT", "NETMAP"}
+#: iptables' tables as base chains (include/uapi/linux/netfilter_ipv4.h; nat's depends on the hook)
+_IPTABLES_PRIORITY = {"raw": -300, "mangle": -150, "nat": -100, "filter": 0, "security": 50}
+_INF = float("inf")
+_IPVS_LOCAL_IN = 98  # IPVS at LOCAL_IN: NF_IP_PRI_NAT_SRC - 2, between filter INPUT and nat INPUT
 _INDEX_THRESHOLD = 32  # chains shorter than this are scanned; longer ones get a destination index
 #: Nested jumps and gotos followed before a walk is cut as a loop. The kernel refuses loops at load, and
 #: kptrace refuses them too (unless --lenient); no real ruleset nests more than a dozen chains.
@@ -60,14 +65,15 @@ class _St:
     """The state of one branch of the walk. Copied when a random rule splits the walk."""
 
     __slots__ = ("src", "dst", "sport", "dport", "proto_num", "mark", "ctmark", "prob", "path", "assumptions", "dnat",
-                 "snat", "masq", "notrack", "recent", "verdict", "reason", "iif", "oif", "orig", "nat_done", "npaths")
+                 "snat", "masq", "notrack", "recent", "verdict", "reason", "iif", "oif", "orig", "nat_done", "npaths",
+                 "pinned")
 
     def copy(self) -> "_St":
         n = _St.__new__(_St)
         n.src, n.dst, n.sport, n.dport, n.proto_num = self.src, self.dst, self.sport, self.dport, self.proto_num
         n.mark, n.ctmark, n.prob, n.dnat, n.snat, n.masq = self.mark, self.ctmark, self.prob, self.dnat, self.snat, self.masq
         n.notrack, n.recent, n.verdict, n.reason = self.notrack, self.recent, self.verdict, self.reason
-        n.iif, n.oif, n.orig, n.npaths = self.iif, self.oif, self.orig, self.npaths
+        n.iif, n.oif, n.orig, n.npaths, n.pinned = self.iif, self.oif, self.orig, self.npaths, self.pinned
         n.path = list(self.path)
         n.assumptions = list(self.assumptions)
         n.nat_done = set(self.nat_done)
@@ -122,6 +128,7 @@ class _CompiledRule:
     error: str = ""
     #: the target, with its options read once: action(state, hook) -> (verdict, note, stops the table)
     action: object = None
+    goto: bool = False  # `-g` / nft `goto`: when the chain ends, return to the caller's caller
 
 
 class _CompiledChain:
@@ -144,7 +151,7 @@ class _CompiledChain:
         self.wild: list[int] = []
         self._cache: dict[int, list[int]] = {}
         self._srcs: dict[int, int | None] = {}  # rule -> the plain "-s host" its text requires (passes_over)
-        if n < _INDEX_THRESHOLD:
+        if n < _INDEX_THRESHOLD or not hasattr(chain, "text_at"):  # nft chains: scanned (their long maps are hashed)
             self.wild = range(n)
         else:
             index: dict[int, list[int]] = {}
@@ -166,6 +173,8 @@ class _CompiledChain:
         """Whether rule ``i``, not yet compiled, cannot match a packet from ``src``: its text says
         ``-s OTHER_HOST``. Such a rule is left unparsed (every KUBE-SEP chain's hairpin rule is one)."""
         srcs = self._srcs
+        if self.index is None and not hasattr(self.chain, "text_at"):
+            return False
         if i in srcs:
             other = srcs[i]
         else:
@@ -217,7 +226,7 @@ class Tracer:
 
     def __init__(self, ruleset: Ruleset, node_ips: tuple[str, ...] = (), *, assumed_local: tuple[str, ...] = (),
                  affinity: frozenset[str] = frozenset(), remote: tuple[Cidr, ...] = (), routes: tuple[dict, ...] = (),
-                 interfaces: dict[str, list[str]] | None = None, ipvs=None, ipsets=None) -> None:
+                 interfaces: dict[str, list[str]] | None = None, ipvs=None, ipsets=None, nft=None) -> None:
         self.ruleset = ruleset
         self.ipvs = ipvs  # IPVSTable: virtual services the node balances (IPVS mode)
         self.ipsets = ipsets  # IPSets: what -m set reads
@@ -238,6 +247,13 @@ class Tracer:
         self._dst_sensitive: dict[tuple[str, str], bool] = {}
         self._out_iface: str | None = None
         self._ctx = _Ctx(self)
+        # nftables: this family's tables (ip or ip6, and inet), keyed "FAMILY NAME" beside iptables' "nat", "filter"...
+        self._nft_tables: dict = {}
+        if nft is not None:
+            fam = "ip" if self.family == 4 else "ip6"
+            self._nft_tables = {f"{t.family} {t.name}": t for t in nft.tables.values() if t.family in (fam, "inet")}
+        self._nft = None
+        self._slots: dict[str, list[tuple[int, int, str, str, bool]]] = {}
 
     # ------------------------------------------------------------ addresses
 
@@ -340,11 +356,41 @@ class Tracer:
 
     # ------------------------------------------------------------ compiling
 
+    def hook_slots(self, hook: str) -> list[tuple[int, int, str, str, bool]]:
+        """The base chains that run at ``hook``, in the kernel's order: ``(priority, n, table, chain, is_nat)``.
+
+        iptables' tables are base chains at their standard priorities (which is how iptables-nft registers
+        them: raw -300, mangle -150, nat -100 (PREROUTING, OUTPUT) / 100 (INPUT, POSTROUTING), filter 0,
+        security 50); nft tables declare theirs. At one priority iptables' come first (made by the CNI or the
+        runtime after kube-proxy's table, they were registered later).
+        """
+        slots = self._slots.get(hook)
+        if slots is None:
+            slots = []
+            for tname, table in self.ruleset.tables.items():
+                if hook in BUILTIN_CHAINS.get(tname, ()) and hook in table.chains:
+                    prio = _IPTABLES_PRIORITY[tname] if tname != "nat" else (-100 if hook in ("PREROUTING", "OUTPUT") else 100)
+                    slots.append((prio, len(slots), tname, hook, tname == "nat"))
+            # At one priority the kernel runs the base chain registered last first (nf_hook_entries_grow inserts a
+            # hook before those of equal priority), and `nft list ruleset` lists tables and chains in the order
+            # they were made: so later in the listing runs earlier (fixtures/nft mixed-*: a CNI's FORWARD
+            # policy drop, made after kube-proxy's filter-forward at priority 0, decides first).
+            n = 0
+            for key, table in self._nft_tables.items():
+                for chain in table.chains.values():
+                    n += 1
+                    if chain.hook == hook.lower() and chain.type in ("filter", "nat", "route") and chain.priority is not None:
+                        slots.append((chain.priority, 1_000_000 - n, key, chain.name, chain.type == "nat"))
+            slots.sort()
+            self._slots[hook] = slots
+        return slots
+
     def compiled(self, table: str, name: str) -> _CompiledChain | None:
         key = (table, name)
         cc = self._compiled.get(key)
         if cc is None:
-            chain = self.ruleset.chain(table, name)
+            nft_table = self._nft_tables.get(table)
+            chain = nft_table.chains.get(name) if nft_table is not None else self.ruleset.chain(table, name)
             if chain is None:
                 return None
             cc = _CompiledChain(chain, self._compile_rule)
@@ -352,6 +398,13 @@ class Tracer:
         return cc
 
     def _compile_rule(self, rule: Rule) -> _CompiledRule:
+        if not isinstance(rule, Rule):  # an nft rule (model/nft.py)
+            if self._nft is None:
+                from kptrace.tracer.nft import NftCompiler
+
+                self._nft = NftCompiler(self, self._nft_tables)
+            checks, action = self._nft.compile(rule, f"{rule.family} {rule.table}")
+            return _CompiledRule(rule, tuple(checks), None, "", action)
         jump = None
         tgt = rule.target
         if tgt is not None and tgt.name not in ("ACCEPT", "DROP", "RETURN"):
@@ -375,7 +428,7 @@ class Tracer:
                 def action(st, hook, reason=reason):
                     st.assumptions.append(reason)
                     return "", "", False
-        return _CompiledRule(rule, tuple(checks), jump, "", action)
+        return _CompiledRule(rule, tuple(checks), jump, "", action, bool(tgt is not None and tgt.goto))
 
     # ------------------------------------------------------------ tracing
 
@@ -400,12 +453,13 @@ class Tracer:
         st.orig = (src, dst, packet.sport, packet.dport)
         st.nat_done = set()
         st.npaths = 1
+        st.pinned = None  # (rule, value, share) while an nft numgen's branch is evaluated (tracer/nft.py)
 
         finals: list[_St] = []
         if packet.origin is Origin.NODE:
-            self._after_output(self._hook([st], "OUTPUT", ("raw", "mangle", "nat", "filter", "security")), finals)
+            self._after_output(self._hook([st], "OUTPUT"), finals)
         else:
-            self._after_prerouting(self._hook([st], "PREROUTING", ("raw", "mangle", "nat")), finals)
+            self._after_prerouting(self._hook([st], "PREROUTING"), finals)
         return Trace(packet, self._outcomes(finals), tuple(self.ruleset.notes))
 
     def _route_local(self, st: _St) -> bool:
@@ -436,14 +490,14 @@ class Tracer:
         for s in forward:
             s.oif = self._out_iface
         if local:
-            local = self._settle(self._hook(local, "INPUT", ("mangle", "filter", "security")), finals)
+            local = self._settle(self._hook(local, "INPUT", hi=_IPVS_LOCAL_IN - 1), finals)
             balanced, local = self._ipvs(local, "INPUT", finals)
             if balanced:
-                self._settle(self._hook(balanced, "POSTROUTING", ("mangle", "nat")), finals, "sent by IPVS to a real server")
-            self._settle(self._hook(local, "INPUT", ("nat",)), finals, "delivered to a local socket (INPUT)")
+                self._settle(self._hook(balanced, "POSTROUTING"), finals, "sent by IPVS to a real server")
+            self._settle(self._hook(local, "INPUT", lo=_IPVS_LOCAL_IN), finals, "delivered to a local socket (INPUT)")
         if forward:
-            forward = self._settle(self._hook(forward, "FORWARD", ("mangle", "filter", "security")), finals)
-            self._settle(self._hook(forward, "POSTROUTING", ("mangle", "nat")), finals, "forwarded out of the node")
+            forward = self._settle(self._hook(forward, "FORWARD"), finals)
+            self._settle(self._hook(forward, "POSTROUTING"), finals, "forwarded out of the node")
 
     def _after_output(self, states: list[_St], finals: list[_St]) -> None:
         states = self._settle(states, finals)
@@ -451,7 +505,7 @@ class Tracer:
         for s in balanced:
             s.oif = self._out_iface
         if balanced:
-            self._settle(self._hook(balanced, "POSTROUTING", ("mangle", "nat")), finals, "sent by IPVS to a real server")
+            self._settle(self._hook(balanced, "POSTROUTING"), finals, "sent by IPVS to a real server")
         local, remote = [], []
         for s in states:
             if self._route_local(s):
@@ -461,39 +515,49 @@ class Tracer:
                 s.oif = self._out_iface
                 remote.append(s)
         if remote:
-            self._settle(self._hook(remote, "POSTROUTING", ("mangle", "nat")), finals, "sent out of the node")
+            self._settle(self._hook(remote, "POSTROUTING"), finals, "sent out of the node")
         if local:
             # Looped back: the receive side runs PREROUTING and INPUT, without nat (already decided).
-            looped = self._settle(self._hook(local, "POSTROUTING", ("mangle", "nat")), finals)
+            looped = self._settle(self._hook(local, "POSTROUTING"), finals)
             for s in looped:
                 s.iif = "lo"
-            looped = self._settle(self._hook(looped, "PREROUTING", ("raw", "mangle")), finals)
-            self._settle(self._hook(looped, "INPUT", ("mangle", "filter", "security")), finals,
-                         "delivered to a local socket (INPUT)")
+            looped = self._settle(self._hook(looped, "PREROUTING", nat=False), finals)
+            self._settle(self._hook(looped, "INPUT", nat=False), finals, "delivered to a local socket (INPUT)")
 
-    def _hook(self, states: list[_St], hook: str, tables: tuple[str, ...]) -> list[_St]:
-        for table in tables:
-            manip = ("dst" if hook in ("PREROUTING", "OUTPUT") else "src") if table == "nat" else None
+    def _hook(self, states: list[_St], hook: str, *, lo: float = -_INF, hi: float = _INF, nat: bool = True) -> list[_St]:
+        """Run the base chains at ``hook`` with priorities in ``lo..hi`` (all tables, iptables' and nft's) in order.
+
+        A nat chain sees only a connection's first packet, and only until one of the nat chains at this hook
+        has set its mapping (nf_nat_inet_fn); ``accept`` ends only the base chain it is in; drop/reject end all.
+        """
+        manips_run: set[str] = set()
+        for prio, _, table, chain, is_nat in self.hook_slots(hook):
+            if not lo <= prio <= hi or (is_nat and not nat):
+                continue
+            manip = ("dst" if hook in ("PREROUTING", "OUTPUT") else "src") if is_nat else None
             nxt: list[_St] = []
             todo: list[_St] = []
             for s in states:
                 if s.verdict or (manip is not None and (manip in s.nat_done or s.notrack)):
                     nxt.append(s)
                 else:
-                    if manip is not None:
-                        s.nat_done.add(manip)
                     todo.append(s)
-            if len(todo) > 1 and not self._reads_dst(table, hook):
-                nxt.extend(self._shared_walks(todo, table, hook))
+            if manip is not None:
+                manips_run.add(manip)
+            if len(todo) > 1 and not self._reads_dst(table, chain):
+                nxt.extend(self._shared_walks(todo, table, chain, hook))
             else:
                 for s in todo:
-                    nxt.extend(self._table(s, table, hook))
+                    nxt.extend(self._table(s, table, chain, hook))
             states = nxt
+        for manip in manips_run:  # no chain set a mapping: the kernel binds a null one, and nat is not asked again
+            for s in states:
+                s.nat_done.add(manip)
         return states
 
     # ------------------------------------------------------------ sharing walks between branches
 
-    def _shared_walks(self, states: list[_St], table: str, hook: str) -> list[_St]:
+    def _shared_walks(self, states: list[_St], table: str, top: str, hook: str) -> list[_St]:
         """Walk ``table`` once for each group of states that differ only in their destination.
 
         After a Service's DNAT, its n endpoints' branches go through FORWARD and POSTROUTING with the
@@ -510,7 +574,7 @@ class Tracer:
         for members in groups.values():
             rep = members[0]
             path_len, assumptions_len, prob = len(rep.path), len(rep.assumptions), rep.prob
-            results = self._table(rep, table, hook)
+            results = self._table(rep, table, top, hook)
             out.extend(results)
             for other in members[1:]:
                 for r in results:
@@ -532,6 +596,8 @@ class Tracer:
         """Whether any rule reachable from ``table``/``hook`` reads or rewrites the destination."""
         key = (table, hook)
         known = self._dst_sensitive.get(key)
+        if known is None and table in self._nft_tables:
+            known = self._dst_sensitive[key] = True  # nft: not analysed; each state walks on its own
         if known is None:
             known = False
             if self.compiled(table, hook) is None:
@@ -558,27 +624,28 @@ class Tracer:
             self._dst_sensitive[key] = known
         return known
 
-    def _table(self, st: _St, table: str, hook: str) -> list[_St]:
-        """Walk one table's built-in chain for ``hook``; return the states that leave it."""
-        top = self.compiled(table, hook)
+    def _table(self, st: _St, table: str, base: str, hook: str) -> list[_St]:
+        """Walk one base chain (an iptables table's built-in chain for ``hook``, or an nft base chain); return
+        the states that leave it."""
+        top = self.compiled(table, base)
         if top is None:
             return [st]
-        if not top.rules and (top.chain.policy or "ACCEPT") == "ACCEPT":
+        policy = (top.chain.policy or "ACCEPT").upper()
+        if not top.rules and policy == "ACCEPT":
             # An empty built-in chain: only its policy applies (most of mangle and raw on a node).
-            st.path.append(Step(hook, table, hook, None, f":{hook} ACCEPT", top.chain.source, top.chain.line, note="policy ACCEPT"))
+            st.path.append(Step(hook, table, base, None, f":{base} ACCEPT", top.chain.source, top.chain.line, note="policy ACCEPT"))
             return [st]
         self._ctx.hook = hook
         self._seen_calls: dict[tuple, object] = {}
         self._budget = _MAX_RULE_VISITS
         out: list[_St] = []
-        for s, stopped in self._walk(st, table, hook, hook, 0, 0):
+        for s, stopped in self._walk(st, table, hook, base, 0, 0):
             if not stopped:
                 # Fell off the built-in chain (or RETURN, or a goto'd chain ended): its policy applies.
                 chain = top.chain
-                policy = chain.policy or "ACCEPT"
-                s.path.append(Step(hook, table, hook, None, f":{hook} {policy}", chain.source, chain.line, note=f"policy {policy}"))
+                s.path.append(Step(hook, table, base, None, f":{base} {policy}", chain.source, chain.line, note=f"policy {policy}"))
                 if policy == "DROP":
-                    s.verdict, s.reason = "DROP", f"policy DROP of {table}/{hook}"
+                    s.verdict, s.reason = "DROP", f"policy DROP of {table}/{base}"
             out.append(s)
         return out
 
@@ -650,6 +717,7 @@ class Tracer:
                              "(--src, --sport) or report the ruleset")
                 coin = None
                 matched = True
+                forked = False
                 for check in cr.checks:
                     r = check(s, ctx)
                     if r is True:
@@ -657,17 +725,35 @@ class Tracer:
                     if r is False:
                         matched = False
                         break
-                    if type(r) is Coin:
+                    tr = type(r)
+                    if tr is Coin:
                         coin = r if coin is None else Coin.of(coin.p * r.p)
                         continue
+                    if tr is Fork:
+                        # nft numgen: one state per value, 1/n each, this rule evaluated again with it pinned.
+                        n0, d0 = s.prob
+                        share = Fraction(1, r.n)
+                        for k in range(r.n):
+                            alt = s.copy() if k else s
+                            alt.prob = (n0, d0 * r.n)
+                            alt.pinned = (r.key, r.offset + k, share)
+                            work.append((alt, ri))
+                        matched, forked = False, True
+                        break
                     # Assumed
                     s.assumptions.append(r.reason)
                     if not r.value:
                         matched = False
                         break
                 if not matched:
+                    if forked:
+                        left = True  # the copies carry on from this rule
+                        break
                     continue
                 branch_p = None
+                pinned = s.pinned
+                if pinned is not None:
+                    branch_p = pinned[2]
                 if coin is not None:
                     branch_p = coin.p
                     alt = s.copy()
@@ -676,13 +762,23 @@ class Tracer:
                     work.append((alt, ri + 1))
                     s.prob = (n0 * coin.pn, d0 * coin.pd)
                 rule = cr.rule
-                tgt = rule.target
-                if tgt is None:
-                    s.path.append(_new(Step, (hook, table, rule.chain, rule.number, rule.text, rule.source, rule.line, branch_p, "", rule.synthetic)))
-                    continue
                 name = cr.jump
+                goto = cr.goto
+                step_note = ""
+                if name is None:
+                    if cr.action is None:  # no target: the rule only counts (or marks nothing)
+                        s.path.append(_new(Step, (hook, table, rule.chain, rule.number, rule.text, rule.source, rule.line, branch_p, "", rule.synthetic)))
+                        continue
+                    verdict, step_note, stop = cr.action(s, hook)
+                    if pinned is not None:
+                        s.pinned = None  # the numgen's value served this rule only
+                    if verdict == "NOMATCH":  # an nft map without an element for this packet: the rule does not apply
+                        continue
+                    if verdict == "JUMP" or verdict == "GOTO":
+                        name, goto = step_note, verdict == "GOTO"
+                        step_note = f"{verdict.lower()} {name}"
                 if name is not None:
-                    s.path.append(_new(Step, (hook, table, rule.chain, rule.number, rule.text, rule.source, rule.line, branch_p, "", rule.synthetic)))
+                    s.path.append(_new(Step, (hook, table, rule.chain, rule.number, rule.text, rule.source, rule.line, branch_p, step_note, rule.synthetic)))
                     if depth >= _MAX_DEPTH:
                         # The kernel refuses rulesets with jump loops (ELOOP) and nests at most a few dozen chains;
                         # kptrace refuses loops at load, so this is a loop let through by --lenient.
@@ -690,13 +786,12 @@ class Tracer:
                         exits.append((s, True))
                     else:
                         for e, stopped in _merged(self._call(s, table, hook, name, depth + 1)):
-                            if stopped or tgt.goto:
+                            if stopped or goto:
                                 exits.append((e, stopped))  # a goto'd chain that ends returns to our caller
                             else:
                                 work.append((e, ri + 1))
                     left = True
                     break
-                verdict, step_note, stop = cr.action(s, hook)
                 s.path.append(_new(Step, (hook, table, rule.chain, rule.number, rule.text, rule.source, rule.line, branch_p, step_note, rule.synthetic)))
                 if verdict == "RETURN":
                     break
