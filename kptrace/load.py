@@ -36,8 +36,8 @@ def load_dumps(paths: Iterable[str], *, node_ips: Iterable[str] = (), lenient: b
             if got != want:
                 what = FORMATS.get(got, "not a format kptrace reads") if got else "not a format kptrace reads"
                 raise InputError(f"{src.name}: given as {FORMATS[want]}, but this is {what}",
-                                 hint=f"--ipvs takes `ipvsadm -Ln` or `ipvsadm-save -n` output, --ipset `ipset save` or "
-                                      f"`ipset list` output; pass iptables-save output with --dump")
+                                 hint="--ipvs takes `ipvsadm -Ln` or `ipvsadm-save -n` output, --ipset `ipset save` or "
+                                      "`ipset list` output; pass iptables-save output with --dump")
     return load_texts(sources, node_ips=node_ips, lenient=lenient, full=full)
 
 
@@ -134,8 +134,7 @@ def _load_texts(sources: Iterable[SourceText], *, node_ips: Iterable[str], lenie
                     f"IPv{fam}: no iptables rules given: only IPVS is traced; what iptables does around it (marks, "
                     f"masquerade, filters) is not checked"])
     if nft is not None:
-        for fam in sorted({4 if t.family == "ip" else 6 if t.family == "ip6" else f for t in nft.tables.values()
-                           for f in ((4, 6) if t.family == "inet" else (0,))} - {0}):
+        for fam in sorted({f for t in nft.tables.values() for f in _NFT_FAMILIES.get(t.family, ())}):
             if fam not in rulesets:
                 from kptrace.model.rules import Ruleset
 
@@ -161,6 +160,10 @@ def _load_texts(sources: Iterable[SourceText], *, node_ips: Iterable[str], lenie
         if "filter" not in rs.tables:
             rs.notes.append(f"IPv{rs.family}: the input has no filter table: REJECT/DROP verdicts (Services without endpoints, firewalls) are not checked")
     return Dataplane(rulesets, node_ips, ipvs=ipvs, ipsets=ipsets, nft=nft)
+
+
+#: the address families an nft table's packets are in (an inet table sees both)
+_NFT_FAMILIES = {"ip": (4,), "ip6": (6,), "inet": (4, 6)}
 
 
 def _merge_nft(a, b):

@@ -569,12 +569,15 @@ def test_mutated_json_structure_never_raises_anything_but_kptrace_errors(data):
 
 
 def test_load_is_lazy_and_quick():
-    import sys
-    sys.path.insert(0, str(NFT))
-    from make_big import knftables_lines, listing_lines
+    import importlib.util
 
-    for lines in (knftables_lines(1000, 10, "old"), listing_lines(300, 10, "new")):
-        text = "\n".join(lines) + "\n"
+    # The benchmark's generator (same Services as benchmarks/gen_synthetic.py), not a second one.
+    spec = importlib.util.spec_from_file_location("gen_nft", Path(__file__).resolve().parent.parent / "benchmarks" / "gen_nft.py")
+    gen_nft = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen_nft)
+    for text in (gen_nft.generate(1000, 10, layout="classic", affinity_every=20),
+                 gen_nft.generate(300, 10, layout="1.37", form="list")):
+        lines = text.splitlines()
         t0 = time.perf_counter()
         rs = parse_nft_text(text, "big")
         took = time.perf_counter() - t0

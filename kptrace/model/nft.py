@@ -561,10 +561,15 @@ class NftRuleset:
         t = self.tables.get((family, table))
         return t.sets.get(name) if t else None
 
-    def base_chains(self, hook: str | None = None) -> list[NftChain]:
-        """Base chains (of every table), at ``hook`` if given, in the order the kernel runs them: by priority."""
-        out = [c for t in self.tables.values() for c in t.chains.values() if c.hook is not None and (hook is None or c.hook == hook)]
-        out.sort(key=lambda c: c.priority or 0)
+    def base_chains(self, hook: str | None = None, families: tuple[str, ...] | None = None) -> list[NftChain]:
+        """Base chains (of every table, or of ``families``), at ``hook`` if given, in the order the kernel runs
+        them: by priority, and at one priority the chain made last first (nf_hook_entries_grow inserts a hook
+        before those of equal priority; nft lists tables and chains in the order they were made). A CNI's
+        FORWARD policy drop made after kube-proxy's filter-forward at priority 0 decides first (fixtures/nft mixed-*)."""
+        out = [c for t in self.tables.values() if families is None or t.family in families
+               for c in t.chains.values() if c.hook is not None and (hook is None or c.hook == hook)]
+        made = {id(c): n for n, c in enumerate(out)}
+        out.sort(key=lambda c: (c.priority or 0, -made[id(c)]))
         return out
 
     def iter_rules(self) -> Iterator[NftRule]:

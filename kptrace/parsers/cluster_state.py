@@ -117,7 +117,7 @@ def state_from_objects(docs: list[Any], source: str, *, text: str | None = None,
     def fail(path: list, message: str, field: str = "") -> None:
         line, col, quoted = _locate(text, path, docs, _field_path(field)) if text is not None else (0, 0, "")
         d = Diagnostic("error", message, source, line, col, quoted, 1,
-                       f"compare it with what `kubectl get services,endpointslices,nodes -A -o json` prints; kptrace "
+                       "compare it with what `kubectl get services,endpointslices,nodes -A -o json` prints; kptrace "
                        "reads the v1 and discovery.k8s.io/v1 fields kube-proxy reads")
         raise ParseError([line_map.restore(d) if line_map else d])
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import re
 from kptrace.errors import Diagnostic, ParseError
-from kptrace.model.addr import parse_cidr
 from kptrace.model.rules import BUILTIN_CHAINS, TABLES, Chain, Match, Option, RawRule, Rule, Ruleset, Table, Target
 from kptrace.parsers.grammar import Grammar, ModuleGrammar, iptables_grammar
 from kptrace.parsers.values import HINTS, check_value
@@ -332,18 +331,12 @@ class _RuleParser:
 
 
 def _value_index(toks: list[str], o: Option) -> int | None:
-    """The token index of option ``o``'s value (or of the option, when it has none), for the caret."""
-    spellings = {o.name}
+    """The token index of option ``o``'s value (it has one: only values are checked), for the caret."""
     for i, t in enumerate(toks):
-        if t in spellings or (t.startswith("--") and o.name.startswith("--") and t == o.name):
-            if o.args and i + 1 < len(toks) and toks[i + 1] == o.args[0]:
-                return i + 1
-            if not o.args:
-                return i
-    for i, t in enumerate(toks):
-        if o.args and t == o.args[0]:
-            return i
-    return None
+        if t == o.name and i + 1 < len(toks) and toks[i + 1] == o.args[0]:
+            return i + 1
+    # An alias spelling (--to for --to-destination), or "! " between: the value's own token.
+    return next((i for i, t in enumerate(toks) if t == o.args[0]), None)
 
 
 _COMMANDS = {"-A", "-I", "-N", "-X", "-F", "-P", "-D", "-R", "-Z", "-E"}

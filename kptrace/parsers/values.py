@@ -52,18 +52,12 @@ def _port_range(value: str, sep: str = ":") -> str | None:
 
 
 def _address(value: str) -> str | None:
+    """An address, a network, or (as iptables takes it) a network with a dotted mask: 10.0.0.0/255.0.0.0."""
     try:
-        ipaddress.ip_network(value, strict=False)
+        ipaddress.ip_network(value, strict=False)  # (takes dotted masks too)
+        return None
     except ValueError:
-        host, _, mask = value.partition("/")
-        try:  # a dotted netmask: 10.0.0.0/255.0.0.0
-            ipaddress.ip_network(f"{host}/{mask}", strict=False) if "." in mask else None
-            if "." in mask:
-                return None
-        except ValueError:
-            pass
         return f"{value!r} is not an address or network"
-    return None
 
 
 def _ip(text: str) -> bool:
@@ -78,6 +72,7 @@ def _nat_range(value: str) -> str | None:
     """``ADDR[-ADDR][:PORT[-PORT]]``, ``[V6ADDR]:PORT``, ``:PORT`` (DNAT/SNAT --to-*)."""
     if not value:
         return "the address is missing"
+    ports: str | None
     if value.startswith("["):
         host, _, rest = value[1:].partition("]")
         if rest and not rest.startswith(":"):
@@ -86,8 +81,8 @@ def _nat_range(value: str) -> str | None:
     elif value.count(":") > 1:  # a bare IPv6 address (range), no port
         host, ports = value, None
     else:
-        host, _, ports = value.partition(":")
-        ports = ports if ":" in value else None
+        host, colon, ports = value.partition(":")
+        ports = ports if colon else None
     if host:
         for a in host.split("-", 1):
             if not _ip(a):

@@ -140,7 +140,7 @@ class _CompiledChain:
     wildcard (always tried), so the index can only narrow, never skip a rule that could match.
     """
 
-    __slots__ = ("chain", "rules", "index", "wild", "_cache", "_compile", "_srcs")
+    __slots__ = ("chain", "rules", "index", "wild", "_cache", "_compile", "_srcs", "_has_text")
 
     def __init__(self, chain: Chain, compile_rule) -> None:
         self.chain = chain
@@ -151,7 +151,8 @@ class _CompiledChain:
         self.wild: list[int] = []
         self._cache: dict[int, list[int]] = {}
         self._srcs: dict[int, int | None] = {}  # rule -> the plain "-s host" its text requires (passes_over)
-        if n < _INDEX_THRESHOLD or not hasattr(chain, "text_at"):  # nft chains: scanned (their long maps are hashed)
+        self._has_text = isinstance(chain, Chain)  # iptables text to read ahead of parsing; nft chains have none
+        if n < _INDEX_THRESHOLD or not self._has_text:  # nft chains are scanned: their long lists are hashed maps
             self.wild = range(n)
         else:
             index: dict[int, list[int]] = {}
@@ -172,9 +173,9 @@ class _CompiledChain:
     def passes_over(self, i: int, src: int) -> bool:
         """Whether rule ``i``, not yet compiled, cannot match a packet from ``src``: its text says
         ``-s OTHER_HOST``. Such a rule is left unparsed (every KUBE-SEP chain's hairpin rule is one)."""
-        srcs = self._srcs
-        if self.index is None and not hasattr(self.chain, "text_at"):
+        if not self._has_text:
             return False
+        srcs = self._srcs
         if i in srcs:
             other = srcs[i]
         else:
@@ -248,12 +249,16 @@ class Tracer:
         self._out_iface: str | None = None
         self._ctx = _Ctx(self)
         # nftables: this family's tables (ip or ip6, and inet), keyed "FAMILY NAME" beside iptables' "nat", "filter"...
+        self._nft = nft
         self._nft_tables: dict = {}
         if nft is not None:
             fam = "ip" if self.family == 4 else "ip6"
             self._nft_tables = {f"{t.family} {t.name}": t for t in nft.tables.values() if t.family in (fam, "inet")}
-        self._nft = None
+        self._nft_compiler = None
         self._slots: dict[str, list[tuple[int, int, str, str, bool]]] = {}
+        # Per table walk (_table): the chains entered with each packet state (_call), and the rules left to evaluate.
+        self._seen_calls: dict[tuple, object] = {}
+        self._budget = _MAX_RULE_VISITS
 
     # ------------------------------------------------------------ addresses
 
@@ -371,17 +376,13 @@ class Tracer:
                 if hook in BUILTIN_CHAINS.get(tname, ()) and hook in table.chains:
                     prio = _IPTABLES_PRIORITY[tname] if tname != "nat" else (-100 if hook in ("PREROUTING", "OUTPUT") else 100)
                     slots.append((prio, len(slots), tname, hook, tname == "nat"))
-            # At one priority the kernel runs the base chain registered last first (nf_hook_entries_grow inserts a
-            # hook before those of equal priority), and `nft list ruleset` lists tables and chains in the order
-            # they were made: so later in the listing runs earlier (fixtures/nft mixed-*: a CNI's FORWARD
-            # policy drop, made after kube-proxy's filter-forward at priority 0, decides first).
-            n = 0
-            for key, table in self._nft_tables.items():
-                for chain in table.chains.values():
-                    n += 1
-                    if chain.hook == hook.lower() and chain.type in ("filter", "nat", "route") and chain.priority is not None:
-                        slots.append((chain.priority, 1_000_000 - n, key, chain.name, chain.type == "nat"))
             slots.sort()
+            if self._nft is not None:  # already in the kernel's order (NftRuleset.base_chains)
+                fam = "ip" if self.family == 4 else "ip6"
+                slots.extend((c.priority, 0, f"{c.family} {c.table}", c.name, c.type == "nat")
+                             for c in self._nft.base_chains(hook.lower(), (fam, "inet"))
+                             if c.type in ("filter", "nat", "route") and c.priority is not None)
+                slots.sort(key=lambda slot: slot[0])  # stable: iptables' first at one priority, nft's kept in order
             self._slots[hook] = slots
         return slots
 
@@ -399,11 +400,11 @@ class Tracer:
 
     def _compile_rule(self, rule: Rule) -> _CompiledRule:
         if not isinstance(rule, Rule):  # an nft rule (model/nft.py)
-            if self._nft is None:
+            if self._nft_compiler is None:
                 from kptrace.tracer.nft import NftCompiler
 
-                self._nft = NftCompiler(self, self._nft_tables)
-            checks, action = self._nft.compile(rule, f"{rule.family} {rule.table}")
+                self._nft_compiler = NftCompiler(self, self._nft_tables)
+            checks, action = self._nft_compiler.compile(rule, f"{rule.family} {rule.table}")
             return _CompiledRule(rule, tuple(checks), None, "", action)
         jump = None
         tgt = rule.target
@@ -636,7 +637,7 @@ class Tracer:
             st.path.append(Step(hook, table, base, None, f":{base} ACCEPT", top.chain.source, top.chain.line, note="policy ACCEPT"))
             return [st]
         self._ctx.hook = hook
-        self._seen_calls: dict[tuple, object] = {}
+        self._seen_calls = {}
         self._budget = _MAX_RULE_VISITS
         out: list[_St] = []
         for s, stopped in self._walk(st, table, hook, base, 0, 0):

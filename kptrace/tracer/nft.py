@@ -19,17 +19,17 @@ and marks as decimal text, ``tcp``/``udp``/``sctp``), which is the spelling set 
 from __future__ import annotations
 
 import ipaddress
-from fractions import Fraction
 from typing import Any, NamedTuple
 
 from kptrace.model.addr import format_addr, format_endpoint, parse_addr
 from kptrace.model.nft import (AnonMap, AnonSet, Binop, Concat, Counter, Ct, Fib, Limit, Log, Mangle, Match, Meta, Nat, Notrack,
                                Numgen, Payload, Prefix, Range, SetRef, SetUpdate, Unknown, Value, Verdict, Vmap, Xt)
 from kptrace.tracer.matchers import Assumed
+from kptrace.tracer.packet import PROTOCOLS
 
 __all__ = ["Fork", "NftCompiler", "pod_cidr_nft"]
 
-_PROTO_NAMES = {6: "tcp", 17: "udp", 132: "sctp", 1: "icmp", 58: "ipv6-icmp"}
+_PROTO_NAMES = {num: name for name, num in reversed(PROTOCOLS.items())}  # number -> nft's name (first spelling wins)
 _L4_FIELDS = {"tcp", "udp", "sctp", "th", "udplite", "dccp"}
 
 
@@ -141,17 +141,6 @@ class NftCompiler:
         table = self.tables.get(table_key)
         return table.sets.get(name) if table is not None else None
 
-    def _member(self, value, elements, interval: bool) -> bool:
-        if value is None:
-            return False
-        if not interval:
-            return value in elements
-        for el in elements:
-            key = el[0] if isinstance(el, tuple) and len(el) == 2 and not isinstance(el[0], str) else el
-            if _contains(key, value):
-                return True
-        return False
-
     def _in_set(self, table_key: str, ref: SetRef, value, st) -> bool | Assumed:
         s = self._set(table_key, ref.name)
         if s is None:
@@ -163,7 +152,7 @@ class NftCompiler:
             return False
         if s.interval:
             return any(_contains(k, value) for k, _ in s.elements)
-        return s.lookup(value if not isinstance(value, list) else tuple(value)) is not None or value in s
+        return value in s
 
     def _compare(self, table_key: str, m: Match, st, rule_key: int):
         try:
@@ -238,9 +227,6 @@ class NftCompiler:
         return checks, self._action(statements, table_key, rule_key, rule)
 
     def _action(self, statements, table_key: str, rule_key: int, rule):
-        family = self.family
-        tracer = self.tracer
-
         def run(st, hook):
             notes = []
             for kind, e in statements:
@@ -370,10 +356,14 @@ class NftCompiler:
             st.assumptions.append(f"{e.kind} at {u.reason}: its address is unknown")
             return "ACCEPT", pre + e.kind, True
         if e.kind in ("dnat", "redirect"):
-            if e.kind == "redirect":
-                addr = "127.0.0.1" if hook == "OUTPUT" and family == 4 else ("::1" if hook == "OUTPUT" else
-                                                                             (format_addr(family, min(self.tracer.node_ips))
-                                                                              if self.tracer.node_ips else None))
+            if e.kind == "redirect":  # to the node itself: loopback from OUTPUT, else the input interface's address
+                if hook == "OUTPUT":
+                    addr = "127.0.0.1" if family == 4 else "::1"
+                elif self.tracer.node_ips:
+                    addr = format_addr(family, min(self.tracer.node_ips))
+                else:
+                    addr = None
+                    st.assumptions.append("redirect: the input interface's address is unknown (give --node-ip)")
             if addr is not None:
                 st.dst = parse_addr(str(addr))[1]
             if port is not None:
