@@ -255,3 +255,21 @@ def test_verify_without_root_says_so(run, monkeypatch):
     code, out, err = run("verify", "--dump", BOOTCAMP, "--dst", "10.106.224.41:8080")
     assert code == 5
     assert "needs root" in err
+
+
+@pytest.mark.parametrize("args,code,needle", [
+    # Defects the hypothesis suite found (tests/test_properties.py keeps them as examples too): each used to exit 70.
+    (["packet", "--dump", "tests/cases/semantic/ipvs-ipv6-real-server.ipvsadm", "--dst", "10.0.0.50:80", "--src", "10.1.1.1"],
+     0, "is IPv6 behind the IPv4 virtual service"),
+    (["svc", "KUBE-SVC-AAAAAAAAAAAAAAAA", "--dump", "tests/cases/semantic/bad-service-address.rules", "--lenient"],
+     0, "is not an address: not traced"),
+    (["packet", "--dump", "tests/cases/semantic/connmark-non-ascii-digit.rules", "--dst", "10.0.0.1:80", "--lenient"],
+     0, "not understood"),
+    (["packet", "--dump", "tests/cases/semantic/connmark-non-ascii-digit.rules", "--dst", "10.0.0.1:80"],
+     3, "is not a mark"),
+    (["parse", "tests/cases/semantic/comment-starting-with-dash.rules"], 0, "no problems"),
+])
+def test_found_by_the_property_suite(run, args, code, needle):
+    got, out, err = run(*args)
+    assert got == code, (out, err)
+    assert needle in out + err, (out, err)

@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, NamedTuple
 
+from kptrace.model.addr import is_uint
 from kptrace.errors import Diagnostic
 
 __all__ = [
@@ -317,7 +318,7 @@ _PORT_PROTOCOLS = frozenset(("tcp", "udp", "sctp", "udplite"))
 
 
 def _port(text: str) -> int:
-    if not text.isdigit() or int(text) > 65535:
+    if not is_uint(text) or int(text) > 65535:
         raise ValueError(f"{text!r} is not a port (0-65535)")
     return int(text)
 
@@ -382,7 +383,7 @@ def _guess_kind(part: str) -> str:
     """For a set whose type is unknown (an ``add`` with no ``create``): the kind its text shows."""
     if "/" in part:
         return "net"
-    if part.isdigit():
+    if is_uint(part):
         return "port"
     if ":" in part and part.split(":", 1)[0].isalpha() and "." not in part and part.count(":") == 1:
         return "proto_port"
@@ -479,7 +480,7 @@ class IPSet:
     def timeout(self) -> int | None:
         """The set's default timeout in seconds (header ``timeout``), None without one."""
         t = self.options.get("timeout")
-        return int(t) if isinstance(t, str) and t.isdigit() else None
+        return int(t) if isinstance(t, str) and is_uint(t) else None
 
     @property
     def comment(self) -> bool:

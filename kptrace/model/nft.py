@@ -40,6 +40,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator, NamedTuple, Union
 
+from kptrace.model.addr import is_uint
+
 __all__ = [
     "AnonMap", "AnonSet", "Binop", "Concat", "Counter", "Ct", "Fib", "Hash", "Limit", "Log", "Lookup",
     "Mangle", "Match", "Meta", "Nat", "Notrack", "NftChain", "NftRule", "NftRuleset", "NftSet", "NftTable",
@@ -613,7 +615,7 @@ def _quote(s: str) -> str:
 def _val(s: str, quote: bool = False, hexa: bool = False) -> str:
     if quote:
         return _quote(s)
-    if hexa and s.isdigit() and len(s) > 1:
+    if hexa and is_uint(s) and len(s) > 1:
         return hex(int(s))
     if s and all(c in _SAFE_VALUE for c in s) or (s and "," in s and all(c in _SAFE_VALUE or c == "," for c in s)):
         return s

@@ -18,6 +18,7 @@ import json
 import re
 from typing import Any
 
+from kptrace.model.addr import is_uint
 from kptrace.errors import Diagnostic, InputError, ParseError
 from kptrace.model.cluster import ClusterState, EndpointPort, EndpointSlice, Node, Service, ServicePort, SliceEndpoint
 from kptrace.parsers.paste import PasteMap, clean_paste
@@ -327,7 +328,7 @@ def _num(v: Any, field: str, default: int | None = 0) -> int:
         if default is None:
             raise _Bad(field, "is missing")
         return default
-    if isinstance(v, bool) or not isinstance(v, (int, str)) or (isinstance(v, str) and not (v.isdigit() and v.isascii())):
+    if isinstance(v, bool) or not isinstance(v, (int, str)) or (isinstance(v, str) and not is_uint(v)):
         raise _Bad(field, f"is not a number ({v!r})")
     return int(v)
 

@@ -34,6 +34,7 @@ import re
 import tomllib
 from typing import NamedTuple
 
+from kptrace.model.addr import is_uint
 from kptrace.errors import Diagnostic, ParseError
 from kptrace.model.ipvs import IPSet, IPSets, Location, MemberError, MemberMeta, canonical_member
 from kptrace.parsers.detect import find_variant_paste, wrong_format
@@ -233,7 +234,7 @@ class _Reader:
             if i + 1 >= n:
                 raise _Cut
             val = toks[i + 1]
-            if kind == "int" and not val.isdigit():
+            if kind == "int" and not is_uint(val):
                 raise _Cut
             if kind == "family":
                 if val not in _FAMILIES:
@@ -278,7 +279,7 @@ class _Reader:
             if kind is None or (arity and i + 1 >= n):
                 raise _Cut
             val = opts[i + 1] if arity else ""
-            if kind == "int" and not val.isdigit():
+            if kind == "int" and not is_uint(val):
                 raise _Cut
             if name in ("timeout", "packets", "bytes"):
                 if name == "timeout":
@@ -502,7 +503,7 @@ class _ListReader(_Reader):
                 st.listed = True
                 in_members = True
             elif key in ("Revision", "Number of entries", "Size in memory", "References"):
-                if not value.isdigit():
+                if not is_uint(value):
                     self.problem("error", idx, f"{key}: takes a number", "", col, max(1, len(value)))
                 elif key == "Revision":
                     st.revision = int(value)

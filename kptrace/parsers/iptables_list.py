@@ -65,6 +65,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple
 
+from kptrace.model.addr import is_uint
 from kptrace.errors import Diagnostic, ParseError
 from kptrace.model.rules import BUILTIN_CHAINS, TABLES, Chain, RawRule, Rule, Ruleset, Table
 from kptrace.parsers.grammar import grammar_path, iptables_grammar
@@ -107,9 +108,6 @@ _VERBOSE_FIRSTS = frozenset(" 0123456789")
 _FIRST = operator.itemgetter(0)
 
 
-def _digits(text: str) -> bool:
-    """ASCII digits only: str.isdigit() also takes "³" (which int() refuses) and "٣" (which it reads as 3)."""
-    return text.isascii() and text.isdigit()
 
 
 def save_string(value: str) -> str:
@@ -603,7 +601,7 @@ class _Values:
         self.listing = listing
 
     def port(self, value: str, where: tuple[int, int, int]) -> str:
-        if _digits(value):
+        if is_uint(value):
             return value
         port = self.g.services.get(value)
         if isinstance(port, int):
@@ -618,7 +616,7 @@ class _Values:
         return value
 
     def ports(self, value: str, where: tuple[int, int, int]) -> str:
-        if _digits(value.replace(",", "").replace(":", "")):
+        if is_uint(value.replace(",", "").replace(":", "")):
             return value
         return ",".join(":".join(self.port(p, where) for p in part.split(":")) for part in value.split(","))
 
@@ -633,7 +631,7 @@ class _Values:
         known = self.g.addresses.get(host)
         if known is not None:
             net_addr, _, net_plen = known["network"].partition("/")
-            if sep and _digits(plen) and int(plen) <= int(net_plen):
+            if sep and is_uint(plen) and int(plen) <= int(net_plen):
                 read = f"{net_addr}/{plen}"
                 self.listing.resolved(value, read)
                 return read
@@ -652,7 +650,7 @@ class _Values:
         return value
 
     def protocol(self, value: str, where: tuple[int, int, int]) -> str:
-        if _digits(value):
+        if is_uint(value):
             return self.g.protocol_save.get(int(value), value)
         num = self.g.protocol_names.get(value.lower())
         if num is None:
@@ -688,7 +686,7 @@ def _icmp(v: _Values, value: str, where) -> str:
 
 
 def _user(v: _Values, value: str, where) -> str:
-    if _digits(value):
+    if is_uint(value):
         return value
     if value == "root":  # uid and gid 0 on every node; other names are the node's own
         v.listing.resolved(value, "0")
@@ -706,7 +704,7 @@ _CONVERTERS: dict[str, Callable[[_Values, str, Any], str | None]] = {
     "port": _Values.port,
     "ports": _Values.ports,
     "addr": lambda v, value, where: v.address(value, where, host_suffix=False) if value not in _ANY_ADDRESS else value,
-    "proto": lambda v, value, where: value if _digits(value) else str(v.g.protocol_names.get(value.lower(), value)),
+    "proto": lambda v, value, where: value if is_uint(value) else str(v.g.protocol_names.get(value.lower(), value)),
     "protoname": lambda v, value, where: v.protocol(value, where),
     "str": lambda v, value, where: save_string(value[1:-1]),
     "comment": lambda v, value, where: save_string(value),
@@ -717,7 +715,7 @@ _CONVERTERS: dict[str, Callable[[_Values, str, Any], str | None]] = {
     "int": lambda v, value, where: value,
     "hlmode": lambda v, value, where: value.replace("-", ","),
     "burst": lambda v, value, where: None if value == "5" else value,
-    "loglevel": lambda v, value, where: (lambda n: None if n == 4 else str(n))(int(value) if _digits(value) else _LOG_LEVELS.get(value, -1)),
+    "loglevel": lambda v, value, where: (lambda n: None if n == 4 else str(n))(int(value) if is_uint(value) else _LOG_LEVELS.get(value, -1)),
     "logflags": lambda v, value, where: " ".join(opt for bit, opt in _LOG_FLAGS if int(value) & bit) or None,
     "classid": lambda v, value, where: ":".join(f"{int(x, 16):04x}" for x in value.split(":")),
 }
@@ -966,7 +964,7 @@ class _Listing:
         counters = None
         if layout.counters is not None:
             pk, by = parts[layout.counters], parts[layout.counters + 1]
-            if _digits(pk) and _digits(by):
+            if is_uint(pk) and is_uint(by):
                 counters = (int(pk), int(by))
             else:
                 return self._translate_rule_general(i, block, line, want_map)
@@ -1059,7 +1057,7 @@ class _Listing:
         elif ":" in value:
             if "/" not in value:
                 value += "/128"
-        elif value[0].isdigit() and _V4_ADDR.match(value):
+        elif is_uint(value[0]) and _V4_ADDR.match(value):
             if "/" not in value:
                 value += "/32"
         else:
@@ -1576,7 +1574,7 @@ def _read_structure(lst: _Listing) -> None:
                 if not line:
                     break
                 c0 = line[0]
-                if verbose and (c0 == " " or c0.isdigit()):
+                if verbose and (c0 == " " or is_uint(c0)):
                     i += 1
                     continue
                 if line.isspace() or (c0 == "C" and line.startswith("Chain ")) or _aside(line):
@@ -1626,7 +1624,7 @@ def _aside(line: str) -> str | None:
     the prompt. None for anything else (rule lines: without -v they start with their target, which no
     prompt pattern takes)."""
     c0 = line[0]
-    if c0 == " " or c0.isdigit():
+    if c0 == " " or is_uint(c0):
         return None
     prompt = _PROMPT.match(line)
     if prompt is not None:

@@ -23,6 +23,7 @@ options are tokenised and parsed only when the rule is first used (:meth:`Chain.
 from __future__ import annotations
 
 import re
+from kptrace.model.addr import is_uint
 from kptrace.errors import Diagnostic, ParseError
 from kptrace.model.rules import BUILTIN_CHAINS, TABLES, Chain, Match, Option, RawRule, Rule, Ruleset, Table, Target
 from kptrace.parsers.grammar import Grammar, ModuleGrammar, iptables_grammar
@@ -140,9 +141,11 @@ class _RuleParser:
             return (toks[at],), at + 1
         if arity == "rest" or arity == -1:
             j = at
+            if arity == "rest" and j < n and toks[j] not in _STRUCTURE:
+                j += 1  # the first value is the value, whatever it starts with: `--comment "-x"` (quotes are gone here)
             while j < n:
                 t = toks[j]
-                if t == "!" or (len(t) > 1 and t[0] == "-" and not t[1].isdigit()):
+                if t == "!" or (len(t) > 1 and t[0] == "-" and not is_uint(t[1])):
                     break
                 j += 1
             vals = toks[at:j]
@@ -182,7 +185,7 @@ class _RuleParser:
         n = len(toks)
         # toks[0:2] is "-A CHAIN" (or "-I CHAIN [N]"): skip it.
         i = 2
-        if n > 2 and toks[0] == "-I" and toks[2].isdigit():
+        if n > 2 and toks[0] == "-I" and is_uint(toks[2]):
             i = 3
         while i < n:
             t = toks[i]
@@ -339,6 +342,8 @@ def _value_index(toks: list[str], o: Option) -> int | None:
     return next((i for i, t in enumerate(toks) if t == o.args[0]), None)
 
 
+#: tokens that always start a new part of a rule, never a value
+_STRUCTURE = {"!", "-m", "--match", "-j", "--jump", "-g", "--goto", "-s", "-d", "-p", "-i", "-o"}
 _COMMANDS = {"-A", "-I", "-N", "-X", "-F", "-P", "-D", "-R", "-Z", "-E"}
 
 
@@ -450,7 +455,7 @@ def parse_iptables_save(
             if cmd == "-A":
                 ch._idx.append(idx)
             else:
-                pos = int(parts[2]) - 1 if len(parts) > 2 and parts[2].isdigit() else 0
+                pos = int(parts[2]) - 1 if len(parts) > 2 and is_uint(parts[2]) else 0
                 ch._idx.insert(max(0, min(pos, len(ch._idx))), idx)
             ch._changed()
         elif cmd == "-N":

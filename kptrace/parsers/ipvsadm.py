@@ -48,6 +48,7 @@ import tomllib
 from socket import AF_INET as _AF_INET, inet_pton as _inet_pton
 from typing import Any, NamedTuple
 
+from kptrace.model.addr import is_uint
 from kptrace.errors import Diagnostic, ParseError
 from kptrace.model.ipvs import (
     IPVSTable, Location, Rates, RealServer, Scheduler, Stats, VirtualService, canonical_address,
@@ -243,7 +244,7 @@ def _check_host(text: str) -> Any:
 
 
 def _check_port(text: str) -> Any:
-    if text.isdigit():
+    if is_uint(text):
         if int(text) > 65535:
             raise ValueError(f"port {text} is out of range (0-65535)")
         return int(text)
@@ -299,7 +300,7 @@ class _Cut(Exception):
 
 
 def _int(tok: str) -> int:
-    if not (tok.isdigit() and tok.isascii()):
+    if not is_uint(tok):
         raise _Cut
     return int(tok)
 
@@ -375,7 +376,7 @@ class _Reader:
 
     def largenum(self, tok: str) -> tuple[int, bool]:
         last = tok[-1:]
-        if last.isdigit():
+        if is_uint(last):
             return _int(tok), True
         mult = self.multipliers.get(last)
         if mult is None:
@@ -412,7 +413,7 @@ class _Reader:
 
     def _port(self, addr: str | None, port_s: str | None, host: str | None, proto: str, idx: int, tok_no: int,
               tok: str) -> tuple[str | None, int | None, str | None, str | None]:
-        if port_s is not None and port_s.isdigit() and port_s.isascii():
+        if port_s is not None and is_uint(port_s):
             port = int(port_s)
             if port > 65535:
                 raise _Cut
@@ -482,14 +483,14 @@ class _ListingReader(_Reader):
                 if len(toks) == n_tokens and toks[0] == "->":
                     tok = toks[1]
                     host, sep, port_s = tok.rpartition(":")
-                    if plain and sep and port_s.isdigit() and v4(host):
+                    if plain and sep and is_uint(port_s) and v4(host):
                         # _dest inlined, for the variants of plain columns (numbers and a forwarding method):
                         # a function call was a fifth of the line's cost.
                         vals = [host, int(port_s), None, None, None, None, new(Location, (src, idx + 1)), line,
                                 None, None, None, None, None, None, None, None]
                         for ti, fi in p_ints:
                             t = toks[ti]
-                            if not (t.isdigit() and t.isascii()):
+                            if not is_uint(t):
                                 break
                             vals[fi] = int(t)
                         else:
@@ -512,7 +513,7 @@ class _ListingReader(_Reader):
                 toks = line.split()
                 if len(toks) == 3 and toks[0] in _PROTO_NAMES and toks[2] in schedulers:
                     host, sep, port_s = toks[1].rpartition(":")
-                    if sep and port_s.isdigit() and v4(host) and int(port_s) <= 65535:
+                    if sep and is_uint(port_s) and v4(host) and int(port_s) <= 65535:
                         current_rs = []
                         services.append([[toks[0], host, int(port_s), None, toks[2], (), None, None, None,
                                           new(Location, (src, idx + 1)), line, None, None, False, None, 4, None, None],
@@ -625,7 +626,7 @@ class _ListingReader(_Reader):
         toks = stripped.split()
         rest = toks[3:] if toks[0] == "FWM" and len(toks) > 2 and toks[2] == "IPv6" else toks[2:]
         variants = self.g.variants.values()
-        if not rest or not rest[0][:1].isdigit():
+        if not rest or not is_uint(rest[0][:1]):
             return [v for v in variants if v.service is None]
         numeric = [v for v in variants if v.service is not None]
         if len(numeric) > 1:
@@ -646,7 +647,7 @@ class _ListingReader(_Reader):
         if len(toks) != len(v.dest) + 2:
             return False
         for (_, kind), tok in zip(v.dest, toks[2:]):
-            if kind == "int" and not tok.isdigit():
+            if kind == "int" and not is_uint(tok):
                 return False
             if kind == "largenum" and not _LARGENUM.fullmatch(tok):
                 return False
@@ -659,7 +660,7 @@ class _ListingReader(_Reader):
         vals = [addr, port, None, None, None, None, loc, line, None, None, None, None, None, None, hname, pname]
         for ti, fi in plan.ints:
             t = toks[ti]
-            if not t.isdigit():
+            if not is_uint(t):
                 raise _Cut
             vals[fi] = int(t)  # ValueError for a non-ASCII digit: the caller takes it as _Cut
         for ti, fi in plan.forwards:
@@ -767,7 +768,7 @@ _VARIANTS_HINT = ("kptrace reads ipvsadm -L with no column option, or with --sta
 
 def _prefix(mask: str) -> int:
     """A persistence netmask as a prefix length: ``255.255.255.0`` -> 24; IPv6 prints ``64`` already."""
-    if mask.isdigit():
+    if is_uint(mask):
         if int(mask) > 128:
             raise _Cut
         return int(mask)
@@ -809,7 +810,7 @@ class _SaveReader(_Reader):
                     fwd = switches.get(toks[5])
                     host, sep, port_s = toks[4].rpartition(":")
                     w = toks[7]
-                    if entry is not None and fwd is not None and sep and port_s.isdigit() and w.isdigit() \
+                    if entry is not None and fwd is not None and sep and is_uint(port_s) and is_uint(w) \
                             and v4(host) and int(port_s) <= 65535:
                         entry[1].append(new(RealServer, (host, int(port_s), fwd, int(w), None, None,
                                                          new(Location, (src, idx + 1)), line,
@@ -822,7 +823,7 @@ class _SaveReader(_Reader):
                 # The fast path of a plain service: "-A -t|-u ADDRESS:PORT -s SCHED".
                 if len(toks) == 5 and toks[3] == "-s" and toks[4] in schedulers and toks[1] in fast_protos:
                     host, sep, port_s = toks[2].rpartition(":")
-                    if sep and port_s.isdigit() and v4(host) and int(port_s) <= 65535:
+                    if sep and is_uint(port_s) and v4(host) and int(port_s) <= 65535:
                         proto = fast_protos[toks[1]]
                         key = (proto, host, int(port_s))
                         if key not in services:

@@ -25,6 +25,7 @@ import json
 import re
 from typing import Any
 
+from kptrace.model.addr import is_uint
 from kptrace.errors import Diagnostic, ParseError
 from kptrace.model.nft import (
     AnonMap, AnonSet, Binop, Concat, Counter, Ct, Fib, Hash, Limit, Log, Lookup, Mangle, Match, Meta, Nat,
@@ -117,7 +118,7 @@ class _Converter:
             if isinstance(v, str) and v.startswith("@"):
                 return _new(SetRef, (v[1:],))
             a = _atom(v)
-            if type(a) is str and a.isdigit() and _sel_name(left) in _PROTO_SELECTORS:
+            if type(a) is str and is_uint(a) and _sel_name(left) in _PROTO_SELECTORS:
                 a = self.g.protocol_names.get(a, a)
             return _new(Value, (a,)) if type(a) is str else a
         if len(v) != 1:
@@ -172,7 +173,7 @@ class _Converter:
             if "elem" in v:
                 return self.key(v["elem"]["val"], left)
         a = _atom(v)
-        if type(a) is str and a.isdigit() and _sel_name(left) in _PROTO_SELECTORS:
+        if type(a) is str and is_uint(a) and _sel_name(left) in _PROTO_SELECTORS:
             a = self.g.protocol_names.get(a, a)
         return a
 

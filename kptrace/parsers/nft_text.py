@@ -55,6 +55,7 @@ import tomllib
 from dataclasses import dataclass
 from typing import Any
 
+from kptrace.model.addr import is_uint
 from kptrace.errors import Diagnostic, ParseError
 from kptrace.model.nft import (
     AnonMap, AnonSet, Binop, Concat, Counter, Ct, Fib, Hash, Limit, Log, Lookup, Mangle, Match, Meta, Nat,
@@ -202,7 +203,7 @@ def _v6(tok: str) -> str:
 
 
 def _numberish(s: str) -> bool:
-    return bool(s) and any(c.isdigit() for c in s) and all(c in _HEXDIGITS for c in s)
+    return bool(s) and any(is_uint(c) for c in s) and all(c in _HEXDIGITS for c in s)
 
 
 def canonical_atom(tok: str) -> Any:
@@ -218,9 +219,9 @@ def canonical_atom(tok: str) -> Any:
     c0 = tok[0]
     if c0 == '"':
         return _unquote(tok)
-    if not (c0.isdigit() or c0 == ":" or (c0 in _HEXDIGITS and ":" in tok)):
+    if not (is_uint(c0) or c0 == ":" or (c0 in _HEXDIGITS and ":" in tok)):
         return tok
-    if tok.isdigit():
+    if is_uint(tok):
         return tok if len(tok) == 1 or c0 != "0" else str(int(tok))
     if tok[:2] in ("0x", "0X"):
         try:
@@ -229,7 +230,7 @@ def canonical_atom(tok: str) -> Any:
             return tok
     if "/" in tok:
         addr, _, length = tok.partition("/")
-        if length.isdigit():
+        if is_uint(length):
             v6 = ":" in addr
             if v6:
                 addr = _v6(addr)
@@ -275,7 +276,7 @@ def element_order(key: Any) -> tuple:
     sets and maps keep their elements in this order (they are sets: nft prints them in its own order)."""
     t = type(key)
     if t is str:
-        return (0, int(key), "") if key.isdigit() else (1, 0, key)
+        return (0, int(key), "") if is_uint(key) else (1, 0, key)
     if t is tuple:
         return (3, 0, "", tuple(element_order(k) for k in key))
     return (2, 0, repr(key))
@@ -287,7 +288,7 @@ def _pair_order(pair: tuple) -> tuple:
 
 def parse_seconds(text: str) -> float | None:
     """``3h`` -> 10800, ``1h30m`` -> 5400, ``10800s``, ``500ms`` -> 0.5, ``42`` -> 42 (None: not a time)."""
-    if text.isdigit():
+    if is_uint(text):
         return int(text)
     total = 0.0
     pos = 0
@@ -652,7 +653,7 @@ class _StatementReader:
 
     def atom(self, tok: str, left: Any) -> Any:
         a = canonical_atom(tok)
-        if type(a) is str and a.isdigit() and _sel_name(left) in _PROTO_SELECTORS:
+        if type(a) is str and is_uint(a) and _sel_name(left) in _PROTO_SELECTORS:
             return self.g.protocol_names.get(a, a)
         return a
 
@@ -1739,9 +1740,9 @@ class _Loader:
                 return None
             if len(toks) == 1:
                 return base
-            if len(toks) == 3 and toks[1] in "+-" and toks[2].isdigit():
+            if len(toks) == 3 and toks[1] in "+-" and is_uint(toks[2]):
                 return base + int(toks[2]) if toks[1] == "+" else base - int(toks[2])
-            if len(toks) == 2 and toks[1][:1] in "+-" and toks[1][1:].isdigit():
+            if len(toks) == 2 and toks[1][:1] in "+-" and is_uint(toks[1][1:]):
                 return base + int(toks[1])
         except ValueError:
             return None
@@ -1786,7 +1787,7 @@ class _Loader:
             else:
                 s.extra += (("gc-interval", rest),)
         elif word == "size":
-            ok = rest.isdigit()
+            ok = is_uint(rest)
             if ok:
                 s.size = int(rest)
         elif word == "comment":
@@ -2033,7 +2034,7 @@ class _Loader:
             c = self.get_chain(t, cname, line, declared=False)
         # the rule text starts after "VERB rule [FAMILY] TABLE CHAIN [position N | handle N | index N]"
         where = None
-        if j + 1 < len(toks) and toks[j] in ("position", "handle", "index") and toks[j + 1].isdigit():
+        if j + 1 < len(toks) and toks[j] in ("position", "handle", "index") and is_uint(toks[j + 1]):
             where = (toks[j], int(toks[j + 1]))
             j += 2
         body = _after_tokens(text, j)

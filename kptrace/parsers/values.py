@@ -19,18 +19,15 @@ import ipaddress
 import math
 import re
 
+from kptrace.model.addr import is_uint
+
 __all__ = ["HINTS", "check_value"]
 
 _PORT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*$")  # a service name (`iptables -L` without -n); names.toml resolves it
 
 
-def _digits(text: str) -> bool:
-    """ASCII digits only: str.isdigit() also takes '³' and '٣', which int() refuses or reads otherwise."""
-    return text.isascii() and text.isdigit()
-
-
 def _port(text: str, *, names: bool = True) -> str | None:
-    if _digits(text):
+    if is_uint(text):
         return None if int(text) <= 65535 else f"port {int(text)} is out of range (0-65535)"
     if names and _PORT_NAME.match(text):
         return None
@@ -46,7 +43,7 @@ def _port_range(value: str, sep: str = ":") -> str | None:
             problem = _port(part)
             if problem:
                 return problem
-    if s and _digits(lo) and _digits(hi) and int(lo) > int(hi):
+    if s and is_uint(lo) and is_uint(hi) and int(lo) > int(hi):
         return f"the range {value} runs backwards"
     return None
 
@@ -116,7 +113,7 @@ def _probability(value: str) -> str | None:
 
 
 def _count(value: str, least: int) -> str | None:
-    if not _digits(value) or int(value) < least or int(value) > 0xFFFFFFFF:
+    if not is_uint(value) or int(value) < least or int(value) > 0xFFFFFFFF:
         return f"{value!r} is not a whole number{' of at least 1' if least else ''}"
     return None
 

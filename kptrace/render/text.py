@@ -80,14 +80,7 @@ def _path_tree(o: Outcome, title: str, *, full: bool, same_as: tuple[Step, ...] 
 
 def render_trace(console: Console, t: Trace, *, full_path: bool = False, show_paths: bool = True) -> None:
     console.print(f"[bold]Packet[/] {escape(str(t.packet))}")
-    table = Table(show_edge=False, header_style="bold")
-    table.add_column("#", justify="right")
-    table.add_column("probability", justify="right")
-    table.add_column("verdict")
-    table.add_column("destination")
-    table.add_column("source")
-    table.add_column("mark")
-    table.add_column("why")
+    rows = []
     for i, o in enumerate(t.outcomes, 1):
         verdict = Text(o.verdict, style=_VERDICT_STYLE.get(o.verdict, ""))
         if o.assumed:
@@ -95,11 +88,29 @@ def render_trace(console: Console, t: Trace, *, full_path: bool = False, show_pa
         dst = o.dnat and f"{o.dnat} (DNAT)" or o.dst
         src = ((f"{o.snat} (MASQUERADE)" if o.snat not in (None, "MASQUERADE") else "MASQUERADE") if o.masquerade
                else (f"{o.snat} (SNAT)" if o.snat else o.src))
-        table.add_row(str(i), share_text(o.probability), verdict, dst, src, f"{o.mark:#x}", o.reason)
+        # Text, not markup: an IPv6 endpoint's "[fd00::1]:80" would be read as a markup tag and vanish.
+        rows.append((str(i), share_text(o.probability), verdict, Text(dst), Text(src), f"{o.mark:#x}", Text(o.reason)))
+    table = Table(show_edge=False, header_style="bold")
+    table.add_column("#", justify="right")
+    table.add_column("probability", justify="right")
+    table.add_column("verdict")
+    # The addresses keep their width (the words of "why" wrap instead): at 80 columns they were cut to "10.244.1.3:…".
+    for n, name in ((3, "destination"), (4, "source")):
+        table.add_column(name, min_width=max((len(r[n].plain.split(" (")[0]) for r in rows), default=0), overflow="fold")
+    table.add_column("mark")
+    # On a narrow terminal "why" moves under the table, one line an outcome, so that it squeezes nothing.
+    narrow = console.width < 6 + 14 + 14 + sum(table.columns[n].min_width + 3 for n in (3, 4)) + 7 + 24
+    if not narrow:
+        table.add_column("why")
+    for row in rows:
+        table.add_row(*(row[:-1] if narrow else row))
     console.print(table)
+    if narrow:
+        for row in rows:
+            console.print(Text.assemble(f" #{row[0]} why: ", row[-1]), highlight=False)
     if show_paths:
         for i, o in enumerate(t.outcomes, 1):
-            title = f"[bold]#{i}[/] {share_text(o.probability)} {o.verdict}" + (f" → {o.dnat}" if o.dnat else "")
+            title = f"[bold]#{i}[/] {share_text(o.probability)} {o.verdict}" + (f" → {escape(o.dnat)}" if o.dnat else "")
             if o.path_count > 1:
                 title += f" [dim]({o.path_count} paths; the most likely shown)[/]"
             first = t.outcomes[0].path if i > 1 and not full_path else ()
@@ -136,7 +147,7 @@ def render_service(console: Console, v: ServiceView, *, show_paths: bool = False
 
     entries = Table(title="Entry points", title_justify="left", show_edge=False, header_style="bold")
     for col in ("kind", "address", "leads to", "rule"):
-        entries.add_column(col)
+        entries.add_column(col, overflow="fold")  # fold, never "…": a cut chain name or file:line is useless
     for e in v.entry_points:
         addr = _hostport(e.address, e.port) if e.address else f"<node>:{e.port}"
         style = "red" if e.via in ("REJECT", "DROP") else ""
@@ -159,7 +170,7 @@ def render_service(console: Console, v: ServiceView, *, show_paths: bool = False
         if counters is not None:
             cols.insert(2, "observed" + (" (since)" if counters.since else " (counters)"))
         for col in cols:
-            eps.add_column(col)
+            eps.add_column(col, overflow="fold")
         for e in v.endpoints:
             row = [Text(e.address), share_text(e.probability), e.chain, "yes" if e.local else ""]
             if counters is not None:
@@ -177,7 +188,7 @@ def render_service(console: Console, v: ServiceView, *, show_paths: bool = False
 
     flows = Table(title="Where connections go, by entry point and origin", title_justify="left", show_edge=False, header_style="bold")
     for col in ("entry", "from", "probability", "outcome", "masquerade (why)"):
-        flows.add_column(col)
+        flows.add_column(col, overflow="fold")
     for et in v.traces:
         e = et.entry
         entry = Text(f"{e.kind} {_hostport(e.address, e.port) if e.address else f'<node>:{e.port}'}")

@@ -325,8 +325,15 @@ class Tracer:
                 num, den = n.prob
                 n.prob = (num * c.probability.numerator, den * c.probability.denominator)
                 rs = c.server
-                if rs.address is not None and rs.port is not None:
-                    n.dst, n.dport = parse_addr(rs.address)[1], rs.port
+                rs_family, rs_addr = parse_addr(rs.address) if rs.address is not None else (self.family, None)
+                if rs_family != self.family:
+                    # An IPv6 real server behind an IPv4 virtual service (IPVS tunnelling can): this trace, of
+                    # one family, does not follow it there.
+                    n.assumptions.append(f"real server {rs.endpoint} is IPv{rs_family} behind the IPv{self.family} virtual "
+                                         f"service {vs.endpoint}: where it goes from there is not traced")
+                    n.dnat = rs.endpoint
+                elif rs_addr is not None and rs.port is not None:
+                    n.dst, n.dport = rs_addr, rs.port
                     n.dnat = format_endpoint(self.family, n.dst, n.dport)
                 persist = f", persistent {vs.persistent} s" if vs.persistent else ""
                 note = f"{vs.scheduler or '?'} -> {rs.endpoint} weight {rs.weight}{persist}: {c.note}"
@@ -777,7 +784,8 @@ class Tracer:
                         continue
                     if verdict == "JUMP" or verdict == "GOTO":
                         name, goto = step_note, verdict == "GOTO"
-                        step_note = f"{verdict.lower()} {name}"
+                        # Say where a verdict map sent the packet; a plain `jump X` says it itself.
+                        step_note = "" if rule.text.endswith(f" {name}") else f"{verdict.lower()} {name}"
                 if name is not None:
                     s.path.append(_new(Step, (hook, table, rule.chain, rule.number, rule.text, rule.source, rule.line, branch_p, step_note, rule.synthetic)))
                     if depth >= _MAX_DEPTH:
@@ -847,9 +855,11 @@ class Tracer:
                 return "", f"mark {before:#x} -> {st.mark:#x}", False
             return mark
         if name == "CONNMARK":
+            apply = _compile_connmark(tgt)  # values read here: a bad one is "not understood" (assumed), not a crash
+
             def connmark(st, hook):
                 before = (st.mark, st.ctmark)
-                _apply_connmark(st, tgt)
+                apply(st)
                 return "", f"mark {before[0]:#x} -> {st.mark:#x}, ctmark {before[1]:#x} -> {st.ctmark:#x}", False
             return connmark
         if name in _NAT_TARGETS:
@@ -1058,11 +1068,8 @@ def _run_mark_ops(mark: int, ops: list[tuple[int, int]]) -> int:
     return mark
 
 
-def _apply_mark(mark: int, tgt) -> int:
-    return _run_mark_ops(mark, _mark_ops(tgt))
-
-
-def _apply_connmark(s: _St, tgt) -> None:
+def _compile_connmark(tgt):
+    """CONNMARK's options read once: a function that applies them to a state."""
     nfmask = ctmask = 0xFFFFFFFF
     m = tgt.get("--mask")
     if m is not None:
@@ -1072,11 +1079,18 @@ def _apply_connmark(s: _St, tgt) -> None:
     if tgt.get("--ctmask") is not None:
         ctmask = int(tgt.get("--ctmask").value, 0)
     if tgt.get("--save-mark") is not None:
-        s.ctmark = ((s.ctmark & ~ctmask) ^ (s.mark & nfmask)) & 0xFFFFFFFF
-    elif tgt.get("--restore-mark") is not None:
-        s.mark = ((s.mark & ~nfmask) ^ (s.ctmark & ctmask)) & 0xFFFFFFFF
-    else:
-        s.ctmark = _apply_mark(s.ctmark, tgt)
+        def save(s: _St) -> None:
+            s.ctmark = ((s.ctmark & ~ctmask) ^ (s.mark & nfmask)) & 0xFFFFFFFF
+        return save
+    if tgt.get("--restore-mark") is not None:
+        def restore(s: _St) -> None:
+            s.mark = ((s.mark & ~nfmask) ^ (s.ctmark & ctmask)) & 0xFFFFFFFF
+        return restore
+    ops = _mark_ops(tgt)
+
+    def set_ctmark(s: _St) -> None:
+        s.ctmark = _run_mark_ops(s.ctmark, ops)
+    return set_ctmark
 
 
 def _state_key(s: _St) -> tuple:

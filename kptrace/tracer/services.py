@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from kptrace.errors import InputError, NotFoundError
-from kptrace.model.addr import parse_cidr, parse_endpoint
+from kptrace.model.addr import is_uint, parse_addr, parse_cidr, parse_endpoint
 from kptrace.model.dataplane import Dataplane
 from kptrace.model.kube import SERVICE_CHAIN_PREFIXES, chain_hash_of, service_chain_hash
 from kptrace.model.rules import Chain, Rule, Ruleset
@@ -148,7 +148,7 @@ def find_services(dp: Dataplane, query: str) -> list[_Key]:
         for fam, rs in dp.rulesets.items():
             spns = {f"{ns_name}:{port}"} if port else {ns_name, f"{ns_name}:"}
             spns |= _comment_spns(rs, ns_name) if not port else set()
-            if port and port.isdigit():
+            if port and is_uint(port):
                 spns |= {s for s in _comment_spns(rs, ns_name)}
             seen = set()
             for spn in sorted(spns):
@@ -161,7 +161,7 @@ def find_services(dp: Dataplane, query: str) -> list[_Key]:
             for spn in sorted(spns - {k.spn for k in keys}):
                 if _filter_rules_for(rs, spn, ()):
                     keys.append(_Key(service_chain_hash(spn, "tcp"), fam, spn, None))
-        if port and port.isdigit():
+        if port and is_uint(port):
             # ns/name:80 -- a port number: keep the ports that have that number.
             keys = [k for k in keys if k.spn == f"{ns_name}:{port}" or _has_port(dp, k, int(port))]
         return keys
@@ -249,7 +249,7 @@ def _has_port(dp: Dataplane, k: _Key, port: int) -> bool:
 def _dport(r: Rule) -> int | None:
     for m in r.matches:
         o = m.get("--dport")
-        if o is not None and o.value.isdigit():
+        if o is not None and is_uint(o.value):
             return int(o.value)
     return None
 
@@ -467,6 +467,11 @@ def _view(dp: Dataplane, k: _Key, origins: tuple[Origin, ...] | None) -> Service
         if e.kind == "HealthCheckNodePort":
             continue
         dst = e.address or node_ip
+        try:
+            parse_addr(dst)
+        except ValueError:  # a rule `parse` refuses, read anyway under --lenient
+            warnings.append(f"{e.kind} {e.address!r} at {e.location} is not an address: not traced")
+            continue
         wanted = (Origin.POD, Origin.NODE) if e.kind == "ClusterIP" else (Origin.EXTERNAL, Origin.POD, Origin.NODE)
         for origin in wanted:
             if origins is not None and origin not in origins:

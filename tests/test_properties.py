@@ -1,8 +1,3 @@
-# PENDING (issue 12, not yet collected by pytest): the hypothesis suite for every reader. Two of its tests still fail on
-# open defects listed in the session note (IPv4 virtual service with an IPv6 real server; svc on a refused
-# Service address; --lenient with a non-ASCII mark digit; a quoted comment starting with "-"). Rename it back to
-# tests/test_properties.py once they are fixed; run it now with: python3 -m pytest tests/properties_pending.py
-
 """Property-based tests (hypothesis) for every reader: what people paste never gets a traceback, never
 hangs, and well-formed input round-trips.
 
@@ -591,7 +586,7 @@ def _reader(name: str) -> Reader:
 
 
 # Inputs that failed, kept as regression examples (each names the reader it failed in). Those marked
-# "lead" are defects outside the readers this suite may fix; they fail until fixed.
+# "fixed" marks defects this suite found, kept as regression examples.
 _IPVS_MIXED = "TCP  10.0.0.50:80 rr\n  -> [fd00::1:2]:8080             Masq    1      0          0\n"
 _SAVE_BAD_CLUSTER_IP = """*nat
 :KUBE-SERVICES - [0:0]
@@ -616,13 +611,13 @@ _SLICE_LIST_LABEL = ('{"kind": "EndpointSlice", "addressType": "IPv4", "endpoint
 @example(reader=_reader("cluster-state"), text='[{"kind": 1}, {"kind": "X"}]', lenient=False)  # fixed: TypeError
 @example(reader=_reader("cluster-state"), text='{"kind": "Service", "metadata": true}', lenient=False)  # fixed: AttributeError
 @example(reader=_reader("cluster-state"), text=_SLICE_LIST_LABEL, lenient=False)  # fixed: TypeError in expected_ports
-@example(reader=_reader("ipvsadm"), text=_IPVS_MIXED, lenient=False)  # lead: AddressValueError in the tracer
+@example(reader=_reader("ipvsadm"), text=_IPVS_MIXED, lenient=False)  # fixed: AddressValueError in the tracer
 @example(reader=_reader("load"), text=_IPVS_MIXED, lenient=False)
-@example(reader=_reader("iptables-save"), text=_SAVE_BAD_CLUSTER_IP, lenient=True)  # lead: ValueError in service_views
+@example(reader=_reader("iptables-save"), text=_SAVE_BAD_CLUSTER_IP, lenient=True)  # fixed: ValueError in service_views
 @example(reader=_reader("load"), text=_SAVE_BAD_CLUSTER_IP, lenient=False)
-@example(reader=_reader("load"), lenient=True,  # lead: --lenient traces a mark parse refuses: ValueError in the tracer
+@example(reader=_reader("load"), lenient=True,  # fixed: --lenient traces a mark parse refuses: ValueError in the tracer
          text="*mangle\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j CONNMARK --set-xmark ³xff/0xffffffff\nCOMMIT\n")
-# lead: str.isdigit() takes "³", int() refuses it (ValueError): values.py _port, ipvsadm.py and ipset.py readers
+# fixed: str.isdigit() takes "³", int() refuses it (ValueError): values.py _port, ipvsadm.py and ipset.py readers
 @example(reader=_reader("iptables-save"), lenient=True,
          text="*nat\n:KUBE-SERVICES - [0:0]\n-A KUBE-SERVICES -d 10.96.0.1/32 -p tcp -m tcp --dport ³0 -j ACCEPT\nCOMMIT\n")
 @example(reader=_reader("ipvsadm"), text="-A -t 10.0.0.50:80 -s rr\n-a -t 10.0.0.50:80 -r 10.1.0.1:³0 -m -w 1\n", lenient=True)
@@ -914,7 +909,7 @@ def test_generated_rule_sets_round_trip_through_iptables_save(dump):
 
 # Well-formed dumps that did not round-trip (kept apart, so that the generated examples run meanwhile).
 @_settings(1)
-@example(text='*filter\n:X - [0:0]\n-A X -m comment --comment "-x" -j ACCEPT\nCOMMIT\n')  # lead: a comment starting with "-"
+@example(text='*filter\n:X - [0:0]\n-A X -m comment --comment "-x" -j ACCEPT\nCOMMIT\n')  # fixed: a comment starting with "-"
 @given(text=st.just("*filter\n:X - [0:0]\n-A X -j ACCEPT\nCOMMIT\n"))
 def test_round_trip_regressions(text):
     _round_trip_text(text, [("10.0.0.1", 80, "tcp")])
