@@ -844,6 +844,7 @@ class _Listing:
         if "\r" in text:
             text = text.replace("\r\n", "\n")
         self.lines = text.split("\n")
+        self.elided: frozenset[int] = frozenset()  # 0-based lines a paste elided (`...`), blank in ``lines``
         self.source = source
         self.g = g
         self.diagnostics = diagnostics
@@ -1460,6 +1461,7 @@ def parse_iptables_list(text: str, source: str = "<listing>", *, lenient: bool =
     text = paste.text
     diags = _Diagnostics()
     lst = _Listing(text, source, g, diags)
+    lst.elided = frozenset(n - 1 for n in paste.elisions)  # blanked elision lines: they do not end a chain
     diags.listing = lst
     diags.line_map = paste.line_map
     _read_structure(lst)
@@ -1569,9 +1571,13 @@ def _read_structure(lst: _Listing) -> None:
                     end = count
                 if set(map(_FIRST, lines[i:end])) <= _VERBOSE_FIRSTS:
                     i = end
+            elided = lst.elided
             while i < count:
                 line = lines[i]
                 if not line:
+                    if i in elided:  # `...` among the rules: the chain goes on after it (its notes say what may be missing)
+                        i += 1
+                        continue
                     break
                 c0 = line[0]
                 if verbose and (c0 == " " or is_uint(c0)):
@@ -1581,8 +1587,13 @@ def _read_structure(lst: _Listing) -> None:
                     break
                 i += 1
             if i > start:
-                block.rules = list(range(start, i))
-                owner[start:i] = [block] * (i - start)
+                if elided:
+                    block.rules = [j for j in range(start, i) if j not in elided]
+                    for j in block.rules:
+                        owner[j] = block
+                else:
+                    block.rules = list(range(start, i))
+                    owner[start:i] = [block] * (i - start)
             continue
         if c0 == "-" and len(line) > 3 and line[2] == " " and line[1] in "PNA":
             block = _spec_line(lst, i, line, command, spec_blocks)
