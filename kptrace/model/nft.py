@@ -46,7 +46,7 @@ __all__ = [
     "AnonMap", "AnonSet", "Binop", "Concat", "Counter", "Ct", "Fib", "Hash", "Limit", "Log", "Lookup",
     "Mangle", "Match", "Meta", "Nat", "Notrack", "NftChain", "NftRule", "NftRuleset", "NftSet", "NftTable",
     "Numgen", "Payload", "Prefix", "Range", "SetRef", "SetUpdate", "Unknown", "Value", "Verdict", "Vmap", "Xt",
-    "canonical_view", "format_expr", "format_nft", "format_rule", "format_stmt",
+    "PROTOCOL_SELECTORS", "canonical_view", "format_expr", "format_nft", "format_rule", "format_stmt", "selector_name",
 ]
 
 
@@ -294,6 +294,22 @@ for _cls in (Payload, Meta, Ct, Fib, Numgen, Hash, Concat, Binop, Value, Prefix,
              Lookup, Match, Verdict, Vmap, Nat, Mangle, SetUpdate, Counter, Log, Limit, Notrack, Xt, Unknown):
     _cls.__eq__ = _typed_eq  # type: ignore[method-assign,assignment]
     _cls.__ne__ = _typed_ne  # type: ignore[method-assign,assignment]
+
+
+#: the selectors whose value is a protocol (a number there is written by its name: 6 is tcp)
+PROTOCOL_SELECTORS = frozenset({"meta l4proto", "ip protocol", "ip6 nexthdr", "ct protocol"})
+
+
+def selector_name(e: Any) -> str:
+    """How nft names a selector expression ("ip daddr", "meta l4proto", "ct state"); "" for anything else."""
+    t = type(e)
+    if t is Payload:
+        return f"{e.protocol} {e.field}"
+    if t is Meta:
+        return f"meta {e.key}"
+    if t is Ct:
+        return f"ct {e.key}"
+    return ""
 
 
 class NftRule(NamedTuple):

@@ -28,7 +28,7 @@ from typing import Any
 from kptrace.model.addr import is_uint
 from kptrace.errors import Diagnostic, ParseError
 from kptrace.model.nft import (
-    AnonMap, AnonSet, Binop, Concat, Counter, Ct, Fib, Hash, Limit, Log, Lookup, Mangle, Match, Meta, Nat,
+    PROTOCOL_SELECTORS, selector_name, AnonMap, AnonSet, Binop, Concat, Counter, Ct, Fib, Hash, Limit, Log, Lookup, Mangle, Match, Meta, Nat,
     NftChain, NftRule, NftRuleset, NftSet, NftTable, Notrack, Numgen, Payload, SetRef, SetUpdate,
     Unknown, Value, Verdict, Vmap, Xt, format_rule,
 )
@@ -41,7 +41,6 @@ _HINT = "run `nft -j list ruleset > ruleset.json` on the node and pass the whole
 _PROMPT = re.compile(r"^\s*(?:[\w.-]+@[\w.-]+(?::\S*)?\s*)?[$#]")
 _BINOPS = {"&", "|", "^", "<<", ">>"}
 _VERDICT_KEYS = ("accept", "drop", "continue", "return", "jump", "goto", "reject", "queue")
-_PROTO_SELECTORS = frozenset({"meta l4proto", "ip protocol", "ip6 nexthdr", "ct protocol"})
 
 
 class _Bad(Exception):
@@ -96,17 +95,6 @@ def _int(v: Any, what: str) -> int:
     return v
 
 
-def _sel_name(e: Any) -> str:
-    t = type(e)
-    if t is Payload:
-        return f"{e.protocol} {e.field}"
-    if t is Meta:
-        return f"meta {e.key}"
-    if t is Ct:
-        return f"ct {e.key}"
-    return ""
-
-
 class _Converter:
     """JSON statements and expressions -> model values."""
 
@@ -118,7 +106,7 @@ class _Converter:
             if isinstance(v, str) and v.startswith("@"):
                 return _new(SetRef, (v[1:],))
             a = _atom(v)
-            if type(a) is str and is_uint(a) and _sel_name(left) in _PROTO_SELECTORS:
+            if type(a) is str and is_uint(a) and selector_name(left) in PROTOCOL_SELECTORS:
                 a = self.g.protocol_names.get(a, a)
             return _new(Value, (a,)) if type(a) is str else a
         if len(v) != 1:
@@ -173,7 +161,7 @@ class _Converter:
             if "elem" in v:
                 return self.key(v["elem"]["val"], left)
         a = _atom(v)
-        if type(a) is str and is_uint(a) and _sel_name(left) in _PROTO_SELECTORS:
+        if type(a) is str and is_uint(a) and selector_name(left) in PROTOCOL_SELECTORS:
             a = self.g.protocol_names.get(a, a)
         return a
 

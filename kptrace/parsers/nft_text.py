@@ -58,7 +58,7 @@ from typing import Any
 from kptrace.model.addr import is_uint
 from kptrace.errors import Diagnostic, ParseError
 from kptrace.model.nft import (
-    AnonMap, AnonSet, Binop, Concat, Counter, Ct, Fib, Hash, Limit, Log, Lookup, Mangle, Match, Meta, Nat,
+    PROTOCOL_SELECTORS, selector_name, AnonMap, AnonSet, Binop, Concat, Counter, Ct, Fib, Hash, Limit, Log, Lookup, Mangle, Match, Meta, Nat,
     NftChain, NftRule, NftRuleset, NftSet, NftTable, Notrack, Numgen, Payload, Prefix, Range, SetRef, SetUpdate,
     Unknown, Value, Verdict, Vmap, Xt, UNLOADABLE,
 )
@@ -325,19 +325,7 @@ _RELOPS = {"==": "==", "eq": "==", "!=": "!=", "ne": "!=", "<": "<", "lt": "<", 
            "<=": "<=", "le": "<=", ">=": ">=", "ge": ">="}
 _BINOPS = {"&": "&", "and": "&", "|": "|", "or": "|", "^": "^", "xor": "^", "<<": "<<", "lshift": "<<",
            ">>": ">>", "rshift": ">>"}
-_PROTO_SELECTORS = frozenset({"meta l4proto", "ip protocol", "ip6 nexthdr", "ct protocol"})
 _ELEM_EXTRAS = frozenset({"comment", "timeout", "expires", "counter", "packets", "bytes"})
-
-
-def _sel_name(e: Any) -> str:
-    t = type(e)
-    if t is Payload:
-        return f"{e.protocol} {e.field}"
-    if t is Meta:
-        return f"meta {e.key}"
-    if t is Ct:
-        return f"ct {e.key}"
-    return ""
 
 
 class _StatementReader:
@@ -474,7 +462,7 @@ class _StatementReader:
         if op is not None:
             self.i += 1
         if self.i >= self.n:
-            raise _Bad(self.i, f"{_sel_name(left) or 'this selector'} needs a value to compare with",
+            raise _Bad(self.i, f"{selector_name(left) or 'this selector'} needs a value to compare with",
                        hint="is the line cut off?")
         right = self.rhs(left)
         if op is None:
@@ -482,7 +470,7 @@ class _StatementReader:
                 self.i += 1
                 mask = self.rhs(left)
                 return _new(Match, (_new(Binop, ("&", left, mask)), "==", right))
-            op = "in" if type(right) is Value and _sel_name(left) in self.g.bitmask else "=="
+            op = "in" if type(right) is Value and selector_name(left) in self.g.bitmask else "=="
         if type(right) is AnonSet and len(right.elements) == 1 and type(right.elements[0]) is not tuple:
             right = _to_expr(right.elements[0])  # nft stores a one-element anonymous set as the element
         return _new(Match, (left, op, right))
@@ -653,7 +641,7 @@ class _StatementReader:
 
     def atom(self, tok: str, left: Any) -> Any:
         a = canonical_atom(tok)
-        if type(a) is str and is_uint(a) and _sel_name(left) in _PROTO_SELECTORS:
+        if type(a) is str and is_uint(a) and selector_name(left) in PROTOCOL_SELECTORS:
             return self.g.protocol_names.get(a, a)
         return a
 
