@@ -299,7 +299,7 @@ def _compare(report: NodeReport, e: ExpectedPort, a: ProgrammedPort | None) -> N
     internal = [x for x in a.entries if _kind_of(e, x.address) == "ClusterIP" and x.kind == "ClusterIP"]
     policy_mismatch = False
     if internal and e.has_internal_endpoints:
-        node_local = internal[0].target.startswith("KUBE-SVL-")
+        node_local = internal[0].target.startswith(("KUBE-SVL-", "local-"))
         if node_local != e.policy.internal_local:
             policy_mismatch = True
             add("policy-mismatch", f"internalTrafficPolicy is {'Local' if e.policy.internal_local else 'Cluster'} in the API, "
@@ -315,11 +315,11 @@ def _compare(report: NodeReport, e: ExpectedPort, a: ProgrammedPort | None) -> N
 
     # --- endpoints
     if not policy_mismatch:
-        _compare_endpoints(e, exp_cluster, a.cluster, "KUBE-SVC-" + e.hash, add)
+        _compare_endpoints(e, exp_cluster, a.cluster, a.cluster_name, add, local=False)
         if e.policy.uses_local_endpoints or a.local is not None:
-            _compare_endpoints(e, exp_local, a.local, "KUBE-SVL-" + e.hash, add)
-    for label, eps in (("KUBE-SVC-", a.cluster), ("KUBE-SVL-", a.local)):
-        _check_shares(label + e.hash, eps, add)
+            _compare_endpoints(e, exp_local, a.local, a.local_name, add, local=True)
+    for name, eps in ((a.cluster_name, a.cluster), (a.local_name, a.local)):
+        _check_shares(name, eps, add)
 
     # --- session affinity
     if node_has_endpoints and (a.cluster or a.local):
@@ -407,14 +407,15 @@ def _compare_entries(e: ExpectedPort, a: ProgrammedPort, add) -> None:
     for cidr, ev in a.source_ranges:
         if cidr.split("/")[0] not in e.lb_ips:
             have_r[cidr] = ev
+    fw = next((c for c in a.jumps if c.startswith("firewall-")), "KUBE-FW-" + e.hash)
     norm = _network_of
     want_n = {norm(r): r for r in want_r}
     have_n = {norm(r): ev for r, ev in have_r.items()}
     for r in sorted(set(want_n) - set(have_n)):
-        add("missing-entry-point", f"loadBalancerSourceRanges has {r}; the node's KUBE-FW-{e.hash} does not accept it",
+        add("missing-entry-point", f"loadBalancerSourceRanges has {r}; the node's {fw} does not accept it",
             entry=f"SourceRange {r}")
     for r in sorted(set(have_n) - set(want_n)):
-        add("stale-entry-point", f"the node's KUBE-FW-{e.hash} accepts {r}; it is not in loadBalancerSourceRanges",
+        add("stale-entry-point", f"the node's {fw} accepts {r}; it is not in loadBalancerSourceRanges",
             entry=f"SourceRange {r}", evidence=[have_n[r]])
 
 
@@ -427,14 +428,13 @@ def _network_of(cidr: str) -> str:
         return cidr
 
 
-def _compare_endpoints(e: ExpectedPort, want_eps, have_eps: list[ChainEndpoint] | None, chain: str, add) -> None:
+def _compare_endpoints(e: ExpectedPort, want_eps, have_eps: list[ChainEndpoint] | None, chain: str, add, *, local: bool) -> None:
     want = {x.address: x for x in want_eps or ()}
     have: dict[str, list[ChainEndpoint]] = {}
     for x in have_eps or ():
         have.setdefault(x.address, []).append(x)
     missing = [w for w in want if w not in have]
     stale = [h for h in have if h not in want]
-    local = chain.startswith("KUBE-SVL-")
     which = "local-policy chain" if local else "cluster-policy chain"
     ip_of = lambda s: s.rsplit(":", 1)[0]  # noqa: E731
     for w in missing:

@@ -71,6 +71,17 @@ class ProgrammedPort:
     external_policy: tuple[str, Evidence] | None = None
     jumps: dict[str, set[str]] = field(default_factory=dict)  # EXT/FW/XLB chain -> the chains it jumps to
     notes: list[str] = field(default_factory=list)
+    #: the cluster- and local-policy chains' names when they are not KUBE-SVC-/KUBE-SVL- + hash (nftables mode)
+    cluster_chain: str | None = None
+    local_chain: str | None = None
+
+    @property
+    def cluster_name(self) -> str:
+        return self.cluster_chain or "KUBE-SVC-" + self.hash
+
+    @property
+    def local_name(self) -> str:
+        return self.local_chain or "KUBE-SVL-" + self.hash
 
     @property
     def name(self) -> str:
@@ -94,13 +105,13 @@ class ProgrammedPort:
         """This port with the SVC/SVL chains no entry rule reaches left out (noted)."""
         r = self.reachable()
         h = self.hash
-        cluster = self.cluster if ("KUBE-SVC-" + h) in r else None
-        local = self.local if ({"KUBE-SVL-" + h, "KUBE-XLB-" + h} & r) else None
+        cluster = self.cluster if self.cluster_name in r else None
+        local = self.local if ({self.local_name, "KUBE-XLB-" + h} & r) else None
         if cluster is self.cluster and local is self.local:
             return self
         from dataclasses import replace
 
-        dead = [c for c, keep in (("KUBE-SVC-" + h, cluster), ("KUBE-SVL-" + h, local)) if c in self.chains and keep is None]
+        dead = [c for c, keep in ((self.cluster_name, cluster), (self.local_name, local)) if c in self.chains and keep is None]
         notes = self.notes + [f"{', '.join(dead)}: left from an earlier sync (no entry rule leads there); not compared"] if dead else self.notes
         return replace(self, cluster=cluster, local=local, notes=notes)
 
@@ -163,6 +174,10 @@ def programmed(dp: Dataplane, *, only: set[str] | None = None) -> Programmed:
     unnamed: dict[int, list[Entry]] = {}
     for fam, rs in sorted(dp.rulesets.items()):
         _read_family(fam, rs, ports, unnamed.setdefault(fam, []), only)
+    if dp.nft is not None:
+        from kptrace.checks.programmed_nft import read_nft
+
+        read_nft(dp.nft, ports, unnamed, only)
     return Programmed(ports, unnamed)
 
 

@@ -536,6 +536,32 @@ class NftSet:
     def _changed(self) -> None:
         self._elements = self._index = self._info = None
 
+    def element_lines(self) -> dict:
+        """Key -> the 1-based input line its element is written on (the element list's first line when
+        the spelling cannot be found; nothing for JSON, which has no lines). Read in one pass over the
+        element text, for evidence (``file:line``) in findings."""
+        out: dict = {}
+        read = self._reader.elements if self._reader is not None else None
+        for op, line, payload in self._chunks:
+            if op != "add" or not line:
+                continue
+            text = payload[1] if isinstance(payload, tuple) and len(payload) == 2 and isinstance(payload[1], str) else None
+            pos = nl = 0
+            for key, _value, _extras in read(self, line, payload, op):
+                if text is None or "\n" not in text:
+                    out[key] = line
+                    continue
+                first = key[0] if isinstance(key, tuple) else key
+                first = first if isinstance(first, str) else getattr(first, "addr", getattr(first, "lo", ""))
+                at = text.find(first, pos) if first else -1
+                if at < 0:
+                    out[key] = line
+                    continue
+                nl += text.count("\n", pos, at)
+                pos = at + len(first)
+                out[key] = line + nl
+        return out
+
     def __repr__(self) -> str:
         kind = "map" if self.is_map else "set"
         return f"NftSet({kind} {self.family} {self.table} {self.name}, {len(self._chunks)} element chunks)"

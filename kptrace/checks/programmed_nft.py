@@ -1,0 +1,371 @@
+"""What kube-proxy programmed in its nftables tables (``ip kube-proxy``, ``ip6 kube-proxy``), per Service
+port, as the same :class:`~kptrace.checks.programmed.ProgrammedPort` values the iptables reader makes, so
+drift, ``svc`` and the counters compare and show both modes with one code.
+
+Where nftables mode keeps each fact (kube-proxy's ``pkg/proxy/nftables/proxier.go``; both layouts, the
+classic one of 1.31-1.35 and 1.36-1.37's inline one):
+
+* entry points: elements of the ``service-ips`` verdict map (ClusterIP, external and LoadBalancer IPs:
+  ``IP . proto . port : goto CHAIN``) and ``service-nodeports`` (``proto . port : goto external-…``);
+  ``firewall-ips`` marks the LoadBalancer IPs that have source ranges;
+* "no endpoints" verdicts: ``no-endpoint-services`` / ``no-endpoint-nodeports`` elements (``drop``, or
+  ``goto reject-chain``), whose element comments name the Service port;
+* endpoints: the ``service-``/``local-`` chain's ``numgen random mod N vmap { i : goto endpoint-… }``
+  (each endpoint chain's ``dnat to``), or the 1.37 ``dnat ip to numgen random mod N map { i : IP . PORT }``,
+  or a single ``dnat to IP:PORT``; shares are exact counts of ``numgen`` values;
+* session affinity: ``ip saddr @affinity-…`` rules and the affinity sets' ``timeout``;
+* source ranges: the ``firewall-`` chain's ``ip saddr != RANGES drop``; external traffic policy: the
+  ``external-`` chain (``fib saddr type local`` / ``goto local-…`` is Local).
+
+Service ports are keyed by the iptables chain hash of ``ns/name:port`` + protocol (the name nftables mode
+writes in every chain name), so the expected side (``checks/expected.py``) matches both modes alike.
+"""
+
+from __future__ import annotations
+
+import re
+
+from kptrace.checks.programmed import ChainEndpoint, Entry, Evidence, ProgrammedPort
+from kptrace.model.kube import service_chain_hash
+from kptrace.model.nft import (AnonMap, AnonSet, Fib, Match, Meta, Nat, NftChain, NftRuleset, NftSet, NftTable, Numgen, Payload,
+                               Prefix, Range, SetRef, SetUpdate, Value, Verdict, Vmap)
+
+__all__ = ["KUBE_PROXY_TABLE", "nft_chain_service", "read_nft"]
+
+KUBE_PROXY_TABLE = "kube-proxy"
+_FAMILIES = {"ip": 4, "ip6": 6}
+#: service-HASH-ns/name/proto/portname, endpoint-HASH-ns/name/proto/portname__IP/port (proxier.go's chain names)
+_CHAIN = re.compile(r"^(service|local|external|endpoint|firewall)-([A-Z2-7]{8})-([^/]+)/([^/]+)/([a-z]+)/([^_]*)(?:__(.*))?$")
+
+
+def nft_chain_service(name: str) -> tuple[str, str, str, str | None] | None:
+    """``(kind, spn, protocol, endpoint base)`` of a kube-proxy nftables chain name, or None.
+
+    >>> nft_chain_service("endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80")
+    ('endpoint', 'ns1/svc1:p80', 'tcp', '10.180.0.1/80')
+    >>> nft_chain_service("service-ABCDEFGH-ns/web/udp/")[:3]
+    ('service', 'ns/web', 'udp')
+    """
+    m = _CHAIN.match(name)
+    if m is None:
+        return None
+    kind, _h, ns, svc, proto, port, ep = m.groups()
+    return kind, f"{ns}/{svc}" + (f":{port}" if port else ""), proto, ep
+
+
+def _endpoint_text(family: int, addr: str, port: str | None) -> str:
+    if port is None:
+        return addr
+    return f"[{addr}]:{port}" if family == 6 else f"{addr}:{port}"
+
+
+def _ev(rule) -> Evidence:
+    return Evidence(rule.location, rule.text)
+
+
+class _Table:
+    """One kube-proxy table: element lines found once per map, for evidence."""
+
+    def __init__(self, fam: int, table: NftTable) -> None:
+        self.fam = fam
+        self.t = table
+        self._lines: dict[str, dict] = {}
+
+    def element_ev(self, s: NftSet, key, text: str) -> Evidence:
+        if s.line == 0:  # JSON: no lines
+            return Evidence(s.source + (f" (handle {s.handle})" if s.handle is not None else ""), text)
+        lines = self._lines.get(s.name)
+        if lines is None:
+            lines = self._lines[s.name] = s.element_lines()
+        return Evidence(f"{s.source}:{lines.get(key, s.line)}", text)
+
+    def set(self, name: str) -> NftSet | None:
+        return self.t.sets.get(name)
+
+    def chain(self, name: str) -> NftChain | None:
+        return self.t.chains.get(name)
+
+
+def _key_text(key) -> str:
+    parts = key if isinstance(key, tuple) else (key,)
+    return " . ".join(p if isinstance(p, str) else (f"{p.addr}/{p.length}" if type(p) is Prefix else f"{p.lo}-{p.hi}")
+                      for p in parts)
+
+
+def _verdict_text(v) -> str:
+    if type(v) is Verdict:
+        return v.kind + (f" {v.target}" if v.target else "")
+    return " . ".join(v) if isinstance(v, tuple) else str(v)
+
+
+def read_nft(nft: NftRuleset, ports: dict, unnamed: dict[int, list[Entry]], only: set[str] | None = None) -> None:
+    """Add every Service port kube-proxy's nftables tables program to ``ports`` ((family, hash) ->
+    ProgrammedPort), and "no endpoints" verdicts no comment names to ``unnamed``."""
+    for (family, name), table in nft.tables.items():
+        fam = _FAMILIES.get(family)
+        if fam is None or name != KUBE_PROXY_TABLE:
+            continue
+        _read_table(_Table(fam, table), ports, unnamed.setdefault(fam, []), only)
+
+
+def _port(ports: dict, fam: int, spn: str, proto: str) -> ProgrammedPort:
+    h = service_chain_hash(spn, proto)
+    p = ports.get((fam, h))
+    if p is None:
+        p = ports[(fam, h)] = ProgrammedPort(fam, h, spn, proto)
+    return p
+
+
+def _read_table(tb: _Table, ports: dict, unnamed: list[Entry], only: set[str] | None) -> None:
+    fam = tb.fam
+    by_chain: dict[str, ProgrammedPort] = {}
+    for cname in tb.t.chains:
+        if cname[:1] not in "self":  # service- local- external- endpoint- firewall-
+            continue
+        info = nft_chain_service(cname)
+        if info is None or info[0] == "endpoint":
+            continue
+        kind, spn, proto, _ = info
+        p = _port(ports, fam, spn, proto)
+        if only is not None and p.hash not in only:
+            continue
+        p.chains.append(cname)
+        by_chain[cname] = p
+
+    cluster_ips = tb.set("cluster-ips")
+    firewalled = tb.set("firewall-ips")
+
+    def port_of_target(target: str | None) -> ProgrammedPort | None:
+        if not target:
+            return None
+        p = by_chain.get(target)
+        if p is None and only is None:
+            info = nft_chain_service(target)
+            if info is not None and info[0] != "endpoint":  # a map element naming a chain the input lacks
+                p = _port(ports, fam, info[1], info[2])
+        return p
+
+    # Entry points: the service-ips and service-nodeports verdict maps.
+    for mname in ("service-ips", "service-nodeports"):
+        s = tb.set(mname)
+        if s is None:
+            continue
+        for key, value in s.elements:
+            if type(value) is not Verdict or not isinstance(key, tuple):
+                continue
+            p = port_of_target(value.target)
+            if p is None:
+                continue
+            if mname == "service-nodeports":
+                if len(key) != 2 or not key[1].isdigit():
+                    continue
+                kind, addr, proto, port = "NodePort", None, key[0], int(key[1])
+            else:
+                if len(key) != 3 or not key[2].isdigit():
+                    continue
+                addr, proto, port = key[0], key[1], int(key[2])
+                prefix = value.target.split("-", 1)[0]
+                if prefix in ("service", "local") or (cluster_ips is not None and addr in cluster_ips):
+                    kind = "ClusterIP"
+                elif prefix == "firewall" or (firewalled is not None and key in firewalled):
+                    kind = "LoadBalancerIP"
+                else:
+                    kind = "ExternalIP/LoadBalancerIP"
+            ev = tb.element_ev(s, key, f"element {mname} {{ {_key_text(key)} : {_verdict_text(value)} }}")
+            p.entries.append(Entry(kind, addr, port, proto, value.target, "", ev))
+
+    # "No endpoints" verdicts: element comments name the Service port.
+    for mname in ("no-endpoint-services", "no-endpoint-nodeports"):
+        s = tb.set(mname)
+        if s is None:
+            continue
+        comments = s.comments
+        for key, value in s.elements:
+            if type(value) is not Verdict or not isinstance(key, tuple):
+                continue
+            target = "DROP" if value.kind == "drop" else "REJECT" if value.kind == "reject" or value.target == "reject-chain" else None
+            if target is None:
+                chain = tb.chain(value.target or "")
+                rules = chain.rules if chain is not None else ()
+                last = rules[-1].verdict if rules else None
+                target = {"drop": "DROP", "reject": "REJECT"}.get(last.kind if last is not None else "", None)
+            if target is None:
+                continue
+            if mname == "no-endpoint-nodeports":
+                if len(key) != 2 or not key[1].isdigit():
+                    continue
+                kind, addr, proto, port = "NodePort", None, key[0], int(key[1])
+            else:
+                if len(key) != 3 or not key[2].isdigit():
+                    continue
+                addr, proto, port = key[0], key[1], int(key[2])
+                kind = "ClusterIP" if cluster_ips is not None and addr in cluster_ips else "ExternalIP/LoadBalancerIP"
+            comment = comments.get(key) or ""
+            ev = tb.element_ev(s, key, f"element {mname} {{ {_key_text(key)}" + (f' comment "{comment}"' if comment else "")
+                               + f" : {_verdict_text(value)} }}")
+            e = Entry(kind, addr, port, proto, target, comment, ev)
+            spn = comment.split(" ", 1)[0] if "/" in comment else None
+            if spn:
+                p = _port(ports, fam, spn, proto)
+                if only is None or p.hash in only:
+                    p.verdicts.append(e)
+            else:
+                unnamed.append(e)
+
+    # Each port's chains: endpoints, affinity, source ranges, external policy.
+    for cname, p in by_chain.items():
+        chain = tb.chain(cname)
+        kind = cname.split("-", 1)[0]
+        if kind == "service":
+            p.cluster = _chain_endpoints(tb, chain, p)
+            p.cluster_chain = cname
+        elif kind == "local":
+            p.local = _chain_endpoints(tb, chain, p)
+            p.local_chain = cname
+        elif kind in ("external", "firewall"):
+            p.jumps[cname] = _targets(chain)
+            if kind == "firewall":
+                p.source_ranges.extend(_source_ranges(chain))
+            else:
+                p.external_policy = _external_policy(chain)
+    for (f_, h), p in ports.items():  # the firewall chain is reached from firewall-ips, before the service-ips entry
+        if f_ == fam and firewalled is not None and (only is None or h in only):
+            for key, value in firewalled.elements:
+                if type(value) is Verdict and value.target in p.jumps:
+                    for e in p.entries:
+                        if isinstance(key, tuple) and e.address == key[0] and e.kind != "ClusterIP":
+                            p.entries[p.entries.index(e)] = e._replace(kind="LoadBalancerIP")
+
+
+def _targets(chain: NftChain) -> set[str]:
+    out: set[str] = set()
+    for r in chain.rules:
+        for x in r.exprs:
+            if type(x) is Verdict and x.target:
+                out.add(x.target)
+            elif type(x) is Vmap and type(x.mapping) is AnonMap:
+                out.update(v.target for _, v in x.mapping.pairs if type(v) is Verdict and v.target)
+    return out
+
+
+def _source_ranges(chain: NftChain) -> list[tuple[str, Evidence]]:
+    """``ip saddr != { RANGES } drop``: the ranges let through."""
+    out = []
+    for r in chain.rules:
+        v = r.verdict
+        if v is None or v.kind != "drop":
+            continue
+        for x in r.exprs:
+            if type(x) is Match and type(x.left) is Payload and x.left.field == "saddr" and x.op == "!=":
+                items = x.right.elements if type(x.right) is AnonSet else (x.right,)
+                for it in items:
+                    if type(it) is Prefix:
+                        out.append((f"{it.addr}/{it.length}", _ev(r)))
+                    elif type(it) is Value:
+                        out.append((it.text, _ev(r)))
+                    elif type(it) is Range:
+                        out.append((f"{it.lo}-{it.hi}", _ev(r)))
+                    elif isinstance(it, str):
+                        out.append((it, _ev(r)))
+    return out
+
+
+def _external_policy(chain: NftChain) -> tuple[str, Evidence] | None:
+    first = None
+    for r in chain.rules:
+        first = first or r
+        if any(type(x) is Fib for m in r.exprs if type(m) is Match for x in (m.left,)):
+            return ("Local", _ev(r))
+        v = r.verdict
+        if v is not None and v.target and v.target.startswith("local-"):
+            return ("Local", _ev(r))
+    return ("Cluster", _ev(first)) if first is not None else None
+
+
+def _conditional(r) -> bool:
+    """A rule that some new connections of the port do not take (``meta l4proto tcp`` is every one of them)."""
+    for x in r.exprs:
+        if type(x) is Match and not (type(x.left) is Meta and x.left.key == "l4proto"):
+            return True
+    return False
+
+
+def _numgen_share(ng: Numgen, pairs) -> tuple[dict[int, list], int]:
+    """For ``numgen ... mod N [offset K]`` looked up in ``pairs``: value index -> [values], and N."""
+    hits: dict[int, list] = {}
+    for k, v in pairs:
+        if isinstance(k, str) and k.isdigit() and ng.offset <= int(k) < ng.offset + ng.mod:
+            hits.setdefault(int(k), []).append(v)
+    return hits, ng.mod
+
+
+def _chain_endpoints(tb: _Table, chain: NftChain | None, p: ProgrammedPort) -> list[ChainEndpoint]:
+    """The endpoints a service-/local- chain sends new connections to, each with its share (an exact
+    fraction of ``numgen`` values, as a float like the iptables reader's)."""
+    out: list[ChainEndpoint] = []
+    if chain is None:
+        return out
+    remaining: float | None = 1.0
+    fam = tb.fam
+    for r in chain.rules:
+        exprs = r.exprs
+        v = r.verdict
+        ev = _ev(r)
+        # session affinity: `ip saddr @affinity-… goto endpoint-…` takes only clients seen before
+        if any(type(x) is Match and type(x.right) is SetRef and x.right.name.startswith("affinity-") for x in exprs):
+            aset = next(x.right.name for x in exprs if type(x) is Match and type(x.right) is SetRef)
+            s = tb.set(aset)
+            if p.affinity is None:
+                p.affinity = (int(s.timeout or 0) if s is not None else 0, ev)
+            continue
+        conditional = _conditional(r)
+        for x in exprs:
+            t = type(x)
+            if t is Vmap and type(x.key) is Numgen and type(x.mapping) is AnonMap:
+                hits, mod = _numgen_share(x.key, x.mapping.pairs)
+                for _k, vs in sorted(hits.items()):
+                    for val in vs:
+                        if type(val) is Verdict and val.target:
+                            share = None if remaining is None or conditional else remaining / mod
+                            out.append(ChainEndpoint(_dnat_of(tb, val.target, p), val.target, share, ev))
+                if remaining is not None and not conditional:
+                    remaining = remaining * (mod - len(hits)) / mod
+                elif conditional:
+                    remaining = None
+            elif t is Nat and x.kind == "dnat":
+                if type(x.map_key) is Numgen and type(x.addr) is AnonMap:
+                    hits, mod = _numgen_share(x.map_key, x.addr.pairs)
+                    for _k, vs in sorted(hits.items()):
+                        for val in vs:
+                            addr, port = (val[0], val[1]) if isinstance(val, tuple) and len(val) == 2 else (str(val), None)
+                            share = None if remaining is None or conditional else remaining / mod
+                            out.append(ChainEndpoint(_endpoint_text(fam, addr, port), chain.name, share, ev))
+                    remaining = (remaining * (mod - len(hits)) / mod) if remaining is not None and not conditional else None
+                elif type(x.addr) is Value:
+                    port = x.port.text if type(x.port) is Value else None
+                    share = None if remaining is None or conditional else remaining
+                    out.append(ChainEndpoint(_endpoint_text(fam, x.addr.text, port), chain.name, share, ev))
+                    remaining = 0.0 if remaining is not None and not conditional else None
+            elif t is Verdict and x.target and x.target.startswith("endpoint-"):
+                share = None if remaining is None or conditional else remaining
+                out.append(ChainEndpoint(_dnat_of(tb, x.target, p), x.target, share, ev))
+                remaining = 0.0 if remaining is not None and not conditional else None
+        if v is not None and v.kind in ("drop", "reject") and not conditional:
+            remaining = 0.0
+    return out
+
+
+def _dnat_of(tb: _Table, chain_name: str, p: ProgrammedPort) -> str:
+    """``IP:PORT`` an endpoint- chain DNATs to ("?" when the chain is not in the input); its affinity update."""
+    chain = tb.chain(chain_name)
+    if chain is None:
+        return "?"
+    dest = "?"
+    for r in chain.rules:
+        for x in r.exprs:
+            if type(x) is Nat and x.kind == "dnat" and type(x.addr) is Value:
+                dest = _endpoint_text(tb.fam, x.addr.text, x.port.text if type(x.port) is Value else None)
+            elif type(x) is SetUpdate and x.set.startswith("affinity-") and p.affinity is None:
+                s = tb.set(x.set)
+                p.affinity = (int(x.timeout or (s.timeout if s is not None else 0) or 0), _ev(r))
+    return dest
