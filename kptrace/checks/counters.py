@@ -51,26 +51,27 @@ class CounterReport:
 
 def observed_shares(dp: Dataplane, view, since: Dataplane | None = None, *, alpha: float = ALPHA) -> CounterReport | None:
     """The observed split of ``view``'s endpoints (a ServiceView) from DNAT counters; None without counters."""
-    rs = dp.ruleset(view.family)
-    if rs is None or not view.endpoints:
+    fam = view.family
+    if (dp.ruleset(fam) is None and dp.nft is None) or not view.endpoints:
         return None
-    before = since.ruleset(view.family) if since is not None else None
+    now_dp, before = dp, since
     rows, notes = [], []
     any_counters = False
     earlier = since.sources[0] if since is not None and since.sources else None
-    if before is not None and _later(before, rs, view):
-        earlier = rs.sources[0] if rs.sources else earlier
+    if before is not None and _later(before, now_dp, view):
+        earlier = now_dp.sources[0] if now_dp.sources else earlier
         # "--dump before.rules --since after.rules": the two the other way round; the difference is the same
-        rs, before = before, rs
+        now_dp, before = before, now_dp
         notes.append("the --since snapshot has the higher counters, so it is the later one: the growth is taken from "
                      "the --dump snapshot to it")
+    shared = {ep.chain for ep in view.endpoints if sum(e.chain == ep.chain for e in view.endpoints) > 1}
     for ep in view.endpoints:
-        now = _dnat_counter(rs, ep.chain)
+        now = _dnat_counter(now_dp, fam, ep.chain) if ep.chain not in shared else None
         count = now[0] if now else None
         if now is not None:
             any_counters = True
         if before is not None and now is not None:
-            then = _dnat_counter(before, ep.chain)
+            then = _dnat_counter(before, fam, ep.chain)
             if then is None:
                 notes.append(f"{ep.chain} is not in the earlier snapshot: its count is since it was created")
             elif then[0] > now[0]:
@@ -79,7 +80,15 @@ def observed_shares(dp: Dataplane, view, since: Dataplane | None = None, *, alph
             else:
                 count = now[0] - then[0]
         rows.append((ep, count, now[1] if now else ""))
-    if not any_counters or all(c in (None, 0) for _, c, _ in rows) and not _had_counters_text(rs, view):
+    if shared and any(_dnat_counter(now_dp, fam, c, any_rule=True) is not None for c in shared):
+        notes.append(f"{', '.join(sorted(shared))} sends to {'its' if len(shared) == 1 else 'their'} endpoints with one "
+                     "`dnat ... numgen random mod N map` rule (kube-proxy 1.36+): its counter counts every endpoint's "
+                     "connections together, so the split is not observable from counters")
+        if not any_counters:
+            return CounterReport(tuple(EndpointCount(ep.address, ep.chain, ep.probability, None, None) for ep in view.endpoints),
+                                 0, None, False, "not observable: one rule DNATs to every endpoint", since=earlier,
+                                 notes=tuple(notes))
+    if not any_counters or all(c in (None, 0) for _, c, _ in rows) and not _had_counters_text(now_dp, view):
         return None
     total = sum(c for _, c, _ in rows if c)
     eps = tuple(EndpointCount(ep.address, ep.chain, ep.probability, c, (c / total) if (c is not None and total) else None, loc)
@@ -87,7 +96,7 @@ def observed_shares(dp: Dataplane, view, since: Dataplane | None = None, *, alph
     if view.affinity_timeout:
         notes.append("session affinity pins returning clients to their endpoint: the split of connections is not "
                      "expected to follow the shares (few clients, many connections)")
-    if any("counters are rounded" in n for n in rs.notes + (before.notes if before is not None else [])):
+    if any("counters are rounded" in n for n in now_dp.notes + (before.notes if before is not None else [])):
         notes.append("the counts are rounded (a listing taken without -x): shown, not judged; take it with -x")
         mixed = True
     else:
@@ -101,24 +110,35 @@ def observed_shares(dp: Dataplane, view, since: Dataplane | None = None, *, alph
     return CounterReport(eps, total, p_value, skewed, verdict, since=earlier, notes=tuple(notes))
 
 
-def _later(a, b, view) -> bool:
+def _later(a: Dataplane, b: Dataplane, view) -> bool:
     """Whether snapshot ``a`` is later than ``b``: no endpoint counter lower, one higher."""
-    pairs = [(_dnat_counter(a, ep.chain), _dnat_counter(b, ep.chain)) for ep in view.endpoints]
+    pairs = [(_dnat_counter(a, view.family, ep.chain), _dnat_counter(b, view.family, ep.chain)) for ep in view.endpoints]
     pairs = [(x[0], y[0]) for x, y in pairs if x is not None and y is not None]
     return bool(pairs) and all(x >= y for x, y in pairs) and any(x > y for x, y in pairs)
 
 
-def _had_counters_text(rs, view) -> bool:
-    return any(_dnat_counter(rs, ep.chain) is not None for ep in view.endpoints)
+def _had_counters_text(dp: Dataplane, view) -> bool:
+    return any(_dnat_counter(dp, view.family, ep.chain) is not None for ep in view.endpoints)
 
 
-def _dnat_counter(rs, chain_name: str) -> tuple[int, str] | None:
-    chain = rs.chain("nat", chain_name)
-    if chain is None:
+def _dnat_counter(dp: Dataplane, family: int, chain_name: str, *, any_rule: bool = False) -> tuple[int, str] | None:
+    """The packet counter of the DNAT rule of an endpoint chain (iptables KUBE-SEP-…, nftables endpoint-…, or a
+    1.37 service chain's single ``dnat to``) and where it is; ``any_rule``: a map-based dnat's too."""
+    rs = dp.ruleset(family)
+    chain = rs.chain("nat", chain_name) if rs is not None else None
+    if chain is not None:
+        for raw in chain.raw:
+            if " -j DNAT" in raw.text and raw.counters is not None:
+                return raw.counters[0], f"{chain.source}:{raw.line}"
         return None
-    for raw in chain.raw:
-        if " -j DNAT" in raw.text and raw.counters is not None:
-            return raw.counters[0], f"{chain.source}:{raw.line}"
+    if dp.nft is None:
+        return None
+    from kptrace.model.nft import Nat
+
+    nchain = dp.nft.chain("ip" if family == 4 else "ip6", "kube-proxy", chain_name)
+    for r in nchain.rules if nchain is not None else ():
+        if r.counters is not None and any(type(x) is Nat and x.kind == "dnat" and (any_rule or x.map_key is None) for x in r.exprs):
+            return r.counters[0], r.location
     return None
 
 

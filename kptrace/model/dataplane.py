@@ -31,7 +31,30 @@ class Dataplane:
         return self.rulesets.get(family)
 
     def node_ips_of(self, family: int) -> tuple[str, ...]:
+        if not self.node_ips:
+            return tuple(a for a in self.nft_node_ips if parse_addr(a)[0] == family)
         return tuple(a for a in self.node_ips if parse_addr(a)[0] == family)
+
+    @property
+    def nft_node_ips(self) -> tuple[str, ...]:
+        """The node's addresses as kube-proxy's nftables tables list them (the ``nodeport-ips`` sets: the
+        addresses NodePorts are accepted on): used when no node address was given."""
+        if self.nft is None:
+            return ()
+        cached = self.cache.get("nft-node-ips")
+        if cached is None:
+            out = []
+            for (family, name), t in self.nft.tables.items():
+                s = t.sets.get("nodeport-ips") if name == "kube-proxy" and family in ("ip", "ip6") else None
+                for key, _ in (s.elements if s is not None else ()):
+                    if isinstance(key, str):
+                        try:
+                            parse_addr(key)
+                        except ValueError:
+                            continue
+                        out.append(key)
+            cached = self.cache["nft-node-ips"] = tuple(out)
+        return cached
 
     @property
     def mode(self) -> str:
@@ -64,6 +87,9 @@ class Dataplane:
     @property
     def notes(self) -> list[str]:
         out = [n for rs in self.rulesets.values() for n in rs.notes]
+        if not self.node_ips and self.nft_node_ips:
+            out.append(f"the node's address{'es' if len(self.nft_node_ips) > 1 else ''} from kube-proxy's nodeport-ips set: "
+                       f"{', '.join(self.nft_node_ips)} (give --node-ip to say otherwise)")
         for extra in (self.ipvs, self.ipsets, self.nft):
             out.extend(getattr(extra, "notes", ()) or ())
         return out

@@ -109,6 +109,17 @@ def masquerade_reason(outcome) -> tuple[object | None, str]:
     if step is None:
         return None, "SNAT/MASQUERADE rule" if outcome.masquerade or outcome.snat else ""
     text = step.text
+    if step.note.startswith("MASQUERADE") and "@hairpin-connections" in text:
+        return step, "hairpin: the endpoint connects to itself through the Service"
+    if "saddr != " in text:  # nftables mode: `ip saddr != 10.0.0.0/8 jump mark-for-masquerade`
+        cidr = text.split("saddr != ", 1)[1].split()[0]
+        return step, f"source outside the pod CIDR {cidr}"
+    if step.chain.startswith("endpoint-") and "saddr " in text:
+        return step, "hairpin: the endpoint connects to itself through the Service"
+    if "fib saddr type local" in text:
+        return step, "source is a node address"
+    if step.chain.startswith(("external-", "firewall-")):
+        return step, "external destination (NodePort / external IP / LoadBalancer, eTP Cluster)"
     if "! -s " in text:
         cidr = text.split("! -s ", 1)[1].split()[0]
         return step, f"source outside the pod CIDR {cidr}"

@@ -75,9 +75,13 @@ class Outcome:
 
     @property
     def masquerade_step(self) -> Step | None:
-        """The rule that asked for masquerading (the jump to KUBE-MARK-MASQ, or the SNAT rule)."""
+        """The rule that asked for masquerading (the jump to KUBE-MARK-MASQ or nftables mode's
+        mark-for-masquerade, 1.37's inline ``mark set mark or 0x4000``, or the SNAT rule)."""
         for s in self.path:
             if "KUBE-MARK-MASQ" in s.text.split(" -j ", 1)[-1][:15] and s.chain != "KUBE-MARK-MASQ":
+                return s
+            if s.chain not in ("mark-for-masquerade", "masquerading") and (
+                    "jump mark-for-masquerade" in s.text or ("mark set" in s.text and ("0x4000" in s.text or "0x00004000" in s.text))):
                 return s
         for s in self.path:
             if s.note.startswith(("MASQUERADE", "SNAT")):

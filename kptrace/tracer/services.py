@@ -388,14 +388,21 @@ def _external_policy(rs: Ruleset, h: str) -> str | None:
 
 
 def service_views(dp: Dataplane, query: str, *, origins: tuple[Origin, ...] | None = None) -> list[ServiceView]:
-    keys = find_services(dp, query)
-    if not keys:
+    from kptrace.tracer.services_nft import nft_service_views
+
+    keys = find_services(dp, query) if not _is_nft_chain(query) else []
+    nft = nft_service_views(dp, query, origins=origins)
+    if not keys and not nft:
         hint = "check the name (kptrace parse FILE lists the Services it finds)"
         if "/" in query and ":" not in query:
             hint = (f"if the dump has no comments and the Service's port is named, give the port name "
                     f"({query}:PORTNAME): chains are found by kube-proxy's hash of NAMESPACE/NAME:PORT")
         raise NotFoundError(f"no rules for {query} in {', '.join(dp.sources)}", hint=hint)
-    return [_view(dp, k, origins) for k in keys]
+    return [_view(dp, k, origins) for k in keys] + nft
+
+
+def _is_nft_chain(query: str) -> bool:
+    return query.strip().startswith(("service-", "local-", "external-", "endpoint-", "firewall-"))
 
 
 def _view(dp: Dataplane, k: _Key, origins: tuple[Origin, ...] | None) -> ServiceView:
@@ -457,45 +464,10 @@ def _view(dp: Dataplane, k: _Key, origins: tuple[Origin, ...] | None) -> Service
     warnings.extend(_shadowed(rs, chains))
 
     # Trace each entry point from each origin that reaches it.
-    node_ips = dp.node_ips_of(k.family)
-    node_ip = node_ips[0] if node_ips else ASSUMED_NODE_IP[k.family]
-    if not node_ips and any(e.kind == "NodePort" for e in entries):
-        notes.append(f"NodePorts traced to the stand-in node address {node_ip} (give --node-ip)")
     source_ranges = _source_ranges(rs, h)
-    traces: list[EntryTrace] = []
-    for e in entries:
-        if e.kind == "HealthCheckNodePort":
-            continue
-        dst = e.address or node_ip
-        try:
-            parse_addr(dst)
-        except ValueError:  # a rule `parse` refuses, read anyway under --lenient
-            warnings.append(f"{e.kind} {e.address!r} at {e.location} is not an address: not traced")
-            continue
-        wanted = (Origin.POD, Origin.NODE) if e.kind == "ClusterIP" else (Origin.EXTERNAL, Origin.POD, Origin.NODE)
-        for origin in wanted:
-            if origins is not None and origin not in origins:
-                continue
-            plan = plan_packet(dp, dst, e.port, origin=origin, proto=proto)
-            if e.address is None and not node_ips:
-                plan = type(plan)(plan.packet, tuple(set(plan.assumed_local) | {dst}), plan.notes)
-            traces.append(EntryTrace(e, origin, origin.value, trace_packet(dp, plan)))
-            if origin is Origin.EXTERNAL and source_ranges and e.kind != "NodePort":
-                inside = _host_in(source_ranges[0])
-                if inside is not None and inside != plan.packet.src:
-                    plan = plan_packet(dp, dst, e.port, origin=origin, proto=proto, src=inside)
-                    traces.append(EntryTrace(e, origin, f"external from {inside} (in {source_ranges[0]})", trace_packet(dp, plan)))
+    traces = trace_entries(dp, k.family, entries, proto, source_ranges, origins, warnings, notes)
 
-    shares: dict[str, Fraction] = {}
-    ref = next((t for t in traces if t.entry.kind == "ClusterIP" and t.origin is Origin.POD), None)
-    if ref is not None:
-        for o in ref.trace.outcomes:
-            if o.dnat:
-                shares[o.dnat] = shares.get(o.dnat, Fraction(0)) + o.probability
-        ps = [p for p in shares.values() if p > 0]
-        if len(ps) > 1 and (max(ps) - min(ps)) / max(ps) > Fraction(1, 100):
-            detail = ", ".join(f"{d} {float(p):.1%}" for d, p in sorted(shares.items(), key=lambda x: -x[1]))
-            warnings.append(f"unequal shares from a pod to {ref.entry.address}:{ref.entry.port}: {detail} (kube-proxy programs 1/n each)")
+    ref, shares = traced_shares(traces, warnings)
     if ref is None and listed and not any(e.kind == "ClusterIP" for e in entries):
         # Only the Service's chain is in the input (a pasted listing): the shares its own rules give.
         shares = _chain_shares(rs, svc_chain)
@@ -524,6 +496,55 @@ def _view(dp: Dataplane, k: _Key, origins: tuple[Origin, ...] | None) -> Service
         affinity_timeout=_affinity(rs, svc_chain) if rs.chain("nat", svc_chain) else _affinity(rs, svl_chain),
         traces=tuple(traces), warnings=tuple(dict.fromkeys(warnings)), notes=tuple(notes),
     )
+
+
+def trace_entries(dp: Dataplane, family: int, entries: list[EntryPoint], proto: str, source_ranges: list[str],
+                  origins: tuple[Origin, ...] | None, warnings: list[str], notes: list[str]) -> list[EntryTrace]:
+    """Trace each entry point from each origin that reaches it (and from inside an LB's source range)."""
+    node_ips = dp.node_ips_of(family)
+    node_ip = node_ips[0] if node_ips else ASSUMED_NODE_IP[family]
+    if not node_ips and any(e.kind == "NodePort" for e in entries):
+        notes.append(f"NodePorts traced to the stand-in node address {node_ip} (give --node-ip)")
+    traces: list[EntryTrace] = []
+    for e in entries:
+        if e.kind == "HealthCheckNodePort":
+            continue
+        dst = e.address or node_ip
+        try:
+            parse_addr(dst)
+        except ValueError:  # a rule `parse` refuses, read anyway under --lenient
+            warnings.append(f"{e.kind} {e.address!r} at {e.location} is not an address: not traced")
+            continue
+        wanted = (Origin.POD, Origin.NODE) if e.kind == "ClusterIP" else (Origin.EXTERNAL, Origin.POD, Origin.NODE)
+        for origin in wanted:
+            if origins is not None and origin not in origins:
+                continue
+            plan = plan_packet(dp, dst, e.port, origin=origin, proto=proto)
+            if e.address is None and not node_ips:
+                plan = type(plan)(plan.packet, tuple(set(plan.assumed_local) | {dst}), plan.notes)
+            traces.append(EntryTrace(e, origin, origin.value, trace_packet(dp, plan)))
+            if origin is Origin.EXTERNAL and source_ranges and e.kind != "NodePort":
+                inside = _host_in(source_ranges[0])
+                if inside is not None and inside != plan.packet.src:
+                    plan = plan_packet(dp, dst, e.port, origin=origin, proto=proto, src=inside)
+                    traces.append(EntryTrace(e, origin, f"external from {inside} (in {source_ranges[0]})", trace_packet(dp, plan)))
+    return traces
+
+
+def traced_shares(traces: list[EntryTrace], warnings: list[str]) -> tuple[EntryTrace | None, dict[str, Fraction]]:
+    """Each endpoint's share of new connections from a pod to the first ClusterIP (the traced, exact
+    figure); a warning when they are unequal."""
+    shares: dict[str, Fraction] = {}
+    ref = next((t for t in traces if t.entry.kind == "ClusterIP" and t.origin is Origin.POD), None)
+    if ref is not None:
+        for o in ref.trace.outcomes:
+            if o.dnat:
+                shares[o.dnat] = shares.get(o.dnat, Fraction(0)) + o.probability
+        ps = [p for p in shares.values() if p > 0]
+        if len(ps) > 1 and (max(ps) - min(ps)) / max(ps) > Fraction(1, 100):
+            detail = ", ".join(f"{d} {float(p):.1%}" for d, p in sorted(shares.items(), key=lambda x: -x[1]))
+            warnings.append(f"unequal shares from a pod to {ref.entry.address}:{ref.entry.port}: {detail} (kube-proxy programs 1/n each)")
+    return ref, shares
 
 
 def _chain_shares(rs: Ruleset, chain_name: str) -> dict[str, Fraction]:
@@ -597,4 +618,6 @@ def all_service_views(dp: Dataplane) -> list[ServiceView]:
                     if (fam, h) not in seen:
                         seen.add((fam, h))
                         keys.append(_Key(h, fam, spn, proto))
-    return [_view(dp, k, None) for k in _name_keys(dp, keys)]
+    from kptrace.tracer.services_nft import nft_service_views
+
+    return [_view(dp, k, None) for k in _name_keys(dp, keys)] + nft_service_views(dp, None)

@@ -1,5 +1,6 @@
 """What kube-proxy programmed in its nftables tables (``ip kube-proxy``, ``ip6 kube-proxy``), per Service
-port, as the same :class:`~kptrace.checks.programmed.ProgrammedPort` values the iptables reader makes, so
+port, as the same :class:`~kptrace.model.programmed.ProgrammedPort` values the iptables reader
+(``checks/programmed.py``) makes, so
 drift, ``svc`` and the counters compare and show both modes with one code.
 
 Where nftables mode keeps each fact (kube-proxy's ``pkg/proxy/nftables/proxier.go``; both layouts, the
@@ -18,14 +19,15 @@ classic one of 1.31-1.35 and 1.36-1.37's inline one):
   ``external-`` chain (``fib saddr type local`` / ``goto local-…`` is Local).
 
 Service ports are keyed by the iptables chain hash of ``ns/name:port`` + protocol (the name nftables mode
-writes in every chain name), so the expected side (``checks/expected.py``) matches both modes alike.
+writes in every chain name), so the expected side (``checks/expected.py``) matches both modes alike. ``svc`` reads it too
+(``tracer/services_nft.py``).
 """
 
 from __future__ import annotations
 
 import re
 
-from kptrace.checks.programmed import ChainEndpoint, Entry, Evidence, ProgrammedPort
+from kptrace.model.programmed import ChainEndpoint, Entry, Evidence, ProgrammedPort
 from kptrace.model.kube import service_chain_hash
 from kptrace.model.nft import (AnonMap, AnonSet, Fib, Match, Meta, Nat, NftChain, NftRuleset, NftSet, NftTable, Numgen, Payload,
                                Prefix, Range, SetRef, SetUpdate, Value, Verdict, Vmap)
