@@ -134,6 +134,13 @@ def _load_texts(sources: Iterable[SourceText], *, node_ips: Iterable[str], lenie
                     f"IPv{fam}: no iptables rules given: only IPVS is traced; what iptables does around it (marks, "
                     f"masquerade, filters) is not checked"])
     if nft is not None:
+        _drop_iptables_nft_copies(nft, rulesets)
+        if full:  # `kptrace parse`: every rule and element read and its values checked now
+            from kptrace.model.nft_values import check_ruleset
+            from kptrace.parsers.nft_text import parse_all_rules as read_all_nft
+
+            read_all_nft(nft)
+            nft.diagnostics.extend(check_ruleset(nft))
         for fam in sorted({f for t in nft.tables.values() for f in _NFT_FAMILIES.get(t.family, ())}):
             if fam not in rulesets:
                 from kptrace.model.rules import Ruleset
@@ -166,6 +173,24 @@ def _load_texts(sources: Iterable[SourceText], *, node_ips: Iterable[str], lenie
 _NFT_FAMILIES = {"ip": (4,), "ip6": (6,), "inet": (4, 6)}
 
 
+def _drop_iptables_nft_copies(nft, rulesets) -> None:
+    """``nft list ruleset`` of an iptables-nft node also shows iptables' tables (``table ip nat``, ``table ip
+    filter``, built-in chains in upper case). When the same node's iptables-save gave those tables, they
+    are read from there (nft shows some of their matches only as ``xt``) and the nft copy is dropped:
+    otherwise each of their chains would run twice at its hook."""
+    from kptrace.model.rules import BUILTIN_CHAINS
+
+    for key, t in list(nft.tables.items()):
+        rs = rulesets.get({"ip": 4, "ip6": 6}.get(t.family))
+        builtin = BUILTIN_CHAINS.get(t.name, ())
+        if rs is None or t.name not in rs.tables or not builtin \
+                or any(c.hook is not None and c.name not in builtin for c in t.chains.values()):
+            continue
+        del nft.tables[key]
+        nft.notes.append(f"nft table {t.family} {t.name} ({t.source}) is iptables-nft's: read from {rs.sources[0]}, "
+                         f"which also holds it")
+
+
 def _merge_nft(a, b):
     """Two nft inputs of one node (kube-proxy's table in one, the others in another): one ruleset."""
     clash = sorted(set(a.tables) & set(b.tables))
@@ -186,18 +211,21 @@ def load_bundle(directory: str | None = None, *, bundle=None, node_ips: Iterable
     from kptrace.sources.bundle import read_bundle
 
     b = bundle if bundle is not None else read_bundle(directory)
+    said = len(b.notes)
     sources = [SourceText(name, text) for name, text in b.dumps()]
     for name in ("ipvsadm-save.txt", "ipset-save.txt"):  # IPVS mode: the virtual services and the sets
         text = b.files.get(name, "")
         if text.strip():
             sources.append(SourceText(os.path.join(b.path, name) if b.path else f"{b.meta.get('node', 'node')}:{name}", text))
     if not sources:
-        raise InputError(f"{b.path or b.meta.get('node')}: the bundle holds no iptables-save output",
-                         hint="this kptrace reads iptables mode; IPVS and nftables bundles need a later version")
+        raise InputError(f"{b.path or b.meta.get('node')}: the bundle holds no rules (no iptables-save output, no nft ruleset)",
+                         hint="see the bundle's meta.json \"skipped\" for why; collect again as root, with iptables-save "
+                              "(iptables, IPVS modes) or nft (nftables mode) on the node")
     dp = load_texts(sources, node_ips=tuple(b.node_ips) or tuple(node_ips), lenient=lenient, full=full)
     dp.routes = tuple(b.routes)
     dp.interfaces = b.interfaces
     first = next(iter(dp.rulesets.values()))
+    first.notes.extend(b.notes[said:])  # which form of the nft ruleset was read, when not the text
     first.notes.append(f"node {b.meta.get('node', '?')} from a bundle taken {b.meta.get('time', '?')} "
                        f"(kube-proxy mode {b.meta.get('kube_proxy_mode', '?')})")
     return dp

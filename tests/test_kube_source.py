@@ -24,7 +24,7 @@ def node_namespaces():
     require_netns("iptables-nft-restore")
     names = []
 
-    def make(i: int) -> str:
+    def make(i: int, nft: str | None = None) -> str:
         ns = f"kpt-knode-{os.getpid()}-{i}"
         subprocess.run(["ip", "netns", "add", ns], check=True)
         names.append(ns)
@@ -32,6 +32,8 @@ def node_namespaces():
         subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "p0"], check=True)
         subprocess.run(["ip", "netns", "exec", ns, "ip", "addr", "add", f"10.240.0.{11 + i}/24", "dev", "eth0"], check=True)
         subprocess.run(["ip", "netns", "exec", ns, "iptables-nft-restore"], input=SAMPLE.read_text(), text=True, check=True)
+        if nft:  # an nftables-mode node: kube-proxy's table beside the iptables rules
+            subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", nft], check=True)
         return ns
 
     yield make
@@ -88,3 +90,21 @@ def test_no_kubeconfig_is_a_clear_error(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     code, out, err = _run(["svc", "x/y", "--node", "node1", "--kubeconfig", str(tmp_path / "missing")], capsys, monkeypatch)
     assert code == 5 and "kubeconfig" in err
+
+
+def test_collect_through_the_api_saves_an_nftables_nodes_ruleset(node_namespaces, tmp_path, capsys, monkeypatch):
+    require_netns("nft")
+    ns = node_namespaces(0, nft=str(FIXTURES / "nft" / "overall-classic.knft"))
+    with StandIn({"node1": ns}) as api:
+        code, out, err = _run(["collect", "--node", "node1", "--kubeconfig", api.kubeconfig(tmp_path / "kc"),
+                               "-o", str(tmp_path / "snap")], capsys, monkeypatch)
+        assert any("/pods/kube-proxy-node1/exec" in r and "nft" in r for r in api.requests)
+    assert code == 0, err
+    assert "nftables mode" in out
+    b = read_bundle(str(tmp_path / "snap" / "node1"))
+    assert b.meta["kube_proxy_mode"] == "nftables"
+    assert "table ip kube-proxy {" in b.files["nft-ruleset.nft"] and json.loads(b.files["nft-ruleset.json"])["nftables"]
+    code, out, err = _run(["packet", "--bundle", str(tmp_path / "snap" / "node1"), "--dst", "172.30.0.41:80", "--src", "10.0.1.2",
+                           "-o", "json"], capsys, monkeypatch)
+    assert code == 0, err
+    assert [o["dnat"] for o in json.loads(out)["outcomes"]] == ["10.180.0.1:80"]

@@ -31,8 +31,9 @@ class SshLab:
     """A client namespace wired to ``n`` node namespaces, 10.77.<i>.2 each; an sshd in each node that
     ``kind(i)`` says should run one."""
 
-    def __init__(self, tmp: Path, n: int, kind, jump: dict[int, int] | None = None) -> None:
+    def __init__(self, tmp: Path, n: int, kind, jump: dict[int, int] | None = None, setup=None) -> None:
         self.tmp, self.n, self.kind = tmp, n, kind
+        self.setup = setup  # setup(namespace): more of a node's state (an nft ruleset)
         self.jump = jump or {}  # node i -> the node it is reachable through (ProxyJump); not wired to the client
         self.pid = os.getpid()
         self.client = f"kpt-sshc-{self.pid}"
@@ -64,6 +65,8 @@ class SshLab:
             _ip("ip", "addr", "add", f"10.{net}.{i}.2/30", "dev", "eth0", ns=ns)
             _ip("ip", "link", "set", "eth0", "up", ns=ns)
             _ip("iptables-nft-restore", ns=ns, input=SAMPLE.read_text())
+            if self.setup is not None:
+                self.setup(ns)
             if kind == "timeout":
                 _ip("iptables-nft", "-I", "INPUT", "-p", "tcp", "--dport", "22", "-j", "DROP", ns=ns)
             if kind != "refused":
@@ -126,6 +129,23 @@ def test_collect_over_ssh_reads_the_nodes_kernel_state(tools, tmp_path):
         assert res.returncode == 0, res.stderr
         svc = json.loads(res.stdout)["services"][0]
         assert sorted(e["address"] for e in svc["endpoints"]) == ["198.19.21.67:80", "198.19.22.130:80"]
+
+
+def test_collect_over_ssh_saves_an_nftables_nodes_ruleset(tools, tmp_path):
+    require_netns("nft")
+    ruleset = FIXTURES / "nft" / "overall-1.37.knft"
+    with SshLab(tmp_path, 1, lambda i: "ok", setup=lambda ns: _ip("nft", "-f", str(ruleset), ns=ns)) as lab:
+        res = lab.kptrace("collect", "--ssh", "node0", "-o", str(tmp_path / "snap"))
+    assert res.returncode == 0, res.stderr
+    assert "nftables mode" in res.stdout
+    b = read_bundle(str(tmp_path / "snap" / "node0"))
+    assert b.meta["kube_proxy_mode"] == "nftables" and "ip kube-proxy" in b.meta["nft_tables"]
+    assert "table ip kube-proxy {" in b.files["nft-ruleset.nft"] and json.loads(b.files["nft-ruleset.json"])["nftables"]
+    res = subprocess.run([sys.executable, "-m", "kptrace", "packet", "--bundle", str(tmp_path / "snap" / "node0"),
+                          "--dst", "172.30.0.42:80", "--src", "10.0.1.2", "-o", "json"], capture_output=True, text=True,
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 0, res.stderr
+    assert sorted(o["dnat"] for o in json.loads(res.stdout)["outcomes"]) == ["10.180.0.2:80", "10.180.1.2:80"]
 
 
 @pytest.mark.parametrize("kind,message", [

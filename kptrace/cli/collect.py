@@ -1,7 +1,10 @@
 """Capture nodes' data planes into bundles, read-only: iptables-save -c and ip6tables-save -c, ipset,
-ipvsadm and nft when present, the node's addresses and routes, and metadata; collected through the
+ipvsadm and nft when present (nft list ruleset, as text and -j JSON, when kube-proxy runs in nftables
+mode or nft holds tables iptables-save cannot show), the node's addresses and routes, and metadata with
+kube-proxy's mode (from its --config or --proxy-mode, else from the tables); collected through the
 Kubernetes API, also the cluster's Services, EndpointSlices and Nodes (cluster.json). Each node goes to
-OUTPUT/<node>/, written atomically; every command reads one with --bundle OUTPUT/<node>.
+OUTPUT/<node>/, written atomically; every command reads one with --bundle OUTPUT/<node>. A node collected
+without what its mode needs (nftables mode, but nft missing or refused) is reported and exits 6.
 Sources: --local (this machine) or --ssh [user@]host[:port] (repeatable; ~/.ssh/config honoured)."""
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ def collect(
                       console=err, transient=True) as bar:
             task = bar.add_task("", total=len(targets))
             results = collect_many(targets, output, parallel=parallel,
-                                   progress=lambda r: bar.update(task, advance=1, description=r.name))
+                                   progress=lambda r: bar.update(task, advance=1, description=f"{r.name} ({r.mode or 'failed'})"))
     else:
         results = collect_many(targets, output, parallel=parallel)
     if (nodes or all_nodes) and any(r.error is None for r in results):
@@ -75,15 +78,22 @@ def collect(
     out = stdout_console()
     ok = [r for r in results if r.error is None]
     failed = [r for r in results if r.error is not None]
+    incomplete = [r for r in ok if r.incomplete]
+    from rich.markup import escape
+
     for r in ok:
-        out.print(f"[green]✓[/] {r.name} -> {r.path}", highlight=False)
+        mark = "[yellow]![/]" if r.incomplete else "[green]✓[/]"
+        out.print(f"{mark} {escape(r.name)} -> {escape(r.path)}  [dim]{r.mode} mode (from {escape(r.mode_from)})[/]", highlight=False)
         for note in r.notes:
             err.print(f"  {r.name}: {note}", highlight=False, soft_wrap=True, markup=False)
     for r in failed:
         err.print("✗ " + r.error, highlight=False, soft_wrap=True, markup=False)
-    out.print(f"{len(ok)} of {len(results)} nodes collected into {output}")
+    out.print(f"{len(ok)} of {len(results)} nodes collected into {output}"
+              + (f" ({len(incomplete)} without what their mode needs: see above)" if incomplete else ""))
     if failed:
         raise typer.Exit(EXIT_PARTIAL if ok else EXIT_ENVIRONMENT)
+    if incomplete:
+        raise typer.Exit(EXIT_PARTIAL)
 
 
 def _add_cluster_state(results, kubeconfig, context) -> None:

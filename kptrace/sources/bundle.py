@@ -9,19 +9,34 @@ Layout (one directory per node)::
       ipset-save.txt       ipset save                 (when ipset exists)
       ipvsadm-save.txt     ipvsadm-save -n            (when ipvsadm exists)
       ipvsadm-Ln.txt       ipvsadm -Ln --stats        (when ipvsadm exists)
-      nft-ruleset.json     nft -j list ruleset        (when nft exists)
+      nft-tables.txt       nft list tables            (when nft exists)
+      nft-ruleset.nft      nft list ruleset           (nftables mode, or nft tables iptables-save cannot show)
+      nft-ruleset.json     nft -j list ruleset        (with nft-ruleset.nft)
       ip-addr.json         ip -j addr
       ip-route.json        ip -j route
       ip6-route.json       ip -6 -j route
 
 A bundle is written into a temporary directory beside DIR and renamed into place, so a crash never
 leaves a half bundle that looks whole. Only read-only commands ever run on a node.
+
+The kube-proxy mode (meta.json ``kube_proxy_mode``, and ``kube_proxy_mode_from``: how it was told) is
+kube-proxy's own configuration when its process can be found on the node (the ``mode`` of its
+``--config`` file, which makes its flags ignored; else ``--proxy-mode``), else what the tables show:
+``table ip|ip6 kube-proxy`` is nftables mode, IPVS virtual services IPVS mode, KUBE-SERVICES iptables mode.
+
+The nft ruleset is saved (text and JSON) when kube-proxy runs in nftables mode or ``nft list tables``
+shows any table that iptables-save does not hold (kube-proxy's, a CNI's ``table inet flannel``): those
+decide verdicts too. On a node whose only nft tables are iptables-nft's, it would be a second copy of
+iptables-save.txt, lossier (``xt`` expressions) and as large (a 10k-Service node: ~50 MB more), so it is
+left out, and meta.json says so. Readers load the text form (the JSON when the text is missing or cut
+short), with iptables-save: the loader reads iptables-nft's tables from iptables-save, not twice.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -31,7 +46,7 @@ from typing import Callable
 
 from kptrace.errors import EnvironmentProblem, InputError
 
-__all__ = ["BUNDLE_COMMANDS", "Bundle", "LocalRunner", "collect", "read_bundle", "write_bundle"]
+__all__ = ["BUNDLE_COMMANDS", "Bundle", "LocalRunner", "NFT_COMMANDS", "collect", "read_bundle", "write_bundle"]
 
 BUNDLE_VERSION = 1
 
@@ -45,16 +60,23 @@ class BundleCommand:
 
 #: Read-only, every one of them. A missing optional tool is normal (no ipvsadm on an iptables-mode node).
 BUNDLE_COMMANDS: tuple[BundleCommand, ...] = (
-    BundleCommand("iptables-save.txt", ("iptables-save", "-c"), required=True),
+    # required unless the node's rules are all in nft (collect checks after the nft commands)
+    BundleCommand("iptables-save.txt", ("iptables-save", "-c")),
     BundleCommand("ip6tables-save.txt", ("ip6tables-save", "-c")),
     BundleCommand("ipset-save.txt", ("ipset", "save")),
     BundleCommand("ipvsadm-save.txt", ("ipvsadm-save", "-n")),
     BundleCommand("ipvsadm-Ln.txt", ("ipvsadm", "-Ln", "--stats")),
-    BundleCommand("nft-ruleset.json", ("nft", "-j", "list", "ruleset")),
+    BundleCommand("nft-tables.txt", ("nft", "list", "tables")),
     BundleCommand("ip-addr.json", ("ip", "-j", "addr"), required=True),
     BundleCommand("ip-route.json", ("ip", "-j", "route")),
     BundleCommand("ip6-route.json", ("ip", "-6", "-j", "route")),
 )
+#: Run after BUNDLE_COMMANDS when the node needs them (see the module's docstring): text first, the form read.
+NFT_COMMANDS: tuple[BundleCommand, ...] = (
+    BundleCommand("nft-ruleset.nft", ("nft", "list", "ruleset")),
+    BundleCommand("nft-ruleset.json", ("nft", "-j", "list", "ruleset")),
+)
+_ALL_FILES = tuple(c.file for c in (*BUNDLE_COMMANDS, *NFT_COMMANDS))
 _META_COMMANDS = {"kernel": ("uname", "-r"), "iptables": ("iptables", "--version"), "hostname": ("hostname",)}
 
 
@@ -124,13 +146,43 @@ class Bundle:
                                          if "local" in a and a.get("scope") == "global"] for link in links}
 
     def dumps(self) -> list[tuple[str, str]]:
-        """(name, text) of the rule dumps to load."""
+        """(name, text) of the rule dumps to load: iptables-save and ip6tables-save, and the nft ruleset in
+        one of its two forms (they are one ruleset: loading both would be two copies of every table)."""
         out = []
         for name in ("iptables-save.txt", "ip6tables-save.txt"):
             text = self.files.get(name, "")
             if text.strip() and ("*" in text):
-                out.append((os.path.join(self.path, name) if self.path else f"{self.meta.get('node', 'node')}:{name}", text))
+                out.append((self._name(name), text))
+        nft = self.nft_form()
+        if nft is not None:
+            out.append((self._name(nft), self.files[nft]))
         return out
+
+    def nft_form(self) -> str | None:
+        """Which saved form of the nft ruleset to read: the text listing, or the JSON when the text is
+        missing or cut short (a whole listing ends with its last table's closing brace) and the JSON is whole.
+
+        >>> Bundle({"nft-ruleset.nft": "table ip t {\\n\\tchain c {\\n", "nft-ruleset.json": '{"nftables": []}'}, {}).nft_form()
+        'nft-ruleset.json'
+        """
+        text = self.files.get("nft-ruleset.nft", "")
+        if text.strip() and text[-4096:].rstrip().rsplit("\n", 1)[-1] == "}":
+            return "nft-ruleset.nft"
+        js = self.files.get("nft-ruleset.json", "")
+        if js.strip():
+            try:
+                json.loads(js)
+            except json.JSONDecodeError:
+                pass
+            else:
+                if text.strip():
+                    self.notes.append(f"{self._name('nft-ruleset.nft')} is cut short: the nft ruleset is read from nft-ruleset.json")
+                return "nft-ruleset.json"
+        # Neither is whole: the text, whose reader says what is missing and where.
+        return "nft-ruleset.nft" if text.strip() else ("nft-ruleset.json" if js.strip() else None)
+
+    def _name(self, file: str) -> str:
+        return os.path.join(self.path, file) if self.path else f"{self.meta.get('node', 'node')}:{file}"
 
 
 def node_addresses(ip_addr_json: str) -> list[str]:
@@ -147,8 +199,70 @@ def node_addresses(ip_addr_json: str) -> list[str]:
     return out
 
 
+#: kube-proxy's process, found by its name: its PID on one line, then its command line as /proc holds it
+#: (NUL-separated). Shell builtins and cat only: kube-proxy's image has little else. Exit 3: no such process.
+_FIND_KUBE_PROXY = ('for p in /proc/[0-9]*; do read -r c < "$p/comm" 2>/dev/null || continue; '
+                    '[ "$c" = kube-proxy ] || continue; echo "${p#/proc/}"; cat "$p/cmdline" && exit 0; done; exit 3')
+_YAML_MODE = re.compile(r"""^mode:[ \t]*["']?([A-Za-z]*)["']?[ \t]*(?:#.*)?$""", re.M)
+_JSON_MODE = re.compile(r'"mode"\s*:\s*"([A-Za-z]*)"')
+_NFT_TABLE = re.compile(r"^table (\S+) (\S+)", re.M)
+_SAVE_TABLE = re.compile(r"^\*(\w+)", re.M)
+
+
+def _reason(res: CommandResult) -> str:
+    return "not installed" if res.rc == 127 else (res.stderr.strip().splitlines() or [f"exit {res.rc}"])[-1]
+
+
+def _flag(args: list[str], name: str) -> str | None:
+    """``--name=value`` or ``--name value`` from a command line; the last one wins, as in pflag."""
+    value = None
+    for i, a in enumerate(args):
+        if a == name and i + 1 < len(args):
+            value = args[i + 1]
+        elif a.startswith(name + "="):
+            value = a[len(name) + 1:]
+    return value
+
+
+def configured_mode(runner) -> tuple[str, str]:
+    """kube-proxy's mode as its own configuration on the node says: ``(mode, how it was told)``, or
+    ``("", why it cannot be told)``. The ``mode`` of its ``--config`` file (kube-proxy ignores its flags
+    when it has one), else its ``--proxy-mode`` flag. The file is read through ``/proc/PID/root``, so a
+    path inside kube-proxy's container resolves from the host too. An unset mode is kube-proxy's default,
+    which changes between releases: then the tables tell."""
+    def run(argv: tuple[str, ...]) -> CommandResult:
+        try:
+            return runner.run(argv)
+        except EnvironmentProblem as e:  # sudo allowed for the rule dumps only: the mode is then the tables'
+            return CommandResult(1, "", e.message)
+
+    res = run(("sh", "-c", _FIND_KUBE_PROXY))
+    if res.rc == 3:
+        return "", "no kube-proxy process on the node"
+    if res.rc != 0:
+        return "", f"kube-proxy's command line not read: {_reason(res)}"
+    pid, _, cmdline = res.stdout.partition("\n")
+    args = cmdline.rstrip("\0\n").split("\0")
+    config = _flag(args, "--config")
+    if config:
+        res = run(("cat", f"/proc/{pid.strip()}/{'root' if config.startswith('/') else 'cwd/'}{config}"))
+        if res.rc != 0:
+            return "", f"kube-proxy's --config {config} not read: {_reason(res)}"
+        m = _YAML_MODE.search(res.stdout) or _JSON_MODE.search(res.stdout)
+        if m and m.group(1):
+            return m.group(1).lower(), f"kube-proxy's --config {config}"
+        return "", f"kube-proxy's --config {config} leaves mode unset (kube-proxy's default)"
+    mode = _flag(args, "--proxy-mode")
+    if mode:
+        return mode.lower(), "kube-proxy's --proxy-mode"
+    return "", "kube-proxy runs without --config or --proxy-mode (kube-proxy's default)"
+
+
 def _kube_proxy_mode(files: dict[str, str]) -> str:
-    nft = files.get("nft-ruleset.json", "")
+    """The mode the node's tables show: kube-proxy's nft table, IPVS virtual services, or its iptables chains."""
+    if any(name == "kube-proxy" and fam in ("ip", "ip6") for fam, name in _NFT_TABLE.findall(files.get("nft-tables.txt", ""))):
+        return "nftables"
+    nft = files.get("nft-ruleset.json", "")  # bundles written before nft-tables.txt
     if '"kube-proxy"' in nft and "service-ips" in nft:
         return "nftables"
     ipvs = files.get("ipvsadm-save.txt", "") + files.get("ipset-save.txt", "")
@@ -159,23 +273,66 @@ def _kube_proxy_mode(files: dict[str, str]) -> str:
     return "unknown"
 
 
+def _tables_iptables_save_lacks(files: dict[str, str]) -> list[str]:
+    """``nft list tables`` entries that are not iptables-nft's copies of what iptables-save.txt and
+    ip6tables-save.txt hold: kube-proxy's table, a CNI's or firewalld's."""
+    held = {("ip", t) for t in _SAVE_TABLE.findall(files.get("iptables-save.txt", ""))}
+    held |= {("ip6", t) for t in _SAVE_TABLE.findall(files.get("ip6tables-save.txt", ""))}
+    return [f"{fam} {name}" for fam, name in _NFT_TABLE.findall(files.get("nft-tables.txt", "")) if (fam, name) not in held]
+
+
 def collect(runner, node: str | None = None, *, progress: Callable[[str], None] | None = None) -> Bundle:
+    """Run the bundle's read-only commands through ``runner`` (``run(argv) -> CommandResult``) and tell the
+    kube-proxy mode. A tool missing on the node, or refused, is a note; only a node without its addresses,
+    or without any rules (neither iptables-save nor nft), is an error."""
     files: dict[str, str] = {}
     notes: list[str] = []
     skipped: dict[str, str] = {}
-    for cmd in BUNDLE_COMMANDS:
+
+    def run(cmd: BundleCommand) -> bool:
         if progress:
             progress(" ".join(cmd.argv))
         res = runner.run(cmd.argv)
         if res.rc == 0:
             files[cmd.file] = res.stdout
-            continue
-        reason = "not installed" if res.rc == 127 else (res.stderr.strip().splitlines() or [f"exit {res.rc}"])[-1]
+            return True
         if cmd.required:
-            raise EnvironmentProblem(f"{runner.name}: `{' '.join(cmd.argv)}` failed: {reason}",
-                                     hint="kptrace needs the node's iptables-save output and its addresses")
-        skipped[cmd.file] = reason
-        notes.append(f"{' '.join(cmd.argv)}: {reason}; skipped")
+            raise EnvironmentProblem(f"{runner.name}: `{' '.join(cmd.argv)}` failed: {_reason(res)}",
+                                     hint="kptrace needs the node's rules (iptables-save or nft) and its addresses")
+        skipped[cmd.file] = _reason(res)
+        notes.append(f"{' '.join(cmd.argv)}: {_reason(res)}; skipped")
+        return False
+
+    for cmd in BUNDLE_COMMANDS:
+        run(cmd)
+    if progress:
+        progress("kube-proxy's mode")
+    configured, told = configured_mode(runner)
+    from_tables = _kube_proxy_mode(files)
+    mode, mode_from = (configured, told) if configured else (from_tables, f"the node's tables ({told})")
+    if configured and from_tables not in ("unknown", configured):
+        notes.append(f"{told} says {configured} mode, but the tables are kube-proxy's {from_tables} mode's "
+                     f"(left over from another mode, or kube-proxy has not synced yet)")
+    incomplete = None
+    others = _tables_iptables_save_lacks(files)
+    if "nft-tables.txt" in files and (mode == "nftables" or others):
+        for cmd in NFT_COMMANDS:
+            run(cmd)
+        if not any(c.file in files for c in NFT_COMMANDS) and mode == "nftables":
+            incomplete = f"kube-proxy runs in nftables mode, but its ruleset was not saved: {skipped['nft-ruleset.nft']}"
+    elif "nft-tables.txt" in files:
+        skipped["nft-ruleset.nft"] = skipped["nft-ruleset.json"] = \
+            "nft holds only iptables-nft's tables, which iptables-save.txt holds (without nft's xt placeholders)"
+    elif mode == "nftables":
+        incomplete = f"kube-proxy runs in nftables mode, but nft did not run: {skipped.get('nft-tables.txt', '?')}"
+    if incomplete:
+        notes.append(incomplete)
+    if "iptables-save.txt" not in files and not any(c.file in files for c in NFT_COMMANDS):
+        nft_reason = skipped.get("nft-ruleset.nft") or skipped.get("nft-tables.txt") or "no nft tables"
+        raise EnvironmentProblem(f"{runner.name}: `iptables-save -c` failed: {skipped.get('iptables-save.txt', '?')}, "
+                                 f"and there is no nft ruleset either ({nft_reason})",
+                                 hint="kptrace needs the node's rules: iptables-save (iptables and IPVS modes) or nft "
+                                      "(nftables mode), run as root or through sudo -n")
     meta_values = {}
     for key, argv in _META_COMMANDS.items():
         res = runner.run(argv)
@@ -189,9 +346,13 @@ def collect(runner, node: str | None = None, *, progress: Callable[[str], None] 
         "kernel": meta_values.get("kernel", ""),
         "iptables": ipt,
         "iptables_backend": "nft" if "nf_tables" in ipt else ("legacy" if "legacy" in ipt else "unknown"),
-        "kube_proxy_mode": _kube_proxy_mode(files),
+        "kube_proxy_mode": mode,
+        "kube_proxy_mode_from": mode_from,
+        "nft_tables": [f"{fam} {name}" for fam, name in _NFT_TABLE.findall(files.get("nft-tables.txt", ""))],
         "skipped": skipped,
     }
+    if incomplete:
+        meta["incomplete"] = incomplete
     return Bundle(files, meta, notes=notes)
 
 
@@ -237,11 +398,11 @@ def read_bundle(directory: str) -> Bundle:
     except json.JSONDecodeError as e:
         raise InputError(f"{meta_path}:{e.lineno}:{e.colno}: {e.msg}", hint="the bundle's meta.json is damaged") from None
     files = {}
-    for cmd in BUNDLE_COMMANDS:
-        p = os.path.join(directory, cmd.file)
+    for name in _ALL_FILES:
+        p = os.path.join(directory, name)
         if os.path.isfile(p):
             with open(p) as f:
-                files[cmd.file] = f.read()
+                files[name] = f.read()
     return Bundle(files, meta, path=directory)
 
 
@@ -251,6 +412,9 @@ class NodeResult:
     path: str | None
     error: str | None
     notes: tuple[str, ...] = ()
+    mode: str = ""  # kube-proxy's mode, and how it was told
+    mode_from: str = ""
+    incomplete: str | None = None  # collected, but without what its mode needs (nftables mode without nft)
 
 
 def collect_many(targets: list[tuple[str, Callable[[], object]]], out_dir: str, *, parallel: int = 16,
@@ -267,7 +431,8 @@ def collect_many(targets: list[tuple[str, Callable[[], object]]], out_dir: str, 
             runner = make_runner()
             bundle = collect(runner, name)
             path = write_bundle(bundle, os.path.join(out_dir, name))
-            return NodeResult(name, path, None, tuple(bundle.notes))
+            return NodeResult(name, path, None, tuple(bundle.notes), bundle.meta["kube_proxy_mode"],
+                              bundle.meta["kube_proxy_mode_from"], bundle.meta.get("incomplete"))
         except KptraceError as e:
             return NodeResult(name, None, e.render())
         except Exception as e:  # one node's surprise must not stop the other 4,999
