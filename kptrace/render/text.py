@@ -275,6 +275,26 @@ def render_inventory(console: Console, inv: dict) -> None:
                       + (f", {fam['no_endpoint_rejects']} REJECT rules for Services without endpoints" if fam["no_endpoint_rejects"] else ""))
         if names:
             console.print(f"  named in comments: {shown}")
+    nft = inv.get("nft")
+    if nft:
+        console.print(f"[bold]nftables[/] from {escape(', '.join(nft['sources']))}" + (f": {nft['layout']}" if nft["layout"] else ""),
+                      highlight=False)
+        t = Table(show_edge=False, header_style="bold")
+        for col in ("table", "chains", "base", "rules", "sets", "maps", "elements"):
+            t.add_column(col, justify="left" if col == "table" else "right")
+        for x in nft["tables"]:
+            t.add_row(escape(f"{x['family']} {x['name']}"), str(x["chains"]), str(x["base_chains"]), str(x["rules"]),
+                      str(x["sets"]), str(x["maps"]), str(x["elements"]))
+        console.print(t)
+        for hook, chains in nft["hooks"].items():
+            console.print(f"  {hook}: " + ", ".join(escape(f"{c['table']}/{c['chain']} ({c['priority']}"
+                                                             + (f", policy {c['policy']}" if c["policy"] != "accept" else "") + ")")
+                                                      for c in chains), highlight=False)
+        if nft["layout"]:
+            names = nft["service_names"]
+            shown = ", ".join(names[:8]) + (f", ... and {len(names) - 8} more" if len(names) > 8 else "")
+            console.print(f"Service ports: {nft['service_ports']} ({nft['with_endpoints']} with endpoints)"
+                          + (f": {shown}" if names else ""), highlight=False)
     ipvs = inv.get("ipvs")
     if ipvs:
         console.print(f"[bold]IPVS[/] from {escape(ipvs['source'])} ({ipvs['variant']}): {ipvs['virtual_services']} virtual services, "

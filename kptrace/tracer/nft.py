@@ -196,6 +196,7 @@ class NftCompiler:
     def compile(self, rule, table_key: str):
         """``(checks, action)`` for one NftRule; ``action`` is None for a rule without statements."""
         rule_key = id(rule)
+        self._refuse_bad_values(rule, table_key)
         checks: list = []
         statements: list = []
         fork = None
@@ -225,6 +226,21 @@ class NftCompiler:
         if not statements:
             return checks, None
         return checks, self._action(statements, table_key, rule_key, rule)
+
+    def _refuse_bad_values(self, rule, table_key: str) -> None:
+        """A rule nft would refuse (an address out of range, a port over 65535, ...) is an input error where a
+        trace reaches it (``kptrace parse`` checks every rule: model/nft_values.py)."""
+        from kptrace.model.nft_values import rule_problems
+
+        t = self.tables.get(table_key)
+        chain = t.chains.get(rule.chain) if t is not None else None
+        lines = getattr(getattr(chain, "_reader", None), "lines", None)
+        text = lines[rule.line - 1] if lines and 0 < rule.line <= len(lines) else None
+        problems = rule_problems(rule, text)
+        if problems:
+            from kptrace.errors import ParseError
+
+            raise ParseError(problems)
 
     def _action(self, statements, table_key: str, rule_key: int, rule):
         def run(st, hook):

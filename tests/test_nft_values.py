@@ -1,0 +1,58 @@
+"""Values nft -f refuses (addresses, prefixes, ports, marks out of range) are input errors with
+file:line:col: `kptrace parse` reports every one, and a trace refuses the first one it reaches (exit 3),
+never answering from a value the kernel would not hold. No valid fixture gets an error."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+
+from kptrace.cli.main import main
+
+from conftest import CASES, ROOT
+
+CASE = CASES / "nft-values" / "bad-values.nft"
+EXPECT = tomllib.loads((CASES / "nft-values" / "bad-values.expect.toml").read_text())["error"]
+NFT = ROOT / "fixtures" / "nft"
+FORMS = sorted(p for p in NFT.iterdir() if p.suffix in (".nft", ".knft", ".json") and not p.name.endswith(".cluster.json"))
+
+
+def _run(capsys, *args: str) -> tuple[int, str, str]:
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_parse_reports_every_bad_value(capsys):
+    code, out, err = _run(capsys, "parse", str(CASE))
+    assert code == 3
+    got = [line.split(": error: ") for line in err.splitlines() if ": error: " in line]
+    want = [[f"{CASE}:{e['line']}:{e['col']}", e["message"]] for e in EXPECT]
+    assert got == want
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("bad", EXPECT, ids=[e["message"] for e in EXPECT])
+def test_a_trace_refuses_the_bad_value_it_reaches(bad, capsys, tmp_path):
+    lines = CASE.read_text().splitlines()
+    others = {e["line"] for e in EXPECT} - {bad["line"]}
+    kept = [("#" + line if n in others else line) for n, line in enumerate(lines, 1)]  # same line numbers
+    path = tmp_path / "one-bad.nft"
+    path.write_text("\n".join(kept) + "\n")
+    code, out, err = _run(capsys, "packet", "--dump", str(path), "--dst", "10.0.0.1:80", "--src", "10.2.0.1")
+    assert code == 3, out + err
+    first = next(line for line in err.splitlines() if ": error: " in line)
+    assert first == f"{path}:{bad['line']}:{bad['col']}: error: {bad['message']}"
+    assert "^" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("path", FORMS, ids=[p.name for p in FORMS])
+def test_no_valid_ruleset_gets_an_error(path, capsys):
+    code, out, err = _run(capsys, "parse", str(path))
+    assert code == 0, err
+    assert ": error:" not in err
