@@ -284,7 +284,7 @@ def _answers(tables: str, over: dict | None = None) -> dict:
 
 
 def test_nft_saved_only_when_it_holds_what_iptables_save_does_not():
-    only_iptables = collect(_Node(_answers("table ip filter\n")), "n1")
+    only_iptables = collect(_Node(_answers("table ip filter\ntable bridge filter\n")), "n1")
     assert "nft-ruleset.nft" not in only_iptables.files and "iptables-save.txt" in only_iptables.meta["skipped"]["nft-ruleset.nft"]
     assert not [n for n in only_iptables.notes if "nft" in n]  # normal on an iptables-nft node: not a note
     cni = collect(_Node(_answers("table ip filter\ntable inet flannel\n")), "n1")

@@ -274,11 +274,13 @@ def _kube_proxy_mode(files: dict[str, str]) -> str:
 
 
 def _tables_iptables_save_lacks(files: dict[str, str]) -> list[str]:
-    """``nft list tables`` entries that are not iptables-nft's copies of what iptables-save.txt and
-    ip6tables-save.txt hold: kube-proxy's table, a CNI's or firewalld's."""
+    """``nft list tables`` entries of the families kptrace traces (ip, ip6, inet) that are not iptables-nft's
+    copies of what iptables-save.txt and ip6tables-save.txt hold: kube-proxy's table, a CNI's or firewalld's.
+    (ebtables-nft's ``bridge`` and arptables-nft's ``arp`` tables alone are no reason to save the ruleset.)"""
     held = {("ip", t) for t in _SAVE_TABLE.findall(files.get("iptables-save.txt", ""))}
     held |= {("ip6", t) for t in _SAVE_TABLE.findall(files.get("ip6tables-save.txt", ""))}
-    return [f"{fam} {name}" for fam, name in _NFT_TABLE.findall(files.get("nft-tables.txt", "")) if (fam, name) not in held]
+    return [f"{fam} {name}" for fam, name in _NFT_TABLE.findall(files.get("nft-tables.txt", ""))
+            if fam in ("ip", "ip6", "inet") and (fam, name) not in held]
 
 
 def collect(runner, node: str | None = None, *, progress: Callable[[str], None] | None = None) -> Bundle:
@@ -309,7 +311,7 @@ def collect(runner, node: str | None = None, *, progress: Callable[[str], None] 
         progress("kube-proxy's mode")
     configured, told = configured_mode(runner)
     from_tables = _kube_proxy_mode(files)
-    mode, mode_from = (configured, told) if configured else (from_tables, f"the node's tables ({told})")
+    mode, mode_from = (configured, told) if configured else (from_tables, f"the node's tables; {told}")
     if configured and from_tables not in ("unknown", configured):
         notes.append(f"{told} says {configured} mode, but the tables are kube-proxy's {from_tables} mode's "
                      f"(left over from another mode, or kube-proxy has not synced yet)")
