@@ -36,8 +36,8 @@ def svc(
                                       "services,endpointslices,nodes -A -o json`); needs --node-name.", show_default=False),
     kube_proxy_version: str = typer.Option(None, "--kube-proxy-version", help="With --node-name: an older kube-proxy's endpoint "
                                            "selection (MAJOR.MINOR).", show_default=False),
-    since: list[str] = typer.Option([], "--since", help="An earlier `iptables-save -c` of the same node (repeatable for IPv6): "
-                                    "observed shares from the counters' growth since then.", show_default=False),
+    since: list[str] = typer.Option([], "--since", help="An earlier `iptables-save -c` (or `nft list ruleset` with counters) of the same "
+                                    "node (repeatable for IPv6): observed shares from the counters' growth since then.", show_default=False),
     paths: bool = typer.Option(False, "--paths", help="Also show the rule path of every outcome."),
     strict: bool = typer.Option(False, "--strict", help=f"Exit {EXIT_FINDINGS} when there are warnings."),
     lenient: bool = LenientOpt,
@@ -84,7 +84,8 @@ def svc(
         from kptrace.errors import InputError
 
         raise InputError("--since: the input has no packet counters to compare",
-                         hint="take both snapshots with `iptables-save -c` (or `iptables -L -n -v -x`)")
+                         hint="take both snapshots with `iptables-save -c` (or `iptables -L -n -v -x`; nftables mode: "
+                                  "kube-proxy's rules with `counter`, listed by `nft list ruleset`)")
     if output is OutputFormat.json:
         from kptrace.render.json_out import dumps as to_json, service_json
 
