@@ -122,7 +122,7 @@ def _read_table(tb: _Table, ports: dict, unnamed: list[Entry], only: set[str] | 
     fam = tb.fam
     by_chain: dict[str, ProgrammedPort] = {}
     for cname in tb.t.chains:
-        if cname[:1] not in "self":  # service- local- external- endpoint- firewall-
+        if cname[:1] not in "slef" or cname.startswith("endpoint-"):  # service- local- external- firewall-
             continue
         info = nft_chain_service(cname)
         if info is None or info[0] == "endpoint":
@@ -301,60 +301,131 @@ def _numgen_share(ng: Numgen, pairs) -> tuple[dict[int, list], int]:
     return hits, ng.mod
 
 
+# kube-proxy's own rule shapes in service-/local-/endpoint- chains, read from the text (counters taken out):
+# parsing 220k rules of a 10k-Service node costs ~12 s, reading their text ~0.3 s. Any other text is parsed.
+_COUNTER = re.compile(r"counter(?: packets \d+ bytes \d+)? ")
+_SKIP = re.compile(r"^(?:(?:ip6? [sd]addr (?:!= )?\S+ )*jump mark-for-masquerade|(?:meta )?mark set .*)(?: comment \"[^\"]*\")?$")
+_AFFINITY = re.compile(r"^ip6? saddr @(affinity-\S+) goto (endpoint-\S+)$")
+_VMAP = re.compile(r"^numgen random mod (\d+) vmap \{ (.+) \}$")
+_VMAP_PAIR = re.compile(r"^(\d+) : goto (endpoint-\S+)$")
+_DMAP = re.compile(r"^meta l4proto [a-z]+ dnat (?:ip6? )?(?:addr \. port )?to numgen random mod (\d+) map \{ (.+) \}$")
+_DMAP_PAIR = re.compile(r"^(\d+) : (\S+) \. (\d+)$")
+_DNAT = re.compile(r"^meta l4proto [a-z]+ dnat (?:ip6? )?to (?:\[([0-9a-fA-F:.]+)\]|([0-9.]+)):(\d+)$")
+_UPDATE = re.compile(r"^update @(affinity-\S+) \{ ip6? saddr \}$")
+
+
+def _bare(text: str) -> str:
+    return _COUNTER.sub("", text) if "counter" in text else text
+
+
+class _Split:
+    """What is left of new connections as a chain's rules are read (None: not computable)."""
+
+    __slots__ = ("remaining",)
+
+    def __init__(self) -> None:
+        self.remaining: float | None = 1.0
+
+    def numgen(self, mod: int, keys: int, conditional: bool = False) -> float | None:
+        share = None if self.remaining is None or conditional or mod < 1 else self.remaining / mod
+        if conditional:
+            self.remaining = None
+        elif self.remaining is not None and mod >= 1:
+            self.remaining = self.remaining * (mod - keys) / mod
+        return share
+
+    def all(self, conditional: bool = False) -> float | None:
+        share = None if self.remaining is None or conditional else self.remaining
+        self.remaining = None if conditional else 0.0 if self.remaining is not None else None
+        return share
+
+
 def _chain_endpoints(tb: _Table, chain: NftChain | None, p: ProgrammedPort) -> list[ChainEndpoint]:
     """The endpoints a service-/local- chain sends new connections to, each with its share (an exact
     fraction of ``numgen`` values, as a float like the iptables reader's)."""
     out: list[ChainEndpoint] = []
     if chain is None:
         return out
-    remaining: float | None = 1.0
+    split = _Split()
     fam = tb.fam
-    for r in chain.rules:
-        exprs = r.exprs
-        v = r.verdict
-        ev = _ev(r)
-        # session affinity: `ip saddr @affinity-… goto endpoint-…` takes only clients seen before
-        if any(type(x) is Match and type(x.right) is SetRef and x.right.name.startswith("affinity-") for x in exprs):
-            aset = next(x.right.name for x in exprs if type(x) is Match and type(x.right) is SetRef)
-            s = tb.set(aset)
-            if p.affinity is None:
-                p.affinity = (int(s.timeout or 0) if s is not None else 0, ev)
+    for i, (line, text) in enumerate(chain.texts()):
+        bare = _bare(text)
+        ev = Evidence(f"{chain.source}:{line}", text) if line else None
+        if _SKIP.match(bare):
             continue
-        conditional = _conditional(r)
-        for x in exprs:
-            t = type(x)
-            if t is Vmap and type(x.key) is Numgen and type(x.mapping) is AnonMap:
-                hits, mod = _numgen_share(x.key, x.mapping.pairs)
+        m = _AFFINITY.match(bare)
+        if m is not None:
+            if p.affinity is None:
+                s = tb.set(m.group(1))
+                p.affinity = (int(s.timeout or 0) if s is not None else 0, ev or _ev(chain.rule_at(i)))
+            continue
+        m = _VMAP.match(bare)
+        if m is not None:
+            pairs = [_VMAP_PAIR.match(x.strip()) for x in m.group(2).split(",")]
+            if all(pairs):
+                mod = int(m.group(1))
+                hits = [(int(x.group(1)), x.group(2)) for x in pairs if int(x.group(1)) < mod]
+                share = split.numgen(mod, len({k for k, _ in hits}))
+                ev = ev or _ev(chain.rule_at(i))
+                out.extend(ChainEndpoint(_dnat_of(tb, target, p), target, share, ev) for _, target in sorted(hits))
+                continue
+        m = _DMAP.match(bare)
+        if m is not None:
+            pairs = [_DMAP_PAIR.match(x.strip()) for x in m.group(2).split(",")]
+            if all(pairs):
+                mod = int(m.group(1))
+                hits = [(int(x.group(1)), x.group(2), x.group(3)) for x in pairs if int(x.group(1)) < mod]
+                share = split.numgen(mod, len({k for k, _, _ in hits}))
+                ev = ev or _ev(chain.rule_at(i))
+                out.extend(ChainEndpoint(_endpoint_text(fam, a, port), chain.name, share, ev) for _, a, port in sorted(hits))
+                continue
+        m = _DNAT.match(bare)
+        if m is not None:
+            out.append(ChainEndpoint(_endpoint_text(fam, m.group(1) or m.group(2), m.group(3)), chain.name, split.all(),
+                                     ev or _ev(chain.rule_at(i))))
+            continue
+        _rule_endpoints(tb, chain, chain.rule_at(i), p, split, out)
+    return out
+
+
+def _rule_endpoints(tb: _Table, chain: NftChain, r, p: ProgrammedPort, split: _Split, out: list[ChainEndpoint]) -> None:
+    """One rule of any shape, parsed: its endpoints and what it leaves for the next rules."""
+    exprs = r.exprs
+    v = r.verdict
+    ev = _ev(r)
+    # session affinity: `ip saddr @affinity-… goto endpoint-…` takes only clients seen before
+    if any(type(x) is Match and type(x.right) is SetRef and x.right.name.startswith("affinity-") for x in exprs):
+        aset = next(x.right.name for x in exprs if type(x) is Match and type(x.right) is SetRef)
+        s = tb.set(aset)
+        if p.affinity is None:
+            p.affinity = (int(s.timeout or 0) if s is not None else 0, ev)
+        return
+    conditional = _conditional(r)
+    fam = tb.fam
+    for x in exprs:
+        t = type(x)
+        if t is Vmap and type(x.key) is Numgen and type(x.mapping) is AnonMap:
+            hits, mod = _numgen_share(x.key, x.mapping.pairs)
+            share = split.numgen(mod, len(hits), conditional)
+            for _k, vs in sorted(hits.items()):
+                for val in vs:
+                    if type(val) is Verdict and val.target:
+                        out.append(ChainEndpoint(_dnat_of(tb, val.target, p), val.target, share, ev))
+        elif t is Nat and x.kind == "dnat":
+            if type(x.map_key) is Numgen and type(x.addr) is AnonMap:
+                hits, mod = _numgen_share(x.map_key, x.addr.pairs)
+                share = split.numgen(mod, len(hits), conditional)
                 for _k, vs in sorted(hits.items()):
                     for val in vs:
-                        if type(val) is Verdict and val.target:
-                            share = None if remaining is None or conditional else remaining / mod
-                            out.append(ChainEndpoint(_dnat_of(tb, val.target, p), val.target, share, ev))
-                if remaining is not None and not conditional:
-                    remaining = remaining * (mod - len(hits)) / mod
-                elif conditional:
-                    remaining = None
-            elif t is Nat and x.kind == "dnat":
-                if type(x.map_key) is Numgen and type(x.addr) is AnonMap:
-                    hits, mod = _numgen_share(x.map_key, x.addr.pairs)
-                    for _k, vs in sorted(hits.items()):
-                        for val in vs:
-                            addr, port = (val[0], val[1]) if isinstance(val, tuple) and len(val) == 2 else (str(val), None)
-                            share = None if remaining is None or conditional else remaining / mod
-                            out.append(ChainEndpoint(_endpoint_text(fam, addr, port), chain.name, share, ev))
-                    remaining = (remaining * (mod - len(hits)) / mod) if remaining is not None and not conditional else None
-                elif type(x.addr) is Value:
-                    port = x.port.text if type(x.port) is Value else None
-                    share = None if remaining is None or conditional else remaining
-                    out.append(ChainEndpoint(_endpoint_text(fam, x.addr.text, port), chain.name, share, ev))
-                    remaining = 0.0 if remaining is not None and not conditional else None
-            elif t is Verdict and x.target and x.target.startswith("endpoint-"):
-                share = None if remaining is None or conditional else remaining
-                out.append(ChainEndpoint(_dnat_of(tb, x.target, p), x.target, share, ev))
-                remaining = 0.0 if remaining is not None and not conditional else None
-        if v is not None and v.kind in ("drop", "reject") and not conditional:
-            remaining = 0.0
-    return out
+                        addr, port = (val[0], val[1]) if isinstance(val, tuple) and len(val) == 2 else (str(val), None)
+                        out.append(ChainEndpoint(_endpoint_text(fam, addr, port), chain.name, share, ev))
+            elif type(x.addr) is Value:
+                port = x.port.text if type(x.port) is Value else None
+                out.append(ChainEndpoint(_endpoint_text(fam, x.addr.text, port), chain.name, split.all(conditional), ev))
+        elif t is Verdict and x.target and x.target.startswith("endpoint-"):
+            out.append(ChainEndpoint(_dnat_of(tb, x.target, p), x.target, split.all(conditional), ev))
+    if v is not None and v.kind in ("drop", "reject") and not conditional and split.remaining is not None:
+        split.remaining = 0.0
 
 
 def _dnat_of(tb: _Table, chain_name: str, p: ProgrammedPort) -> str:
@@ -363,7 +434,22 @@ def _dnat_of(tb: _Table, chain_name: str, p: ProgrammedPort) -> str:
     if chain is None:
         return "?"
     dest = "?"
-    for r in chain.rules:
+    for i, (line, text) in enumerate(chain.texts()):
+        bare = _bare(text)
+        if _SKIP.match(bare):
+            continue
+        m = _DNAT.match(bare)
+        if m is not None:
+            dest = _endpoint_text(tb.fam, m.group(1) or m.group(2), m.group(3))
+            continue
+        m = _UPDATE.match(bare)
+        if m is not None:
+            if p.affinity is None:
+                s = tb.set(m.group(1))
+                p.affinity = (int(s.timeout or 0) if s is not None else 0,
+                              Evidence(f"{chain.source}:{line}", text) if line else _ev(chain.rule_at(i)))
+            continue
+        r = chain.rule_at(i)
         for x in r.exprs:
             if type(x) is Nat and x.kind == "dnat" and type(x.addr) is Value:
                 dest = _endpoint_text(tb.fam, x.addr.text, x.port.text if type(x.port) is Value else None)
