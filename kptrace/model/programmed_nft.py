@@ -72,12 +72,16 @@ class _Table:
         self.fam = fam
         self.t = table
         self._lines: dict[str, dict] = {}
+        self._asked: dict[str, int] = {}
 
     def element_ev(self, s: NftSet, key, text: str) -> Evidence:
         if s.line == 0:  # JSON: no lines
             return Evidence(s.source + (f" (handle {s.handle})" if s.handle is not None else ""), text)
         lines = self._lines.get(s.name)
         if lines is None:
+            n = self._asked[s.name] = self._asked.get(s.name, 0) + 1
+            if n <= 16:  # a few (svc): find each one's spelling; many (drift): index the whole set once
+                return Evidence(f"{s.source}:{_element_line(s, key)}", text)
             lines = self._lines[s.name] = s.element_lines()
         return Evidence(f"{s.source}:{lines.get(key, s.line)}", text)
 
@@ -86,6 +90,24 @@ class _Table:
 
     def chain(self, name: str) -> NftChain | None:
         return self.t.chains.get(name)
+
+
+def _element_line(s: NftSet, key) -> int:
+    """The input line an element is written on, found by its spelling (the set's line when not found)."""
+    parts = key if isinstance(key, tuple) else (key,)
+    first = parts[0] if isinstance(parts[0], str) else None
+    if first is None:
+        return s.line
+    pattern = re.compile(r"(?<![\w.:])" + re.escape(first) + r"(?![\w:])" + "".join(
+        r"\s*\.\s*" + re.escape(p) for p in parts[1:] if isinstance(p, str)))
+    for op, line, payload in s._chunks:
+        text = payload[1] if op == "add" and isinstance(payload, tuple) and len(payload) == 2 and isinstance(payload[1], str) else None
+        if text is None:
+            continue
+        m = pattern.search(text)
+        if m is not None:
+            return line + text.count("\n", 0, m.start())
+    return s.line
 
 
 def _key_text(key) -> str:
@@ -100,25 +122,44 @@ def _verdict_text(v) -> str:
     return " . ".join(v) if isinstance(v, tuple) else str(v)
 
 
-def read_nft(nft: NftRuleset, ports: dict, unnamed: dict[int, list[Entry]], only: set[str] | None = None) -> None:
+def read_nft(nft: NftRuleset, ports: dict, unnamed: dict[int, list[Entry]], only: set[str] | None = None,
+             names: set[tuple[str, str]] | None = None) -> None:
     """Add every Service port kube-proxy's nftables tables program to ``ports`` ((family, hash) ->
-    ProgrammedPort), and "no endpoints" verdicts no comment names to ``unnamed``."""
+    ProgrammedPort), and "no endpoints" verdicts no comment names to ``unnamed``. ``only`` (chain hashes) or
+    ``names`` ((ns/name:port, protocol) pairs): read just those ports (``svc``: one Service of 10k)."""
     for (family, name), table in nft.tables.items():
         fam = _FAMILIES.get(family)
         if fam is None or name != KUBE_PROXY_TABLE:
             continue
-        _read_table(_Table(fam, table), ports, unnamed.setdefault(fam, []), only)
+        _read_table(_Table(fam, table), _Ports(ports, fam, only, names), unnamed.setdefault(fam, []),
+                    only is not None or names is not None)
 
 
-def _port(ports: dict, fam: int, spn: str, proto: str) -> ProgrammedPort:
-    h = service_chain_hash(spn, proto)
-    p = ports.get((fam, h))
-    if p is None:
-        p = ports[(fam, h)] = ProgrammedPort(fam, h, spn, proto)
-    return p
+class _Ports:
+    """The ports being read, and which ones are wanted."""
+
+    def __init__(self, ports: dict, fam: int, only: set[str] | None, names: set[tuple[str, str]] | None) -> None:
+        self.ports, self.fam, self.only, self.names = ports, fam, only, names
+        self._hash: dict[tuple[str, str], str | None] = {}
+
+    def get(self, spn: str, proto: str) -> ProgrammedPort | None:
+        """The port (made on first use), or None when it is not wanted."""
+        key = (spn, proto)
+        h = self._hash.get(key, "")
+        if h == "":
+            h = None if self.names is not None and key not in self.names else service_chain_hash(spn, proto)
+            if h is not None and self.only is not None and h not in self.only:
+                h = None
+            self._hash[key] = h
+        if h is None:
+            return None
+        p = self.ports.get((self.fam, h))
+        if p is None:
+            p = self.ports[(self.fam, h)] = ProgrammedPort(self.fam, h, spn, proto)
+        return p
 
 
-def _read_table(tb: _Table, ports: dict, unnamed: list[Entry], only: set[str] | None) -> None:
+def _read_table(tb: _Table, ports: _Ports, unnamed: list[Entry], some: bool) -> None:
     fam = tb.fam
     by_chain: dict[str, ProgrammedPort] = {}
     for cname in tb.t.chains:
@@ -128,8 +169,8 @@ def _read_table(tb: _Table, ports: dict, unnamed: list[Entry], only: set[str] | 
         if info is None or info[0] == "endpoint":
             continue
         kind, spn, proto, _ = info
-        p = _port(ports, fam, spn, proto)
-        if only is not None and p.hash not in only:
+        p = ports.get(spn, proto)
+        if p is None:
             continue
         p.chains.append(cname)
         by_chain[cname] = p
@@ -141,10 +182,10 @@ def _read_table(tb: _Table, ports: dict, unnamed: list[Entry], only: set[str] | 
         if not target:
             return None
         p = by_chain.get(target)
-        if p is None and only is None:
+        if p is None and target not in tb.t.chains:
             info = nft_chain_service(target)
             if info is not None and info[0] != "endpoint":  # a map element naming a chain the input lacks
-                p = _port(ports, fam, info[1], info[2])
+                p = ports.get(info[1], info[2])
         return p
 
     # Entry points: the service-ips and service-nodeports verdict maps.
@@ -208,10 +249,10 @@ def _read_table(tb: _Table, ports: dict, unnamed: list[Entry], only: set[str] | 
             e = Entry(kind, addr, port, proto, target, comment, ev)
             spn = comment.split(" ", 1)[0] if "/" in comment else None
             if spn:
-                p = _port(ports, fam, spn, proto)
-                if only is None or p.hash in only:
+                p = ports.get(spn, proto)
+                if p is not None:
                     p.verdicts.append(e)
-            else:
+            elif not some:
                 unnamed.append(e)
 
     # Each port's chains: endpoints, affinity, source ranges, external policy.
@@ -230,13 +271,12 @@ def _read_table(tb: _Table, ports: dict, unnamed: list[Entry], only: set[str] | 
                 p.source_ranges.extend(_source_ranges(chain))
             else:
                 p.external_policy = _external_policy(chain)
-    for (f_, h), p in ports.items():  # the firewall chain is reached from firewall-ips, before the service-ips entry
-        if f_ == fam and firewalled is not None and (only is None or h in only):
-            for key, value in firewalled.elements:
-                if type(value) is Verdict and value.target in p.jumps:
-                    for e in p.entries:
-                        if isinstance(key, tuple) and e.address == key[0] and e.kind != "ClusterIP":
-                            p.entries[p.entries.index(e)] = e._replace(kind="LoadBalancerIP")
+    # the firewall chain is reached from firewall-ips (before the service-ips entry): those IPs are LoadBalancer IPs
+    for key, value in (firewalled.elements if firewalled is not None else ()):
+        p = by_chain.get(value.target) if type(value) is Verdict and value.target else None
+        if p is not None and isinstance(key, tuple):
+            p.entries[:] = [e._replace(kind="LoadBalancerIP") if e.address == key[0] and e.kind != "ClusterIP" else e
+                            for e in p.entries]
 
 
 def _targets(chain: NftChain) -> set[str]:

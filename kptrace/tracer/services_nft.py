@@ -24,13 +24,71 @@ def has_nft_services(dp: Dataplane) -> bool:
     return dp.nft is not None and any(name == "kube-proxy" for _, name in dp.nft.tables)
 
 
-def _ports(dp: Dataplane) -> list[ProgrammedPort]:
-    cached = dp.cache.get("nft-programmed")
+def _ports(dp: Dataplane, names: set[tuple[str, str]] | None = None) -> list[ProgrammedPort]:
+    """The Service ports kube-proxy's tables program (``names``: just those; reading all of a 10k-Service
+    node's costs ~1.7 s, one ~0.3 s)."""
+    key = ("nft-programmed", frozenset(names) if names is not None else None)
+    cached = dp.cache.get(key)
     if cached is None:
         ports: dict = {}
-        read_nft(dp.nft, ports, {})
-        cached = dp.cache["nft-programmed"] = [p for _, p in sorted(ports.items(), key=lambda kv: (kv[0][0], kv[1].spn or ""))]
+        read_nft(dp.nft, ports, {}, names=names)
+        cached = dp.cache[key] = [p for _, p in sorted(ports.items(), key=lambda kv: (kv[0][0], kv[1].spn or ""))]
     return cached
+
+
+def _candidates(dp: Dataplane, query: str) -> set[tuple[str, str]]:
+    """(ns/name:port, protocol) of the ports ``query`` may mean, found from chain names and map elements
+    without reading any rule."""
+    out: set[tuple[str, str]] = set()
+    tables = [t for (_f, n), t in dp.nft.tables.items() if n == "kube-proxy"]
+    info = nft_chain_service(query)
+    if info is not None:
+        return {(info[1], info[2])}
+    if "/" in query and not _is_address(query):
+        ns_name = query.partition(":")[0]
+        needle = f"-{ns_name}/"
+        for t in tables:
+            for cname in t.chains:
+                if needle in cname:
+                    i = nft_chain_service(cname)
+                    if i is not None and (i[1] == ns_name or i[1].startswith(ns_name + ":")):
+                        out.add((i[1], i[2]))
+            for mname in ("no-endpoint-services", "no-endpoint-nodeports"):
+                s = t.sets.get(mname)
+                for key, comment in (s.comments.items() if s is not None else ()):
+                    spn = comment.split(" ", 1)[0]
+                    if (spn == ns_name or spn.startswith(ns_name + ":")) and isinstance(key, tuple):
+                        out.add((spn, key[-2]))
+        return out
+    try:
+        fam, addr, _port = parse_endpoint(query)
+    except ValueError:
+        return out
+    from kptrace.model.addr import format_addr
+
+    text = format_addr(fam, addr)
+    for t in tables:
+        for mname in ("service-ips", "no-endpoint-services"):
+            s = t.sets.get(mname)
+            if s is None:
+                continue
+            comments = s.comments if mname == "no-endpoint-services" else {}
+            for key, value in s.elements:
+                if isinstance(key, tuple) and key and key[0] == text:
+                    i = nft_chain_service(getattr(value, "target", None) or "")
+                    if i is not None:
+                        out.add((i[1], i[2]))
+                    elif comments.get(key):
+                        out.add((comments[key].split(" ", 1)[0], key[1]))
+    return out
+
+
+def _is_address(q: str) -> bool:
+    try:
+        parse_endpoint(q)
+        return True
+    except ValueError:
+        return False
 
 
 def _matches(p: ProgrammedPort, query: str) -> bool:
@@ -64,7 +122,13 @@ def nft_service_views(dp: Dataplane, query: str | None, *, origins: tuple[Origin
     if not has_nft_services(dp):
         return []
     query = query.strip() if query is not None else None
-    return [_view(dp, p, origins) for p in _ports(dp) if query is None or _matches(p, query)]
+    if query is None:
+        return [_view(dp, p, origins) for p in _ports(dp)]
+    names = _candidates(dp, query)
+    if not names:
+        _matches(ProgrammedPort(0, ""), query)  # a malformed query is an error, not "no rules"
+        return []
+    return [_view(dp, p, origins) for p in _ports(dp, names) if _matches(p, query)]
 
 
 def _entry(e, proto: str) -> EntryPoint:
