@@ -1,0 +1,101 @@
+"""``kptrace diff`` output: a table grouped by Service, JSON with a stable schema, and JUnit XML."""
+
+from __future__ import annotations
+
+from typing import Any
+from xml.sax.saxutils import quoteattr
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from kptrace.checks.diff import Behaviour, Change, DiffReport
+
+__all__ = ["DIFF_SCHEMA", "diff_json", "diff_junit", "render_diff"]
+
+DIFF_SCHEMA = "kptrace/diff/v1"
+
+
+def render_diff(console: Console, results: list[tuple[str, DiffReport]], reference: str | None = None) -> None:
+    if reference:
+        console.print(f"[bold]reference node[/] {escape(reference)} (the one the others agree with most)")
+    for label, r in results:
+        head = f"{label}: " if label else ""
+        if not r.changes:
+            console.print(f"[green]✓[/] {escape(head)}no behaviour changed in {r.compared} entry point x origin pairs "
+                          f"({escape(', '.join(r.before))} -> {escape(', '.join(r.after))})", highlight=False)
+        else:
+            services = {c.service for c in r.changes}
+            console.print(f"[bold red]✗[/] {escape(head)}{len(r.changes)} change{'s' * (len(r.changes) != 1)} in "
+                          f"{len(services)} Service port{'s' * (len(services) != 1)}; {r.unchanged} of {r.compared} entry point x "
+                          f"origin pairs unchanged ({escape(', '.join(r.before))} -> {escape(', '.join(r.after))})", highlight=False)
+            t = Table(show_edge=False, header_style="bold", show_lines=False)
+            t.add_column("service", overflow="fold")
+            t.add_column("entry point", no_wrap=True)
+            t.add_column("from", no_wrap=True)
+            t.add_column("before", overflow="fold")
+            t.add_column("after", overflow="fold")
+            t.add_column("cause", overflow="fold", ratio=1)
+            last = object()
+            for c in sorted(r.changes, key=lambda c: (c.service or "~", c.probe.family, c.probe.address or "", c.probe.port, c.probe.origin)):
+                name = c.service or "?"
+                shown = escape(name) if name != last else ""
+                last = name
+                origin = c.probe.origin + (f" ({c.probe.source})" if c.probe.source else "")
+                rules = " | ".join(x for x in (c.before_rule and f"before {c.before_rule}", c.after_rule and f"after {c.after_rule}") if x)
+                t.add_row(shown, escape(f"{c.probe.protocol} {c.probe.dst}"), escape(origin), escape(c.before.summary()),
+                          escape(c.after.summary()), escape(c.cause + (f" ({rules})" if rules else "")))
+            console.print(t)
+        for n in r.notes:
+            console.print(f"[dim]note: {escape(n)}[/]", highlight=False)
+
+
+def _behaviour(b: Behaviour) -> dict[str, Any]:
+    return {
+        "outcomes": [{"verdict": o.verdict, "endpoint": o.endpoint, "masquerade": o.masquerade,
+                      "probability": float(o.probability), "share": f"{o.probability.numerator}/{o.probability.denominator}",
+                      "rule": o.rule} for o in sorted(b.outcomes, key=lambda o: (-o.probability, o.verdict, o.endpoint or ""))],
+        "assumed": b.assumed,
+    }
+
+
+def _change(c: Change, label: str) -> dict[str, Any]:
+    p = c.probe
+    out = {"service": c.service, "dst": p.dst if p.address else None, "node_port": p.port if p.address is None else None,
+           "protocol": p.protocol, "family": p.family, "origin": p.origin, "source": p.source,
+           "before": _behaviour(c.before), "after": _behaviour(c.after),
+           "cause": {"summary": c.cause, "before_rule": c.before_rule or None, "after_rule": c.after_rule or None}}
+    if label:
+        out["nodes"] = label
+    return out
+
+
+def diff_json(results: list[tuple[str, DiffReport]], reference: str | None = None) -> dict[str, Any]:
+    return {
+        "schema": DIFF_SCHEMA,
+        "reference": reference,
+        "comparisons": [{"label": label or None, "before": r.before, "after": r.after, "compared": r.compared, "traced": r.traced,
+                         "unchanged": r.unchanged, "changes": len(r.changes), "notes": r.notes} for label, r in results],
+        "changes": [_change(c, label) for label, r in results for c in r.changes],
+        "unchanged": sum(r.unchanged for _, r in results),
+    }
+
+
+def diff_junit(results: list[tuple[str, DiffReport]]) -> str:
+    cases = []
+    failures = 0
+    total = 0
+    for label, r in results:
+        for c in r.changes:
+            total += 1
+            failures += 1
+            name = f"{c.service or '?'} {c.probe.protocol} {c.probe.dst} from {c.probe.origin}"
+            msg = f"{c.before.summary()} -> {c.after.summary()}: {c.cause}"
+            cases.append(f'  <testcase classname={quoteattr(label or "diff")} name={quoteattr(name)}>'
+                         f'<failure message={quoteattr(msg)}/></testcase>')
+        ok = r.compared - len(r.changes)
+        total += ok
+        if ok:
+            cases.append(f'  <testcase classname={quoteattr(label or "diff")} name={quoteattr(f"{ok} unchanged entry points")}/>')
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
+            f'<testsuite name="kptrace diff" tests="{len(cases)}" failures="{failures}">\n' + "\n".join(cases) + "\n</testsuite>\n")

@@ -1,0 +1,122 @@
+"""`kptrace diff`: behaviour, not text. The same cluster written differently (kube-proxy's two nftables
+layouts, every form of a ruleset, an iptables dump without comments) is no change; an edit that changes
+where connections go is reported for exactly the entry points and origins it affects, with the rule on each
+side; the JSON has the documented schema; exit codes 0/1/2."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from kptrace.checks.diff import diff_dataplanes
+from kptrace.cli.main import main
+from kptrace.load import load_dumps
+
+from conftest import ROOT
+
+NFT = ROOT / "fixtures" / "nft"
+
+
+def _run(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
+    monkeypatch.chdir(ROOT)
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("scenario", ["overall", "ipv6", "dualstack"])
+@pytest.mark.parametrize("form", [".nft", ".knft", ".json", ".handles.nft"])
+def test_the_two_nftables_layouts_of_one_cluster_behave_alike(scenario, form):
+    before = load_dumps([str(NFT / f"{scenario}-classic.nft")])
+    after = load_dumps([str(NFT / f"{scenario}-1.37{form}")])
+    r = diff_dataplanes(before, after)
+    assert r.changes == [], [(c.probe, c.cause) for c in r.changes]
+    assert r.compared > 20 and r.unchanged == r.compared
+
+
+def test_an_iptables_dump_without_comments_behaves_like_the_commented_one():
+    before = load_dumps([str(ROOT / "fixtures/samples/yaobank-modern.rules")], node_ips=["192.168.0.2"])
+    after = load_dumps([str(ROOT / "fixtures/drift/yaobank/no-comments.rules")], node_ips=["192.168.0.2"])
+    r = diff_dataplanes(before, after)
+    assert r.changes == [] and r.compared > 20
+
+
+def _without_endpoint(tmp_path, layout: str):
+    """overall-LAYOUT.nft with ns2/svc2's second endpoint taken out of its numgen (as kube-proxy would write it)."""
+    text = (NFT / f"overall-{layout}.nft").read_text()
+    if layout == "classic":
+        old = ("numgen random mod 2 vmap { 0 : goto endpoint-SGOXE6O3-ns2/svc2/tcp/p80__10.180.0.2/80, "
+               "1 : goto endpoint-CWKA3H5Q-ns2/svc2/tcp/p80__10.180.1.2/80 }")
+        new = "numgen random mod 1 vmap { 0 : goto endpoint-SGOXE6O3-ns2/svc2/tcp/p80__10.180.0.2/80 }"
+    else:
+        old = "meta l4proto tcp dnat ip to numgen random mod 2 map { 0 : 10.180.0.2 . 80, 1 : 10.180.1.2 . 80 }"
+        new = "meta l4proto tcp dnat to 10.180.0.2:80"
+    assert old in text
+    line = text[:text.index(old)].count("\n") + 1
+    path = tmp_path / f"after-{layout}.nft"
+    path.write_text(text.replace(old, new))
+    return path, line
+
+
+@pytest.mark.parametrize("layout", ["classic", "1.37"])
+def test_a_removed_endpoint_is_reported_where_it_changes_behaviour(layout, tmp_path, capsys, monkeypatch):
+    after, line = _without_endpoint(tmp_path, layout)
+    code, out, err = _run(capsys, monkeypatch, "diff", f"fixtures/nft/overall-{layout}.nft", str(after), "-o", "json")
+    assert code == 1, err
+    d = json.loads(out)
+    assert d["schema"] == "kptrace/diff/v1"
+    got = sorted((c["service"], c["dst"], c["protocol"], c["origin"]) for c in d["changes"])
+    assert got == [("ns2/svc2:p80", "172.30.0.42:80", "tcp", "node"), ("ns2/svc2:p80", "172.30.0.42:80", "tcp", "pod")]
+    for c in d["changes"]:
+        before = {o["endpoint"]: o["share"] for o in c["before"]["outcomes"]}
+        after_ = {o["endpoint"]: o["share"] for o in c["after"]["outcomes"]}
+        assert before == {"10.180.0.2:80": "1/2", "10.180.1.2:80": "1/2"} and after_ == {"10.180.0.2:80": "1/1"}
+        assert c["cause"]["summary"] == "no longer sent to 10.180.1.2:80"
+        assert c["cause"]["after_rule"] == f"{after}:{line}"
+    assert d["unchanged"] == d["comparisons"][0]["compared"] - 2
+
+
+def test_rich_output_names_the_service_and_both_sides(tmp_path, capsys, monkeypatch):
+    after, _ = _without_endpoint(tmp_path, "classic")
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, err = _run(capsys, monkeypatch, "diff", "fixtures/nft/overall-classic.nft", str(after))
+    assert code == 1
+    assert re.search(r"2 changes in 1 Service port", out)
+    assert "ns2/svc2:p80" in out and "no longer sent to 10.180.1.2:80" in out
+
+
+def test_junit(tmp_path, capsys, monkeypatch):
+    after, _ = _without_endpoint(tmp_path, "1.37")
+    junit = tmp_path / "diff.xml"
+    code, out, err = _run(capsys, monkeypatch, "diff", "--before", "fixtures/nft/overall-1.37.nft", "--after", str(after),
+                          "--junit", str(junit))
+    assert code == 1
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(junit.read_text())
+    assert int(root.get("failures")) == 2 and len(list(root.iter("failure"))) == 2
+
+
+@pytest.mark.parametrize("args", [["fixtures/nft/overall-1.37.nft"], ["--before", "fixtures/nft/overall-1.37.nft"],
+                                  ["a", "b", "c"]])
+def test_usage_errors(args, capsys, monkeypatch):
+    code, out, err = _run(capsys, monkeypatch, "diff", *args)
+    assert code == 2 and "Traceback" not in err
+
+
+def test_the_shortcut_traces_a_sample_and_agrees_with_full(tmp_path):
+    """With equal surroundings, ports whose programmed facts are equal are not traced (a sample is): the
+    changes found are the same as with every entry point traced."""
+    after, _ = _without_endpoint(tmp_path, "classic")
+    before = load_dumps([str(NFT / "overall-classic.nft")])
+    a = load_dumps([str(after)])
+    quick = diff_dataplanes(before, a, sample=4)
+    full = diff_dataplanes(before, a, full=True)
+    assert quick.traced < full.traced == full.compared
+    assert [(c.probe, c.cause) for c in quick.changes] == [(c.probe, c.cause) for c in full.changes]
