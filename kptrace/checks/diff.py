@@ -40,6 +40,7 @@ class Probe(NamedTuple):
     port: int
     origin: str  # pod | node | external
     source: str | None = None  # a pinned source (inside a LoadBalancer source range), else the origin's default
+    special: str = ""  # a probe of a known difference between proxy modes (MODE_PROBES), not a Service entry point
 
     @property
     def dst(self) -> str:
@@ -107,6 +108,68 @@ class DiffReport:
     compared: int = 0  # entry point x origin pairs
     traced: int = 0  # of them, traced on both sides (the rest: equal programmed facts, see the module doc)
     notes: list[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------ what proxy modes do differently
+
+#: Probes of what kube-proxy's modes are known to do differently (proxier.go of each mode), each with the
+#: one line said when it behaves differently between two sides of different modes.
+MODE_PROBES = {
+    "unused-port": ("a ClusterIP on a port its Service does not have",
+                    "nftables mode rejects traffic to a ClusterIP's other ports (cluster-ips-check); iptables and IPVS "
+                    "modes let it through without DNAT"),
+    "unallocated": ("an unallocated address in the Service CIDR",
+                    "nftables mode drops traffic to unallocated addresses of the Service CIDR (cluster-ips-check); "
+                    "iptables and IPVS modes route it on"),
+    "localhost-nodeport": ("a NodePort on 127.0.0.1 from the node",
+                           "iptables mode serves NodePorts on localhost (route_localnet); nftables and IPVS modes do not"),
+}
+
+
+def _service_cidr(dp: Dataplane, family: int) -> str | None:
+    """The Service CIDR nftables mode writes into cluster-ips-check (``ip daddr 172.30.0.0/16 drop``)."""
+    if dp.nft is None:
+        return None
+    c = dp.nft.chain("ip" if family == 4 else "ip6", "kube-proxy", "cluster-ips-check")
+    for _line, text in (c.texts() if c is not None else ()):
+        words = text.replace("{", " ").replace("}", " ").split()
+        for i, w in enumerate(words[:-1]):
+            if w == "daddr" and "/" in words[i + 1] and "drop" in words:
+                return words[i + 1]
+    return None
+
+
+def _mode_probes(sides: list[tuple[Dataplane, dict]], keys: list[tuple]) -> list[Probe]:
+    import ipaddress
+
+    out: list[Probe] = []
+    for fam in sorted({k[0] for k in keys}):
+        cluster = [k for k in keys if k[0] == fam and k[2] is not None]
+        used = {(k[1], k[2], k[3]) for k in keys}
+        if cluster:
+            _f, proto, addr, port = cluster[0]
+            other = next(p for p in range(port + 1, port + 1000) if (proto, addr, p) not in used)
+            out.append(Probe(fam, proto, addr, other, "pod", special="unused-port"))
+        cidr = next((c for dp, _ in sides for c in [_service_cidr(dp, fam)] if c), None)
+        if cidr is not None:
+            taken = {k[2] for k in keys if k[2] is not None}
+            net = ipaddress.ip_network(cidr, strict=False)
+            free = next((str(a) for a in _some_hosts(net) if str(a) not in taken), None)
+            if free is not None:
+                out.append(Probe(fam, "tcp", free, 80, "pod", special="unallocated"))
+        nodeports = [k for k in keys if k[0] == fam and k[2] is None]
+        if nodeports and fam == 4:
+            _f, proto, _a, port = nodeports[0]
+            out.append(Probe(fam, proto, "127.0.0.1", port, "node", special="localhost-nodeport"))
+    return out
+
+
+def _some_hosts(net):
+    """Addresses from the top of a network (Service IPs are handed out from the bottom)."""
+    top = int(net.broadcast_address) - 1
+    for i in range(64):
+        if top - i > int(net.network_address):
+            yield type(net.network_address)(top - i)
 
 
 # ------------------------------------------------------------------ entry points
@@ -311,6 +374,7 @@ def diff_dataplanes(before: Dataplane, after: Dataplane, *, sources: tuple[str |
         for src in sources:
             if src is not None and (":" in src) == (fam == 6):
                 probes.append((Probe(fam, proto, addr, port, "external", src), name, False))
+    probes.extend((p, None, False) for p in _mode_probes([(before, eb), (after, ea)], keys))
     # a sample of the shortcut ones is traced too: if any differs, the shortcut is off
     skipped = [i for i, (_, _, same) in enumerate(probes) if same]
     step = max(1, len(skipped) // sample) if skipped else 1
@@ -347,6 +411,9 @@ def diff_dataplanes(before: Dataplane, after: Dataplane, *, sources: tuple[str |
             report.unchanged += 1
             continue
         cause, rb, ra = _cause(b, a)
+        if probe.special:
+            what, why = MODE_PROBES[probe.special]
+            cause = f"{cause}: {why}" if before.mode != after.mode else cause
         report.changes.append(Change(name, probe, b, a, cause, rb, ra))
     return report
 

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from kptrace.checks.diff import Behaviour, Change, DiffReport
+from kptrace.checks.diff import MODE_PROBES, Behaviour, Change, DiffReport
 
 __all__ = ["DIFF_SCHEMA", "diff_json", "diff_junit", "render_diff"]
 
@@ -25,10 +25,13 @@ def render_diff(console: Console, results: list[tuple[str, DiffReport]], referen
             console.print(f"[green]✓[/] {escape(head)}no behaviour changed in {r.compared} entry point x origin pairs "
                           f"({escape(', '.join(r.before))} -> {escape(', '.join(r.after))})", highlight=False)
         else:
-            services = {c.service for c in r.changes}
-            console.print(f"[bold red]✗[/] {escape(head)}{len(r.changes)} change{'s' * (len(r.changes) != 1)} in "
-                          f"{len(services)} Service port{'s' * (len(services) != 1)}; {r.unchanged} of {r.compared} entry point x "
-                          f"origin pairs unchanged ({escape(', '.join(r.before))} -> {escape(', '.join(r.after))})", highlight=False)
+            services = {c.service for c in r.changes if not c.probe.special}
+            probes = {c.probe.special for c in r.changes if c.probe.special}
+            where = ", ".join(x for x in (f"{len(services)} Service port{'s' * (len(services) != 1)}" if services else "",
+                                          f"{len(probes)} known proxy-mode difference{'s' * (len(probes) != 1)}" if probes else "") if x)
+            console.print(f"[bold red]✗[/] {escape(head)}{len(r.changes)} change{'s' * (len(r.changes) != 1)} ({where}); "
+                          f"{r.unchanged} of {r.compared} entry point x origin pairs unchanged "
+                          f"({escape(', '.join(r.before))} -> {escape(', '.join(r.after))})", highlight=False)
             t = Table(show_edge=False, header_style="bold", show_lines=False)
             t.add_column("service", overflow="fold")
             t.add_column("entry point", no_wrap=True)
@@ -38,7 +41,7 @@ def render_diff(console: Console, results: list[tuple[str, DiffReport]], referen
             t.add_column("cause", overflow="fold", ratio=1)
             last = object()
             for c in sorted(r.changes, key=lambda c: (c.service or "~", c.probe.family, c.probe.address or "", c.probe.port, c.probe.origin)):
-                name = c.service or "?"
+                name = c.service or ("(" + MODE_PROBES[c.probe.special][0] + ")" if c.probe.special else "?")
                 shown = escape(name) if name != last else ""
                 last = name
                 origin = c.probe.origin + (f" ({c.probe.source})" if c.probe.source else "")
@@ -63,6 +66,7 @@ def _change(c: Change, label: str) -> dict[str, Any]:
     p = c.probe
     out = {"service": c.service, "dst": p.dst if p.address else None, "node_port": p.port if p.address is None else None,
            "protocol": p.protocol, "family": p.family, "origin": p.origin, "source": p.source,
+           "probe": p.special or None,
            "before": _behaviour(c.before), "after": _behaviour(c.after),
            "cause": {"summary": c.cause, "before_rule": c.before_rule or None, "after_rule": c.after_rule or None}}
     if label:
