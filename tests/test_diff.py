@@ -168,3 +168,37 @@ def test_ipvs_real_server_removed(tmp_path, capsys, monkeypatch):
     # IPVS does not say which virtual service is a ClusterIP (the cluster state would): traced from outside too
     assert {(c["dst"], c["origin"]) for c in d["changes"]} == {("10.96.5.20:80", o) for o in ("pod", "node", "external")}
     assert all(c["cause"]["summary"] == "no longer sent to 10.244.2.12:80" for c in d["changes"])
+
+
+@pytest.mark.parametrize("before,after", [
+    ("fixtures/samples/yaobank-modern.rules", "fixtures/drift/yaobank/topology-zone-a.rules"),
+    ("fixtures/nft/overall-classic.nft", None),  # None: the endpoint-removed edit
+    ("fixtures/nft/overall-1.37.knft", "fixtures/nft/overall-1.37.knft"),
+])
+def test_two_texts_of_one_mode_trace_only_what_changed_and_agree_with_full(before, after, tmp_path):
+    """Line by line, only the ports whose own lines differ are traced: the changes are those of --full."""
+    from kptrace.checks.textdelta import changed_ports, port_count
+
+    b = load_dumps([str(ROOT / before)], node_ips=["192.168.0.2"])
+    a_path = _without_endpoint(tmp_path, "classic")[0] if after is None else ROOT / after
+    a = load_dumps([str(a_path)], node_ips=["192.168.0.2"])
+    ports = changed_ports(b, a)
+    assert ports is not None
+    quick = diff_dataplanes(b, a)
+    full = diff_dataplanes(b, a, full=True)
+    assert [(c.probe, c.cause) for c in quick.changes] == [(c.probe, c.cause) for c in full.changes]
+    assert quick.identical == port_count(b) - len(ports) > 0 and quick.traced < full.traced
+    assert len(ports) == len({c.service for c in full.changes})  # each edit changed one port's behaviour
+
+
+def test_a_changed_line_outside_the_services_turns_the_text_shortcut_off(tmp_path):
+    from kptrace.checks.textdelta import changed_ports
+
+    text = (NFT / "overall-classic.nft").read_text()
+    path = tmp_path / "masq-all.nft"
+    path.write_text(text.replace("meta mark & 0x00004000 == 0x00000000 return", "meta mark & 0x00000000 == 0x00000000 return"))
+    b = load_dumps([str(NFT / "overall-classic.nft")])
+    a = load_dumps([str(path)])
+    assert changed_ports(b, a) is None
+    r = diff_dataplanes(b, a)
+    assert r.changes and r.traced == r.compared  # every entry point traced: the masquerading chain changed for all

@@ -8,7 +8,9 @@ outcomes with their probabilities: verdict, endpoint (after DNAT) and whether th
 Equal behaviour written differently (hashes, rule order, ``0.3333333333`` vs ``0.33333333349``, chains vs
 maps, iptables vs nftables vs IPVS) is not a change.
 
-Speed: tracing every entry point of two 10k-Service nodes from every origin takes minutes. Ports whose
+Speed: tracing every entry point of two 10k-Service nodes from every origin takes minutes. Two texts of
+one mode (two snapshots) are compared line by line first (``checks/textdelta.py``): only the ports whose own
+chains or map elements differ are traced. Otherwise, ports whose
 programmed facts (entry points, endpoints with shares, policies, affinity, source ranges, "no endpoints"
 verdicts) are equal on both sides are not traced when the rest of the two rulesets (everything but the
 per-Service chains and map elements) is the same as well (``shortcut``); then a sample of them is traced
@@ -71,6 +73,10 @@ class Behaviour:
         return all(abs(mine[(o.verdict, o.endpoint, o.masquerade)] - o.probability) < _EPSILON for o in other.outcomes)
 
     def summary(self) -> str:
+        accepted = [o for o in self.outcomes if o.verdict == "ACCEPT" and o.endpoint]
+        if len(accepted) > 4 and len(accepted) == len(self.outcomes) and len({(o.probability, o.masquerade) for o in accepted}) == 1:
+            o = accepted[0]  # many endpoints, one share each: said in a few words (the cause names what changed)
+            return f"{len(accepted)} endpoints, {_share(o.probability)} each{' masq' if o.masquerade else ''}"
         parts = []
         for o in sorted(self.outcomes, key=lambda o: (-o.probability, o.verdict, o.endpoint or "")):
             what = o.endpoint if o.verdict == "ACCEPT" and o.endpoint else (o.verdict if not o.endpoint else f"{o.verdict} {o.endpoint}")
@@ -107,6 +113,7 @@ class DiffReport:
     unchanged: int = 0
     compared: int = 0  # entry point x origin pairs
     traced: int = 0  # of them, traced on both sides (the rest: equal programmed facts, see the module doc)
+    identical: int = 0  # Service ports whose rules and map elements are the same text on both sides: not traced
     notes: list[str] = field(default_factory=list)
 
 
@@ -181,7 +188,8 @@ class EntryInfo(NamedTuple):
     port_key: tuple[int, str] | None = None  # the ProgrammedPort's key
 
 
-def entry_points(dp: Dataplane) -> tuple[dict[tuple, EntryInfo], dict[tuple[int, str], ProgrammedPort]]:
+def entry_points(dp: Dataplane, only: set[str] | None = None, names: set[tuple[str, str]] | None = None
+                 ) -> tuple[dict[tuple, EntryInfo], dict[tuple[int, str], ProgrammedPort]]:
     """(family, protocol, address or None, port) -> what it is; and the programmed ports (empty in IPVS mode)."""
     out: dict[tuple, EntryInfo] = {}
     ports: dict[tuple[int, str], ProgrammedPort] = {}
@@ -197,8 +205,8 @@ def entry_points(dp: Dataplane) -> tuple[dict[tuple, EntryInfo], dict[tuple[int,
         return out, ports
     from kptrace.checks.programmed import programmed
 
-    prog = programmed(dp)
-    ports = prog.ports
+    prog = programmed(dp, only=only, names=names if dp.mode == "nftables" else None)
+    ports = prog.ports if only is None else {k: p for k, p in prog.ports.items() if k[1] in only}
     for (fam, h), p in ports.items():
         ranges = tuple(r for r, _ in p.source_ranges)
         for e in p.entries + p.verdicts:
@@ -342,14 +350,25 @@ def diff_dataplanes(before: Dataplane, after: Dataplane, *, sources: tuple[str |
     """Every entry point x origin of either side, compared by behaviour. ``sources``: pinned sources to try
     besides the origins' defaults (``--src``). ``full``: trace every one, no shortcut."""
     report = DiffReport(list(before.sources), list(after.sources))
-    eb, pb = entry_points(before)
-    ea, pa = entry_points(after)
+    # Two texts of one mode: the ports whose own lines differ are all that can behave differently.
+    from kptrace.checks.textdelta import changed_ports, port_count, port_names
+
+    affected = None if full else changed_ports(before, after)
+    only = {h for _f, h in affected} if affected is not None else None
+    names = port_names(affected) if affected is not None else None
+    eb, pb = entry_points(before, only, names)
+    ea, pa = entry_points(after, only, names)
+    if affected is not None:
+        eb = {k: v for k, v in eb.items() if v.port_key in affected}
+        ea = {k: v for k, v in ea.items() if v.port_key in affected}
+        report.identical = max(port_count(before), port_count(after)) - len(affected)
     families_b = {k[0] for k in eb} | set(before.rulesets)
     families_a = {k[0] for k in ea} | set(after.rulesets)
     keys = sorted(set(eb) | set(ea), key=lambda k: (k[0], k[1], k[2] or "", k[3]))
     # The shortcut: same programmed facts and same surroundings -> same behaviour (a sample is traced anyway).
-    shortcut = not full and before.mode == after.mode and before.mode != "ipvs" and _rest_signature(before) == _rest_signature(after)
-    if not full and not shortcut:
+    shortcut = (affected is None and not full and before.mode == after.mode and before.mode != "ipvs"
+                and _rest_signature(before) == _rest_signature(after))
+    if not full and not shortcut and affected is None:
         report.notes.append("every entry point was traced on both sides: the rulesets differ outside the Services' own "
                             "chains, or the modes differ")
     sig_b = {k: _signature(pb.get(eb[k].port_key)) for k in keys if k in eb} if shortcut else {}
@@ -374,7 +393,8 @@ def diff_dataplanes(before: Dataplane, after: Dataplane, *, sources: tuple[str |
         for src in sources:
             if src is not None and (":" in src) == (fam == 6):
                 probes.append((Probe(fam, proto, addr, port, "external", src), name, False))
-    probes.extend((p, None, False) for p in _mode_probes([(before, eb), (after, ea)], keys))
+    if affected is None:  # with identical surroundings the modes' differences behave alike on both sides
+        probes.extend((p, None, False) for p in _mode_probes([(before, eb), (after, ea)], keys))
     # a sample of the shortcut ones is traced too: if any differs, the shortcut is off
     skipped = [i for i, (_, _, same) in enumerate(probes) if same]
     step = max(1, len(skipped) // sample) if skipped else 1
@@ -398,6 +418,11 @@ def diff_dataplanes(before: Dataplane, after: Dataplane, *, sources: tuple[str |
             total = len(todo)
     report.compared = len(probes)
     report.traced = len(results)
+    if affected is not None:
+        report.notes.append(f"{report.identical} Service port{'s' * (report.identical != 1)} have the same rules and map "
+                            f"elements, line for line, on both sides, and so does everything around them: not traced; "
+                            f"{'the one' if len(affected) == 1 else f'the {len(affected)}'} that differ{'s' * (len(affected) == 1)} "
+                            "traced (--full traces every one)")
     if report.traced < report.compared:
         report.notes.append(f"{report.compared - report.traced} of {report.compared} entry point x origin pairs have equal "
                             f"programmed facts on both sides and equal surroundings: not traced ({len(check)} such traced "

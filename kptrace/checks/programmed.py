@@ -67,7 +67,7 @@ def _addr(value: str | None) -> str | None:
     return a if plen in ("", "32", "128") else value
 
 
-def programmed(dp: Dataplane, *, only: set[str] | None = None) -> Programmed:
+def programmed(dp: Dataplane, *, only: set[str] | None = None, names: set[tuple[str, str]] | None = None) -> Programmed:
     """Every Service port the rules program (``only``: read the chains of just these hashes)."""
     ports: dict[tuple[int, str], ProgrammedPort] = {}
     unnamed: dict[int, list[Entry]] = {}
@@ -76,7 +76,7 @@ def programmed(dp: Dataplane, *, only: set[str] | None = None) -> Programmed:
     if dp.nft is not None:
         from kptrace.model.programmed_nft import read_nft
 
-        read_nft(dp.nft, ports, unnamed, only)
+        read_nft(dp.nft, ports, unnamed, only if names is None else None, names)
     return Programmed(ports, unnamed)
 
 

@@ -428,6 +428,10 @@ class NftChain:
         return f"NftChain({self.family} {self.table} {self.name}{base}, {len(self._entries)} rules)"
 
 
+#: parsed element chunks by their text and the set's types (NftSet._read_chunk); values are immutable
+_CHUNKS: dict = {}
+
+
 class NftSet:
     """A named set or map; elements are parsed on first use and indexed for exact-key lookup.
 
@@ -487,7 +491,7 @@ class NftSet:
                 index.clear()
                 info.clear()
                 continue
-            for key, value, extras in read(self, line, payload, op):
+            for key, value, extras in self._read_chunk(read, line, payload, op):
                 if op == "delete":
                     index.pop(key, None)
                     info.pop(key, None)
@@ -532,6 +536,25 @@ class NftSet:
         if self._info is None:
             self._load()
         return self._info  # type: ignore[return-value]
+
+    def _read_chunk(self, read, line: int, payload, op: str) -> list:
+        """One element chunk, parsed. A text chunk parsed before for a set of the same types (the other side of a
+        ``kptrace diff``: two snapshots share most of their 10k-element maps) is not parsed again."""
+        text = payload[1] if type(payload) is tuple and len(payload) == 2 and type(payload[1]) is str else None
+        if text is None or len(text) < 4096:
+            return read(self, line, payload, op)
+        key = (self.family, self.key_type, self.data_type, self.flags, op, text)
+        got = _CHUNKS.get(key)
+        if got is not None:
+            return got
+        diags = getattr(self._reader, "diagnostics", None)
+        before = len(diags) if diags is not None else 0
+        got = list(read(self, line, payload, op))
+        if diags is not None and len(diags) == before:  # a chunk with problems is read (and reported) each time
+            if len(_CHUNKS) >= 64:
+                _CHUNKS.pop(next(iter(_CHUNKS)))
+            _CHUNKS[key] = got
+        return got
 
     def _changed(self) -> None:
         self._elements = self._index = self._info = None

@@ -98,15 +98,17 @@ def _element_line(s: NftSet, key) -> int:
     first = parts[0] if isinstance(parts[0], str) else None
     if first is None:
         return s.line
-    pattern = re.compile(r"(?<![\w.:])" + re.escape(first) + r"(?![\w:])" + "".join(
-        r"\s*\.\s*" + re.escape(p) for p in parts[1:] if isinstance(p, str)))
+    spelled = " . ".join(p for p in parts if isinstance(p, str))
     for op, line, payload in s._chunks:
         text = payload[1] if op == "add" and isinstance(payload, tuple) and len(payload) == 2 and isinstance(payload[1], str) else None
         if text is None:
             continue
-        m = pattern.search(text)
-        if m is not None:
-            return line + text.count("\n", 0, m.start())
+        at = text.find(spelled)
+        while at >= 0:  # as a whole element: not 10.0.0.1 inside 110.0.0.1 . tcp . 80
+            end = at + len(spelled)
+            if (at == 0 or text[at - 1] in " \t\n{,") and (end == len(text) or text[end] in " \t\n:,}"):
+                return line + text.count("\n", 0, at)
+            at = text.find(spelled, at + 1)
     return s.line
 
 
@@ -142,6 +144,16 @@ class _Ports:
         self.ports, self.fam, self.only, self.names = ports, fam, only, names
         self._hash: dict[tuple[str, str], str | None] = {}
 
+    def bases(self) -> set[str] | None:
+        """With ``names``: the chain-name bases (``ns/name/proto/port``) of the ports asked for."""
+        if self.names is None:
+            return None
+        out = set()
+        for spn, proto in self.names:
+            ns_name, _, port = spn.partition(":")
+            out.add(f"{ns_name}/{proto}/{port}")
+        return out
+
     def get(self, spn: str, proto: str) -> ProgrammedPort | None:
         """The port (made on first use), or None when it is not wanted."""
         key = (spn, proto)
@@ -162,8 +174,11 @@ class _Ports:
 def _read_table(tb: _Table, ports: _Ports, unnamed: list[Entry], some: bool) -> None:
     fam = tb.fam
     by_chain: dict[str, ProgrammedPort] = {}
+    bases = ports.bases()
     for cname in tb.t.chains:
         if cname[:1] not in "slef" or cname.startswith("endpoint-"):  # service- local- external- firewall-
+            continue
+        if bases is not None and cname.split("-", 2)[-1] not in bases:  # not one of the ports asked for
             continue
         info = nft_chain_service(cname)
         if info is None or info[0] == "endpoint":

@@ -22,15 +22,17 @@ def render_diff(console: Console, results: list[tuple[str, DiffReport]], referen
     for label, r in results:
         head = f"{label}: " if label else ""
         if not r.changes:
-            console.print(f"[green]✓[/] {escape(head)}no behaviour changed in {r.compared} entry point x origin pairs "
+            same = f" and {r.identical} Service ports with identical rules" if r.identical else ""
+            console.print(f"[green]✓[/] {escape(head)}no behaviour changed in {r.compared} entry point x origin pairs{same} "
                           f"({escape(', '.join(r.before))} -> {escape(', '.join(r.after))})", highlight=False)
         else:
             services = {c.service for c in r.changes if not c.probe.special}
             probes = {c.probe.special for c in r.changes if c.probe.special}
             where = ", ".join(x for x in (f"{len(services)} Service port{'s' * (len(services) != 1)}" if services else "",
                                           f"{len(probes)} known proxy-mode difference{'s' * (len(probes) != 1)}" if probes else "") if x)
+            same = f"{r.identical} Service ports with identical rules, " if r.identical else ""
             console.print(f"[bold red]✗[/] {escape(head)}{len(r.changes)} change{'s' * (len(r.changes) != 1)} ({where}); "
-                          f"{r.unchanged} of {r.compared} entry point x origin pairs unchanged "
+                          f"{same}{r.unchanged} of {r.compared} entry point x origin pairs unchanged "
                           f"({escape(', '.join(r.before))} -> {escape(', '.join(r.after))})", highlight=False)
             t = Table(show_edge=False, header_style="bold", show_lines=False)
             t.add_column("service", overflow="fold")
@@ -79,6 +81,7 @@ def diff_json(results: list[tuple[str, DiffReport]], reference: str | None = Non
         "schema": DIFF_SCHEMA,
         "reference": reference,
         "comparisons": [{"label": label or None, "before": r.before, "after": r.after, "compared": r.compared, "traced": r.traced,
+                         "identical_ports": r.identical,
                          "unchanged": r.unchanged, "changes": len(r.changes), "notes": r.notes} for label, r in results],
         "changes": [_change(c, label) for label, r in results for c in r.changes],
         "unchanged": sum(r.unchanged for _, r in results),
