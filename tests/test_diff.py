@@ -132,7 +132,7 @@ def test_a_migration_from_iptables_to_nftables(layout, capsys, monkeypatch):
     assert code == 1, err
     d = json.loads(out)
     assert all(c["probe"] for c in d["changes"]), [c for c in d["changes"] if not c["probe"]]
-    got = {c["probe"]: (c["dst"], c["origin"], [o["verdict"] for o in c["after"]["outcomes"]], c["cause"]["summary"])
+    got = {c["probe"]: (c["dst"], c["origin"], [o["verdict"] for o in c["after"]["outcomes"]], c["cause"]["explanation"])
            for c in d["changes"]}
     assert set(got) == {"unused-port", "unallocated", "localhost-nodeport"}
     assert got["unused-port"][2] == ["REJECT"] and "cluster-ips-check" in got["unused-port"][3]

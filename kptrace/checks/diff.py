@@ -100,9 +100,10 @@ class Change:
     probe: Probe
     before: Behaviour
     after: Behaviour
-    cause: str  # one line: what differs, and the rules that decide it on each side
-    before_rule: str
+    cause: str  # one line: what differs
+    before_rule: str  # the rule that decides it on each side (file:line)
     after_rule: str
+    explanation: str = ""  # why, when it is a known difference between proxy modes
 
 
 @dataclass(slots=True)
@@ -369,8 +370,8 @@ def diff_dataplanes(before: Dataplane, after: Dataplane, *, sources: tuple[str |
     shortcut = (affected is None and not full and before.mode == after.mode and before.mode != "ipvs"
                 and _rest_signature(before) == _rest_signature(after))
     if not full and not shortcut and affected is None:
-        report.notes.append("every entry point was traced on both sides: the rulesets differ outside the Services' own "
-                            "chains, or the modes differ")
+        report.notes.append(f"{before.mode} -> {after.mode}: every entry point traced on both sides" if before.mode != after.mode
+                            else "every entry point traced on both sides: the rulesets differ outside the Services' own chains")
     sig_b = {k: _signature(pb.get(eb[k].port_key)) for k in keys if k in eb} if shortcut else {}
     sig_a = {k: _signature(pa.get(ea[k].port_key)) for k in keys if k in ea} if shortcut else {}
 
@@ -436,10 +437,8 @@ def diff_dataplanes(before: Dataplane, after: Dataplane, *, sources: tuple[str |
             report.unchanged += 1
             continue
         cause, rb, ra = _cause(b, a)
-        if probe.special:
-            what, why = MODE_PROBES[probe.special]
-            cause = f"{cause}: {why}" if before.mode != after.mode else cause
-        report.changes.append(Change(name, probe, b, a, cause, rb, ra))
+        why = MODE_PROBES[probe.special][1] if probe.special and before.mode != after.mode else ""
+        report.changes.append(Change(name, probe, b, a, cause, rb, ra, why))
     return report
 
 

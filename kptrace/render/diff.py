@@ -42,15 +42,22 @@ def render_diff(console: Console, results: list[tuple[str, DiffReport]], referen
             t.add_column("after", overflow="fold")
             t.add_column("cause", overflow="fold", ratio=1)
             last = object()
+            notes: dict[str, int] = {}
             for c in sorted(r.changes, key=lambda c: (c.service or "~", c.probe.family, c.probe.address or "", c.probe.port, c.probe.origin)):
                 name = c.service or ("(" + MODE_PROBES[c.probe.special][0] + ")" if c.probe.special else "?")
                 shown = escape(name) if name != last else ""
                 last = name
                 origin = c.probe.origin + (f" ({c.probe.source})" if c.probe.source else "")
-                rules = " | ".join(x for x in (c.before_rule and f"before {c.before_rule}", c.after_rule and f"after {c.after_rule}") if x)
+                rules = ", ".join(x for x in (c.before_rule and f"before {c.before_rule}", c.after_rule and f"after {c.after_rule}") if x)
+                note = (c.explanation + (" " if c.explanation and rules else "") + (f"({rules})" if rules else "")).strip()
+                mark = ""
+                if note:
+                    mark = f" [{notes.setdefault(note, len(notes) + 1)}]"
                 t.add_row(shown, escape(f"{c.probe.protocol} {c.probe.dst}"), escape(origin), escape(c.before.summary()),
-                          escape(c.after.summary()), escape(c.cause + (f" ({rules})" if rules else "")))
+                          escape(c.after.summary()), escape(c.cause + mark))
             console.print(t)
+            for note, n in notes.items():
+                console.print(f"  [{n}] {escape(note)}", highlight=False)
         for n in r.notes:
             console.print(f"[dim]note: {escape(n)}[/]", highlight=False)
 
@@ -70,7 +77,8 @@ def _change(c: Change, label: str) -> dict[str, Any]:
            "protocol": p.protocol, "family": p.family, "origin": p.origin, "source": p.source,
            "probe": p.special or None,
            "before": _behaviour(c.before), "after": _behaviour(c.after),
-           "cause": {"summary": c.cause, "before_rule": c.before_rule or None, "after_rule": c.after_rule or None}}
+           "cause": {"summary": c.cause, "before_rule": c.before_rule or None, "after_rule": c.after_rule or None,
+                     "explanation": c.explanation or None}}
     if label:
         out["nodes"] = label
     return out
