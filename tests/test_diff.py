@@ -202,3 +202,50 @@ def test_a_changed_line_outside_the_services_turns_the_text_shortcut_off(tmp_pat
     assert changed_ports(b, a) is None
     r = diff_dataplanes(b, a)
     assert r.changes and r.traced == r.compared  # every entry point traced: the masquerading chain changed for all
+
+
+def _bundle(directory, name: str, nft_text: str) -> None:
+    import json as _json
+
+    d = directory / name
+    d.mkdir()
+    (d / "nft-ruleset.nft").write_text(nft_text)
+    (d / "ip-addr.json").write_text(_json.dumps([{"ifname": "eth0", "addr_info": [{"family": "inet", "local": "192.168.0.2",
+                                                                                    "prefixlen": 24, "scope": "global"}]}]))
+    (d / "meta.json").write_text(_json.dumps({"version": 1, "node": name, "kube_proxy_mode": "nftables"}))
+
+
+def test_nodes_against_the_majority(tmp_path, capsys, monkeypatch):
+    """Three nodes alike and one that lost an endpoint, and one unreadable bundle: the odd node is named with
+    what differs, the unreadable one is reported, exit 1."""
+    good = (NFT / "overall-classic.nft").read_text()
+    odd, _ = _without_endpoint(tmp_path, "classic")
+    nodes = tmp_path / "snap"
+    nodes.mkdir()
+    for n in ("node-a", "node-c", "node-d"):
+        _bundle(nodes, n, good)
+    _bundle(nodes, "node-b", odd.read_text())
+    _bundle(nodes, "node-e", "table ip kube-proxy {\n\tchain services {\n")  # cut short
+    code, out, err = _run(capsys, monkeypatch, "diff", "--nodes", str(nodes), "-o", "json")
+    assert code == 1
+    d = json.loads(out)
+    assert d["reference"] == "node-a"
+    changed = {c["nodes"] for c in d["changes"]}
+    assert changed == {"node-a -> node-b"}
+    assert {c["service"] for c in d["changes"]} == {"ns2/svc2:p80"}
+    assert [x["label"] for x in d["comparisons"]] == ["node-a -> node-b", "node-a -> node-c", "node-a -> node-d"]
+    assert "node-e: not compared" in err
+
+
+def test_the_reference_is_the_majority_not_the_first_node(tmp_path, capsys, monkeypatch):
+    good = (NFT / "overall-1.37.nft").read_text()
+    odd, _ = _without_endpoint(tmp_path, "1.37")
+    nodes = tmp_path / "snap"
+    nodes.mkdir()
+    _bundle(nodes, "node-a", odd.read_text())
+    for n in ("node-b", "node-c"):
+        _bundle(nodes, n, good)
+    code, out, err = _run(capsys, monkeypatch, "diff", "--nodes", str(nodes), "-o", "json")
+    d = json.loads(out)
+    assert code == 1 and d["reference"] == "node-b"
+    assert {c["nodes"] for c in d["changes"]} == {"node-b -> node-a"}

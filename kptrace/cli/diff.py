@@ -89,42 +89,82 @@ def _progress():
 
 
 def _nodes(directory, src, full, node_ips, lenient, max_size, output, junit) -> None:
+    """Every node bundle in DIRECTORY against the majority: nodes are grouped by behaviour (a node is in a
+    group when it has no change against the group's first node), the largest group is the reference, and
+    every node outside it is compared with that group's first node. An unreadable bundle is reported; the
+    others are still compared."""
     from kptrace.checks.diff import diff_dataplanes
+    from kptrace.errors import KptraceError
     from kptrace.load import load_bundle
 
     if not os.path.isdir(directory):
         raise typer.BadParameter(f"{directory} is not a directory", param_hint="--nodes")
     names = sorted(d for d in os.listdir(directory) if os.path.isfile(os.path.join(directory, d, "meta.json")))
     if len(names) < 2:
-        raise typer.BadParameter(f"{directory} holds {len(names)} node bundle(s): --nodes needs two or more", param_hint="--nodes")
-    loaded = {}
-    failed = []
-    for n in names:
+        raise typer.BadParameter(f"{directory} holds {len(names)} node bundle(s) (directories with meta.json): --nodes "
+                                 "needs two or more", param_hint="--nodes")
+    err = stderr_console()
+    loaded, failed = {}, []
+    groups: list[list[str]] = []  # nodes that behave alike, the first one compared with the others
+    reports: dict[str, object] = {}
+    show = _progress_bar(len(names)) if output is OutputFormat.rich else None
+    for i, n in enumerate(names):
         try:
             loaded[n] = load_bundle(os.path.join(directory, n), lenient=lenient)
-        except Exception as e:  # noqa: BLE001 - one unreadable node is reported; the others are still compared
-            failed.append((n, str(e)))
+        except KptraceError as e:
+            failed.append((n, e.message if hasattr(e, "message") else str(e)))
+            if show:
+                show(i + 1, n)
+            continue
+        for g in groups:
+            r = diff_dataplanes(loaded[g[0]], loaded[n], sources=tuple(src), full=full)
+            if not r.changes:
+                g.append(n)
+                reports[n] = r
+                break
+        else:
+            groups.append([n])
+        if show:
+            show(i + 1, n)
+    if show:
+        show(-1, "")
     for n, why in failed:
-        stderr_console().print(f"{n}: not compared: {why}", highlight=False, markup=False)
+        err.print(f"{n}: not compared: {why}", highlight=False, markup=False)
     if len(loaded) < 2:
         raise typer.Exit(3)
-    # the reference: the node most others agree with (fewest changes against the rest, first by name)
-    order = list(loaded)
-    reports = {}
-    ref = order[0]
-    counts = {}
-    for n in order[1:]:
-        reports[n] = diff_dataplanes(loaded[ref], loaded[n], sources=tuple(src), full=full)
-        counts[n] = len(reports[n].changes)
-    differing = [n for n in order[1:] if counts[n]]
-    if len(differing) > len(order) // 2 and len(order) > 2:
-        # the first node is the odd one out: compare against a node that agrees with most
-        ref = min(order[1:], key=lambda n: counts[n])
-        reports = {n: diff_dataplanes(loaded[ref], loaded[n], sources=tuple(src), full=full) for n in order if n != ref}
-    results = [(f"{ref} -> {n}", reports[n]) for n in order if n != ref]
+    groups.sort(key=lambda g: (-len(g), g[0]))
+    ref = groups[0][0]
+    results = []
+    for g in groups[1:]:
+        for n in g:
+            reports[n] = diff_dataplanes(loaded[ref], loaded[n], sources=tuple(src), full=full)
+    for n in names:
+        if n in loaded and n != ref:
+            results.append((f"{ref} -> {n}", reports[n]))
     _emit(results, output, junit, reference=ref)
     if failed or any(r.changes for _, r in results):
         raise typer.Exit(EXIT_FINDINGS)
+
+
+def _progress_bar(total: int):
+    """A progress bar on stderr (a terminal only) while 50 bundles are read and compared."""
+    console = stderr_console()
+    if not console.is_terminal:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    bar = Progress(TextColumn("comparing nodes"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                   console=console, transient=True)
+    task = bar.add_task("", total=total)
+    bar.start()
+
+    def show(done: int, name: str) -> None:
+        if done < 0:
+            bar.stop()
+            return
+        bar.update(task, completed=done, description=name)
+
+    return show
 
 
 def _emit(results, output, junit, reference: str | None = None) -> None:
