@@ -1,0 +1,205 @@
+"""Stale connection-tracking entries: connections the kernel still sends to an endpoint that the current
+rules (and, given the cluster state, the current EndpointSlices) no longer lead to.
+
+A DNATed connection keeps its translation for as long as its conntrack entry lives: after an endpoint goes
+away, its packets still go there until the entry expires or is deleted (kube-proxy deletes UDP entries on
+endpoint changes, and that is where the bugs are). For each entry whose original destination is a Service
+entry point of this node and whose reply comes from elsewhere (it was DNATed), the endpoints that entry
+point leads to now, from that origin, are what the one tracer says (any mode: iptables, IPVS, nftables);
+an entry whose endpoint is not among them is stale.
+
+What it means for traffic: a UDP flow or a TCP connection that never got a reply is blackholed now (every
+packet goes to the dead endpoint); an established TCP connection only keeps going to an endpoint that may
+still be serving it (terminating pods finish their connections). kptrace never changes a node: the
+``conntrack -D`` command that would clear each group is printed, not run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, NamedTuple
+
+from kptrace.model.conntrack import ConntrackEntry
+from kptrace.model.dataplane import Dataplane
+
+__all__ = ["Stale", "StaleReport", "find_stale", "delete_command"]
+
+
+class Stale(NamedTuple):
+    entry: ConntrackEntry
+    service: str | None  # ns/name:port, or None when no Service has the entry point now
+    dst: str  # the entry point, as the client sent it: IP:PORT
+    endpoint: str  # where the kernel still sends it
+    reason: str
+    blackholed: bool  # every packet of it goes to the old endpoint (UDP, unreplied)
+    now: tuple[str, ...]  # the endpoints the entry point leads to now, from this origin
+
+
+@dataclass(slots=True)
+class StaleReport:
+    entries: int = 0  # read
+    service_entries: int = 0  # to a Service entry point of this node, DNATed
+    stale: list[Stale] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def by_service(self) -> dict[str, dict]:
+        out: dict[str, dict] = {}
+        for s in self.stale:
+            key = s.service or f"? ({s.dst})"
+            d = out.setdefault(key, {"stale": 0, "blackholed": 0, "protocols": set(), "endpoints": {}, "commands": []})
+            d["stale"] += 1
+            d["blackholed"] += int(s.blackholed)
+            d["protocols"].add(s.entry.protocol)
+            d["endpoints"][s.endpoint] = d["endpoints"].get(s.endpoint, 0) + 1
+            cmd = delete_command(s)
+            if cmd not in d["commands"]:
+                d["commands"].append(cmd)
+        for d in out.values():
+            d["protocols"] = sorted(d["protocols"])
+        return out
+
+
+def _hostport(family: int, addr: str, port: int | None) -> str:
+    if port is None:
+        return addr
+    return f"[{addr}]:{port}" if family == 6 else f"{addr}:{port}"
+
+
+def delete_command(s: Stale) -> str:
+    """The ``conntrack -D`` that deletes this entry point's entries to the old endpoint (and no others)."""
+    e = s.entry
+    parts = ["conntrack", "-D"]
+    if e.family == 6:
+        parts += ["-f", "ipv6"]
+    parts += ["-p", e.protocol, "--orig-dst", e.orig_dst]
+    if e.orig_dport is not None:
+        parts += ["--orig-port-dst", str(e.orig_dport)]
+    parts += ["--reply-src", e.reply_src]
+    if e.reply_sport is not None:
+        parts += ["--reply-port-src", str(e.reply_sport)]
+    return " ".join(parts)
+
+
+class _Index:
+    """The node's Service entry points, and what each leads to from each origin (traced once, cached)."""
+
+    def __init__(self, dp: Dataplane) -> None:
+        from kptrace.checks.diff import entry_points
+
+        self.dp = dp
+        self.entries, _ports = entry_points(dp)
+        self.node_ips = set(dp.node_ips_of(4)) | set(dp.node_ips_of(6))
+        self._now: dict[tuple, tuple[str, ...]] = {}
+        from kptrace.tracer.defaults import cached_pod_cidr
+
+        self.pod_cidrs = {fam: cached_pod_cidr(dp, fam) for fam in dp.rulesets}
+        from kptrace.checks.diff import _service_cidr
+        from kptrace.model.addr import parse_cidr
+
+        self.service_cidrs = []
+        for fam in dp.rulesets:
+            c = _service_cidr(dp, fam)
+            if c:
+                try:
+                    self.service_cidrs.append(parse_cidr(c))
+                except ValueError:
+                    pass
+
+    def in_service_cidr(self, addr: str) -> bool:
+        from kptrace.model.addr import parse_addr
+
+        try:
+            fam, a = parse_addr(addr)
+        except ValueError:
+            return False
+        return any(c.version == fam and c.contains(a) for c in self.service_cidrs)
+
+    def key_of(self, e: ConntrackEntry) -> tuple | None:
+        proto = e.protocol
+        k = (e.family, proto, e.orig_dst, e.orig_dport)
+        if k in self.entries:
+            return k
+        if e.orig_dst in self.node_ips or e.orig_dst.startswith("127."):
+            k = (e.family, proto, None, e.orig_dport)
+            if k in self.entries:
+                return k
+        return None
+
+    def origin(self, e: ConntrackEntry) -> str:
+        if e.orig_src in self.node_ips or e.orig_src.startswith("127.") or e.orig_src == "::1":
+            return "node"
+        cidr = self.pod_cidrs.get(e.family)
+        if cidr is not None:
+            from kptrace.model.addr import parse_addr
+
+            try:
+                if cidr.contains(parse_addr(e.orig_src)[1]):
+                    return "pod"
+            except (ValueError, AttributeError):
+                pass
+        return "external"
+
+    def now(self, key: tuple, origin: str, src: str | None) -> tuple[str, ...]:
+        """The endpoints ``key`` leads to from ``origin`` (from ``src`` when the entry point has source ranges)."""
+        info = self.entries[key]
+        pinned = src if info.source_ranges and origin == "external" else None
+        ck = (key, origin, pinned)
+        got = self._now.get(ck)
+        if got is None:
+            from kptrace.checks.diff import Probe, behaviour
+
+            fam, proto, addr, port = key
+            b = behaviour(self.dp, Probe(fam, proto, addr, port, origin, pinned))
+            got = self._now[ck] = tuple(sorted({o.endpoint for o in b.outcomes if o.verdict == "ACCEPT" and o.endpoint}))
+        return got
+
+
+def find_stale(dp: Dataplane, entries: Iterable[ConntrackEntry], *, expected: dict[str, set[str]] | None = None,
+               service_cidrs: Iterable[str] = ()) -> StaleReport:
+    """Every stale entry of ``entries`` (streamed: a million-entry table is never held whole).
+
+    ``expected``: Service port name -> the endpoints the API has for it (from the cluster state); an entry to
+    an endpoint the rules still have but the API does not is stale too (the rules are behind)."""
+    report = StaleReport()
+    idx = _Index(dp)
+    from kptrace.model.addr import parse_cidr
+
+    idx.service_cidrs.extend(parse_cidr(c) for c in service_cidrs)
+    elsewhere = 0
+    for e in entries:
+        report.entries += 1
+        if not e.dnat or e.orig_dport is None:
+            continue
+        key = idx.key_of(e)
+        if key is None:
+            if idx.in_service_cidr(e.orig_dst):  # a ClusterIP no Service has now: the Service was deleted
+                report.service_entries += 1
+                dst = _hostport(e.family, e.orig_dst, e.orig_dport)
+                report.stale.append(Stale(e, None, dst, e.endpoint, f"no Service has {dst} now (deleted?); the kernel still "
+                                          f"sends this {e.protocol.upper()} flow to {e.endpoint}",
+                                          e.protocol not in ("tcp", "sctp") or e.unreplied, ()))
+            else:
+                elsewhere += 1
+            continue
+        report.service_entries += 1
+        info = idx.entries[key]
+        origin = idx.origin(e)
+        now = idx.now(key, origin, e.orig_src)
+        endpoint = e.endpoint
+        blackholed = e.protocol not in ("tcp", "sctp") or e.unreplied
+        dst = _hostport(e.family, e.orig_dst, e.orig_dport)
+        reason = None
+        if endpoint not in now:
+            if not now:
+                reason = f"the rules send no new {e.protocol.upper()} connection from {origin} to {dst} anywhere now (no endpoints)"
+            else:
+                reason = f"{endpoint} is not an endpoint of {dst} from {origin} under the current rules ({len(now)} are)"
+        elif expected is not None and info.service in expected and endpoint not in expected[info.service]:
+            reason = f"{endpoint} is still in the node's rules but not an endpoint of {info.service} in the API (the rules are behind)"
+        if reason is not None:
+            report.stale.append(Stale(e, info.service, dst, endpoint, reason, blackholed, now))
+    if elsewhere:
+        report.notes.append(f"{elsewhere} DNATed entr{'ies' if elsewhere != 1 else 'y'} to addresses that are no Service entry point "
+                            "of this node's rules (hostPorts, a CNI's DNAT, or Services deleted"
+                            + (")" if idx.service_cidrs else "; give --service-cidr to tell those apart)"))
+    return report
