@@ -54,12 +54,14 @@ EXIT_INTERNAL = 70
 #: Documented in ``kptrace --help`` and the README; keep the three in step (a test checks).
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",
-    EXIT_FINDINGS: "the command ran and found problems: drift (see drift --fail-on), parse --strict warnings, a trace outcome marked assumed with --strict",
+    EXIT_FINDINGS: "the command ran and found problems: drift (see drift --fail-on), a behaviour change (diff), stale conntrack "
+                   "entries (conntrack), parse --strict warnings, a trace outcome marked assumed with --strict",
     EXIT_USAGE: "bad command line (unknown option, malformed --dst, ...)",
     EXIT_INPUT: "input cannot be read or parsed (position, quoted line and hint on stderr)",
     EXIT_NOT_FOUND: "the Service, chain or address asked for is not in the input",
     EXIT_ENVIRONMENT: "a required tool, permission or kernel feature is missing, or a node could not be read",
-    EXIT_PARTIAL: "some nodes could not be read; the others were (each failure is reported)",
+    EXIT_PARTIAL: "some nodes could not be read, or were read without what their mode needs (an nftables node without its "
+                  "ruleset); the others were (each failure is reported)",
     EXIT_INTERNAL: "internal error (a bug: rerun with --debug and report it)",
 }
 
