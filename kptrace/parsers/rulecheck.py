@@ -34,22 +34,29 @@ _PORT = r"(?:6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}|[1-5]\d{4}|[1-9]\d{0,3
 _PROB = r"(?:0(?:\.\d+)?|1(?:\.0+)?|\.\d+)"
 _HEX = r"(?:0x[0-9a-fA-F]{1,8}|\d{1,9})"
 _CHAIN = r"[A-Za-z0-9_.:-]+"
+# Alternatives that share a prefix are written once ("-m (?:comment|tcp|...)", "-j (?:DNAT|ACCEPT|...)"): the
+# regex engine then reads the prefix once instead of once per alternative (the same lines accepted, the same
+# targets; the 323,022 rule lines of benchmarks/run.py's node: 0.58 -> 0.48 s CPU).
 _MATCH = "|".join((
+    "-m (?:" + "|".join((
+        r'comment --comment (?:"[^"\\]*"|[^\s"\'\\!-][^\s"\'\\]*)',
+        rf"(?:tcp|udp|sctp)(?: (?:! )?--[ds]port {_PORT}(?::{_PORT})?)?",
+        rf"statistic --mode random --probability {_PROB}",
+        r"addrtype (?:! )?--(?:src|dst)-type LOCAL",
+        rf"mark (?:! )?--mark {_HEX}(?:/{_HEX})?",
+        r"conntrack --ctstate (?:INVALID|NEW|ESTABLISHED|RELATED|DNAT|SNAT)(?:,(?:INVALID|NEW|ESTABLISHED|RELATED|DNAT|SNAT))*",
+    )) + ")",
     rf"(?:! )?-[sd] {_ADDR}",
     r"-p (?:tcp|udp|sctp)",
-    r'-m comment --comment (?:"[^"\\]*"|[^\s"\'\\!-][^\s"\'\\]*)',
-    rf"-m (?:tcp|udp|sctp)(?: (?:! )?--[ds]port {_PORT}(?::{_PORT})?)?",
-    rf"-m statistic --mode random --probability {_PROB}",
-    r"-m addrtype (?:! )?--(?:src|dst)-type LOCAL",
-    rf"-m mark (?:! )?--mark {_HEX}(?:/{_HEX})?",
-    r"-m conntrack --ctstate (?:INVALID|NEW|ESTABLISHED|RELATED|DNAT|SNAT)(?:,(?:INVALID|NEW|ESTABLISHED|RELATED|DNAT|SNAT))*",
 ))
 _TARGET = "|".join((
-    rf"-j DNAT --to-destination (?:{_IP4}|\[{_IP6}\]):{_PORT}",
-    r"-j (?:ACCEPT|DROP|RETURN)",
-    r"-j MASQUERADE(?: --random-fully)?",
-    rf"-j MARK --(?:set-xmark|or-mark|xor-mark) {_HEX}(?:/{_HEX})?",
-    r"-j REJECT --reject-with (?:icmp-port-unreachable|icmp6-port-unreachable|icmp-host-unreachable|tcp-reset)",
+    "-j (?:" + "|".join((
+        rf"DNAT --to-destination (?:{_IP4}|\[{_IP6}\]):{_PORT}",
+        r"ACCEPT|DROP|RETURN",
+        r"MASQUERADE(?: --random-fully)?",
+        rf"MARK --(?:set-xmark|or-mark|xor-mark) {_HEX}(?:/{_HEX})?",
+        r"REJECT --reject-with (?:icmp-port-unreachable|icmp6-port-unreachable|icmp-host-unreachable|tcp-reset)",
+    )) + ")",
     rf"-[jg] (?P<chain>{_CHAIN})",
 ))
 #: The rule lines kube-proxy writes, as iptables-save prints them, with valid values only.
