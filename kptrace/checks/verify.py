@@ -66,9 +66,12 @@ def outcome_key(o: Outcome, src: str, egress: str | None) -> KernelFlow:
         # route from whatever the node has: not predictable from a dump (kptrace says MASQUERADE).
         return KernelFlow("ACCEPT", o.dnat or o.dst, None)
     if o.masquerade:
-        # MASQUERADE keeps the source port unless told to randomise it.
-        masq = next((s for s in o.path if s.note.startswith("MASQUERADE")), None)
-        randomised = masq is not None and " --random" in masq.text
+        # MASQUERADE keeps the source port unless told to randomise it (iptables --random, --random-fully;
+        # nft masquerade random, fully-random).
+        masq = next((s for s in o.path if s.note.startswith("MASQUERADE") or " " in s.table and "masquerade (" in s.note),
+                    None)
+        randomised = masq is not None and (" --random" in masq.text or
+                                           " " in masq.table and "random" in masq.text)
         if egress is not None and src == egress and randomised:
             # Only the port is rewritten, to a random one, which now and then is the port it had.
             return KernelFlow("ACCEPT", o.dnat or o.dst, None)
@@ -94,9 +97,11 @@ def _band(n: int, p: float, z: float) -> tuple[int, int]:
 
 
 def _uses_affinity(trace: Trace) -> bool:
+    # iptables: -m recent --set / --rcheck; nftables: a set updated from the packet path (kube-proxy's
+    # `update @affinity-... { ip saddr }`)
     return any("-m recent" in s.text and ("--rcheck" in s.text or "--update" in s.text)
                for o in trace.outcomes for b in o.branches for s in b.path) or any(
-        "-m recent" in s.text and "--set" in s.text for o in trace.outcomes for s in o.path)
+        "-m recent" in s.text and "--set" in s.text or "update @" in s.text for o in trace.outcomes for s in o.path)
 
 
 def _comparable(steps) -> list[tuple[str, str, object]]:
@@ -106,9 +111,13 @@ def _comparable(steps) -> list[tuple[str, str, object]]:
 
 
 def compare(label: str, trace: Trace, obs: KernelObservation, kernel_rule_index, *, confidence: float = 0.999,
-            tables: set[str] | None = None, egress: str | None = None) -> VerifyResult:
-    """``kernel_rule_index(table, chain, text) -> 1-based rule number`` maps the kernel's rule texts
-    onto the loaded chains (the kernel prints rules in its own canonical form)."""
+            tables: set[str] | None = None, egress: str | None = None, omitted: set[str] = frozenset()) -> VerifyResult:
+    """``kernel_rule_index(table, chain, text) -> 1-based rule number`` maps the kernel's rule texts (or, from
+    nft monitor trace, handles) onto the loaded chains (the kernel prints rules in its own canonical form).
+    ``omitted``: locations of rules the lab could not load (nft's ``xt`` expressions). The lab runs without
+    them, which is what kptrace assumes of them (an xt match matches nothing, an xt target lets the packet go
+    on); a prediction that takes one of them (an ``xt match comment``, which matches everything) cannot be
+    checked."""
     problems: list[str] = []
     notes: list[str] = []
     if trace.packet.origin.value == "node" and any(o.delivery == "local" or (o.verdict != "ACCEPT" and any(
@@ -116,6 +125,13 @@ def compare(label: str, trace: Trace, obs: KernelObservation, kernel_rule_index,
         return VerifyResult(label, trace, "unverifiable", (), None, tuple(obs.path), (
             "a connection the node opens to itself is confirmed by conntrack in POSTROUTING, before the loopback's "
             "INPUT decides, and the kernel stops tracing it there: the lab cannot see that verdict",), confidence=confidence)
+    if omitted and any(s.location in omitted for o in trace.outcomes for b in o.branches for s in b.path):
+        return VerifyResult(label, trace, "unverifiable", (), None, tuple(obs.path), (
+            "the prediction takes a rule nft cannot load (an xt expression, shown by name only), which the lab "
+            "runs without (give the iptables tables as iptables-save to check this path)",), confidence=confidence)
+    if omitted and any(f"at {loc} " in a for o in trace.outcomes for a in o.assumptions for loc in omitted):
+        notes.append("the prediction assumes a rule nft cannot load (an xt expression, shown by name only) does "
+                     "nothing; the lab ran without it, so the kernel checked the rest under that assumption")
     if any(o.verdict == "INCOMPLETE" for o in trace.outcomes):
         return VerifyResult(label, trace, "unverifiable", (), None, tuple(obs.path), (
             "the prediction stops at a chain the input does not hold; the kernel saw it as an empty chain",), confidence=confidence)
@@ -125,7 +141,8 @@ def compare(label: str, trace: Trace, obs: KernelObservation, kernel_rule_index,
     for table, chain, text in obs.path:
         if tables is not None and table not in tables:
             continue
-        kernel.append((table, chain, text if text.startswith("policy ") else kernel_rule_index(table, chain, text)))
+        policy = isinstance(text, str) and text.startswith("policy ")
+        kernel.append((table, chain, text if policy else kernel_rule_index(table, chain, text)))
     kernel = _comparable(kernel)
     predicted_paths = []
     from_node = trace.packet.origin.value == "node"
@@ -144,7 +161,8 @@ def compare(label: str, trace: Trace, obs: KernelObservation, kernel_rule_index,
         if not path_ok:
             problems.append("the kernel's path for the probe is not one of the predicted paths")
     else:
-        notes.append("xtables-monitor gave no usable trace for the probe (it prints none for IPv6 here); "
+        notes.append(f"{obs.tracer} gave no usable trace for the probe"
+                     f"{' (it prints none for IPv6 here)' if obs.tracer == 'xtables-monitor' else ''}; "
                      "the path was not compared")
 
     predicted = {}
@@ -156,7 +174,7 @@ def compare(label: str, trace: Trace, obs: KernelObservation, kernel_rule_index,
     for k, count in obs.flows.items():
         loose = KernelFlow(k.verdict, k.dst, None)
         flows[k if k in predicted or loose not in predicted else loose] += count
-    obs = KernelObservation(flows, obs.sent, obs.path, obs.path_raw, obs.probe_verdict, obs.notes)
+    obs = KernelObservation(flows, obs.sent, obs.path, obs.path_raw, obs.probe_verdict, obs.notes, obs.tracer)
     affinity = _uses_affinity(trace)
     checks: list[OutcomeCheck] = []
     if affinity and len(obs.flows) == 1 and next(iter(obs.flows)) in predicted:

@@ -35,7 +35,7 @@ def verify(
     output: OutputFormat = OutputOpt,
 ) -> None:
     require_dumps(dumps)
-    from kptrace.lab.verify import VerifyPacket, normalised, packets_for_all_services, run_verify
+    from kptrace.lab.verify import VerifyPacket, normalised, normalised_nft, packets_for_all_services, run_verify
     from kptrace.load import load_dumps
     from kptrace.tracer.defaults import ASSUMED_NODE_IP, plan_packet
 
@@ -47,8 +47,8 @@ def verify(
         stderr_console().print(f"note: no --node-ip: the lab node's address is {', '.join(ips)} (a stand-in), and kptrace predicts for it")
         dp.node_ips = tuple(ips)  # before any trace: tracers read it when they are made
     warn_diagnostics([d for d in dp.diagnostics if d.severity == "error"])
-    if show_normalised:
-        for text in normalised(dp).values():
+    if show_normalised:  # in the order the lab loads them: nft -f, then iptables-restore
+        for text in [normalised_nft(dp) or "", *normalised(dp).values()]:
             typer.echo(text, nl=False)
         return
     if (dst is None) == (not all_services):

@@ -7,7 +7,8 @@ Three namespaces, all kptrace's own and deleted on success, failure, Ctrl-C or S
     source address             eth0: the node's addresses, default route out to the sink
 
 The node holds the dump's rules (``iptables-nft-restore``: the nft backend, so ``xtables-monitor
---trace`` reports the rule-by-rule path), forwards, and has route_localnet on as kube-proxy sets it.
+--trace`` reports the rule-by-rule path; an nftables ruleset with ``nft -f``, traced with ``nft monitor
+trace``), forwards, and has route_localnet on as kube-proxy sets it.
 Packets from a pod or from outside start in the client; packets from the node itself start in N.
 Connections leave towards the sink and are never answered: what matters is the NAT the node's
 conntrack recorded for each one, read with ``conntrack -L``. The host's own netfilter rules are never
@@ -29,9 +30,18 @@ from dataclasses import dataclass, field
 
 from kptrace.errors import EnvironmentProblem, KptraceError
 
-__all__ = ["KernelFlow", "KernelObservation", "Lab", "TOOLS"]
+__all__ = ["KernelFlow", "KernelObservation", "Lab", "TOOLS", "TRACE_TABLE", "kernel_handles", "parse_nft_trace",
+           "parse_trace"]
 
 TOOLS = ("ip", "iptables-nft-restore", "iptables-nft", "conntrack", "xtables-monitor")
+NFT_TOOLS = ("ip", "nft", "iptables-nft-restore", "conntrack")
+#: the lab's own nft table (nft labs): base chains at prerouting and output, priority -400 (before raw, conntrack
+#: and every table of the dump), set ``meta nftrace`` on the probe so that ``nft monitor trace`` reports its path,
+#: and count a burst's packets; chains at the end of input and postrouting mark where a probe's trace ends
+TRACE_TABLE = ("inet", "kptrace-trace")
+PROBE_PORT = 19001
+BURST_PORT = 20000  # a burst's connections use source ports from here on
+_LAST = 1 << 30  # the trace table's end-of-hook chains: after every chain a dump may have (srcnat is 100)
 GATEWAY = {4: "169.254.77.1", 6: "fd00:77::1"}  # the node, as the client's gateway
 SINK = {4: "169.254.78.2", 6: "fd00:78::2"}  # the sink, as the node's gateway
 
@@ -65,6 +75,13 @@ else:
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((src, first))
     s.settimeout(1.0)
+    if kind == socket.SOCK_STREAM:
+        # A reject's ICMP error can come back while connect() still holds the socket (over veths it is handled
+        # within the call): TCP then keeps it only as a soft error and goes on waiting (seen for IPv6). With a
+        # user timeout shorter than the first retransmission (1 s), that timer ends the connection with the soft
+        # error: ECONNREFUSED for a reject, ETIMEDOUT for a drop.
+        s.setsockopt(socket.IPPROTO_TCP, getattr(socket, "TCP_USER_TIMEOUT", 18), 500)
+        s.settimeout(1.5)
     try:
         s.connect((dst, dport))
         if kind == socket.SOCK_DGRAM:
@@ -104,20 +121,24 @@ class KernelFlow:
 class KernelObservation:
     flows: Counter = field(default_factory=Counter)  # KernelFlow -> connections
     sent: int = 0
-    path: list[tuple[str, str, str]] = field(default_factory=list)  # (table, chain, rule text or "policy X")
+    #: (table, chain, rule text or "policy X"); from nft monitor trace (table "FAMILY NAME"), the rule's
+    #: handle (an int) instead of its text
+    path: list[tuple[str, str, object]] = field(default_factory=list)
     path_raw: list[str] = field(default_factory=list)
     probe_verdict: str = ""
     notes: list[str] = field(default_factory=list)
+    tracer: str = "xtables-monitor"
 
 
-def check_environment() -> None:
+def check_environment(nft: bool = False) -> None:
     if os.geteuid() != 0:
         raise EnvironmentProblem("kptrace verify needs root: it builds network namespaces and loads the rules into them",
                                  hint="run it with sudo (nothing outside its own throwaway namespaces is touched)")
-    missing = [t for t in TOOLS if shutil.which(t) is None]
+    missing = [t for t in (NFT_TOOLS if nft else TOOLS) if shutil.which(t) is None]
     if missing:
         raise EnvironmentProblem(f"kptrace verify needs {', '.join(missing)}",
-                                 hint="on Debian/Ubuntu: apt-get install iptables iproute2 conntrack")
+                                 hint="on Debian/Ubuntu: apt-get install iptables iproute2 conntrack"
+                                      + (" nftables" if nft else ""))
 
 
 def _run(cmd: list[str], *, ns: str | None = None, input: str | None = None, check: bool = True, timeout: float = 120) -> str:
@@ -135,22 +156,32 @@ def _mac(ns: str, dev: str) -> str:
 
 
 class Lab:
-    """``with Lab(restore_texts, node_ips) as lab: lab.observe(packet, n)``."""
+    """``with Lab(restore_texts, node_ips) as lab: lab.observe(packet, n)``.
 
-    def __init__(self, restore: dict[int, str], node_ips: dict[int, list[str]], nfacct: set[str] = frozenset()) -> None:
+    ``nft``: an nftables ruleset (``nft -f`` input), loaded before the iptables-restore texts: at one
+    priority the base chain registered last runs first, and kptrace's tracer runs iptables' tables first (a
+    CNI or runtime made them after kube-proxy's table). ``dynamic_sets``: (family, table, set) of the nft sets
+    the packet path fills (session affinity), emptied between packets as ``-m recent`` lists are.
+    """
+
+    def __init__(self, restore: dict[int, str], node_ips: dict[int, list[str]], nfacct: set[str] = frozenset(), *,
+                 nft: str | None = None, dynamic_sets: tuple[tuple[str, str, str], ...] = ()) -> None:
         self.restore = restore
         self.node_ips = node_ips
         self.nfacct = set(nfacct)
+        self.nft = nft
+        self.dynamic_sets = tuple(dynamic_sets)
         tag = f"{os.getpid()}-{secrets.token_hex(2)}"
         self.node, self.client, self.sink = f"kpt-node-{tag}", f"kpt-client-{tag}", f"kpt-sink-{tag}"
         self._made: list[str] = []
         self._client_addrs: set[str] = set()
         self._old_term = None
+        self._monitor: _Listener | None = None
 
     # -------------------------------------------------------------- life cycle
 
     def __enter__(self) -> "Lab":
-        check_environment()
+        check_environment(self.nft is not None)
         self._old_term = signal.signal(signal.SIGTERM, _raise_exit) if _main_thread() else None
         try:
             self._build()
@@ -163,6 +194,9 @@ class Lab:
         self.close()
 
     def close(self) -> None:
+        if self._monitor is not None:
+            self._monitor.stop()
+            self._monitor = None
         for ns in reversed(self._made):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         self._made.clear()
@@ -218,14 +252,48 @@ class Lab:
                 raise EnvironmentProblem(f"the dump uses -m nfacct ({name}); loading it needs the nfacct tool",
                                          hint="apt-get install nfacct")
             _run(["nfacct", "add", name], ns=n, check=False)
+        if self.nft is not None:
+            res = subprocess.run(["ip", "netns", "exec", n, "nft", "-f", "-"], input=self.nft, capture_output=True,
+                                 text=True, timeout=300)
+            if res.returncode != 0:
+                raise KptraceError(f"the kernel refused the nftables ruleset (nft -f): {res.stderr.strip()[:2000]}",
+                                   hint="kptrace verify --show-normalised prints what it loaded")
         for fam, text in self.restore.items():
             tool = "ip6tables-nft-restore" if fam == 6 else "iptables-nft-restore"
             res = subprocess.run(["ip", "netns", "exec", n, tool], input=text, capture_output=True, text=True, timeout=300)
             if res.returncode != 0:
                 raise KptraceError(f"the kernel refused the rules ({tool}): {res.stderr.strip()}",
                                    hint="kptrace verify --show-normalised prints what it loaded")
+        if self.nft is not None:
+            # Made last, at priorities of its own: it changes no other base chain's order. At -400 (before raw,
+            # conntrack and every table of the dump) it marks the probe for tracing and counts the burst's packets
+            # as they enter; at the end of input and postrouting it marks where the probe's trace ends.
+            fam, name = TRACE_TABLE
+            probe = f"meta l4proto {{ tcp, udp }} th sport {PROBE_PORT}"
+            count = f'meta l4proto {{ tcp, udp }} th sport >= {BURST_PORT} counter name "burst"'
+            chains = "".join(
+                f"  chain {hook}{'-end' if prio > 0 else ''} {{ type filter hook {hook} priority {prio}; policy accept; "
+                f"{probe} meta nftrace set 1;{' ' + count + ';' if prio < 0 else ''} }}\n"
+                for hook, prio in (("prerouting", -400), ("output", -400), ("input", _LAST), ("postrouting", _LAST)))
+            _run(["nft", "-f", "-"], ns=n, input=f"table {fam} {name} {{\n  counter burst {{ }}\n{chains}}}\n")
+
+    def kernel_handles(self) -> dict[tuple[str, str], list[int]]:
+        """``("FAMILY TABLE", chain) -> [rule handles in order]`` of everything loaded (``nft -j``): the kernel
+        gives rules fresh handles, which ``nft monitor trace`` names."""
+        return kernel_handles(_run(["nft", "-j", "list", "ruleset"], ns=self.node))
 
     # -------------------------------------------------------------- observing
+
+    def _burst_packets(self) -> int:
+        """Packets from a burst's source ports that have entered the node so far (the trace table's counter)."""
+        fam, name = TRACE_TABLE
+        m = re.search(r"packets (\d+)", _run(["nft", "list", "counter", fam, name, "burst"], ns=self.node, check=False))
+        return int(m.group(1)) if m else 0
+
+    def _nft_monitor(self) -> "_Listener":
+        if self._monitor is None:
+            self._monitor = _Listener(["ip", "netns", "exec", self.node, "nft", "-a", "monitor", "trace"], ready=None)
+        return self._monitor
 
     def _client_source(self, family: int, src: str) -> None:
         if src in self._client_addrs:
@@ -237,6 +305,9 @@ class Lab:
 
     def _reset(self) -> None:
         _run(["conntrack", "-F"], ns=self.node, check=False)
+        if self.dynamic_sets:  # nft session affinity: forget every client
+            _run(["nft", "-f", "-"], ns=self.node, check=False,
+                 input="".join(f"flush set {f} {t} {s}\n" for f, t, s in self.dynamic_sets))
         # Session affinity lists (-m recent): forget every client, as for a fresh one.
         _run(["sh", "-c", "for f in /proc/net/xt_recent/* /proc/net/ip6t_recent/*; do [ -e \"$f\" ] && echo / > \"$f\"; done; true"],
              ns=self.node, check=False)
@@ -253,8 +324,24 @@ class Lab:
             self._client_source(family, src)
         ipt = "ip6tables-nft" if family == 6 else "iptables-nft"
         self._reset()
-        if trace:
-            probe_port = 19001
+        if trace and self.nft is not None:
+            # nft monitor trace, for every table, the iptables-nft ones too: both are nf_tables underneath, and
+            # one trace gives the whole hook in the kernel's order; xtables-monitor cannot print kube-proxy's
+            # nft rules. The lab's trace table marks the probe (PROBE_PORT) at -400; one monitor runs for the
+            # lab's life, and the probe is sent without waiting for an answer (the sink never answers: waiting
+            # cost a second a packet), its trace read once it reached the trace table's end-of-hook chain or
+            # was dropped (or, failing both, no line came for a second).
+            monitor = self._nft_monitor()
+            start = len(monitor.lines)
+            self._send(sender, family, src, dst, dport, proto, PROBE_PORT, 1, "burst")
+            monitor.settle(lambda lines: _trace_ended(lines[start:]), idle=1.0, limit=5.0, since=start)
+            out = "".join(monitor.lines[start:])
+            obs.tracer = "nft monitor trace"
+            obs.path_raw = out.splitlines()
+            obs.path = parse_nft_trace(out)
+            self._reset()
+        elif trace:
+            probe_port = PROBE_PORT
             chain = "OUTPUT" if from_node else "PREROUTING"
             spec = ["-s", src, "-d", dst, "-p", proto, "--sport", str(probe_port), "--dport", str(dport), "-j", "TRACE"]
             _run([ipt, "-t", "raw", "-I", chain, "1", *spec], ns=self.node)
@@ -268,7 +355,8 @@ class Lab:
             obs.path_raw = out.splitlines()
             obs.path = parse_trace(out)
             self._reset()
-        first = 20000
+        first = BURST_PORT
+        entered = self._burst_packets() if self.nft is not None else None
         # Conntrack's NEW events, not a listing afterwards: a connection delivered to the node itself is
         # answered with a RST, and conntrack forgets it at once.
         events = _Listener(["ip", "netns", "exec", self.node, "conntrack", "-E", "-e", "NEW", "-p", proto,
@@ -278,7 +366,18 @@ class Lab:
             # Ends as soon as every connection's event is in; the long idle wait is for a loaded machine, where
             # events can pause for over a second and a connection whose event was missed counts as blocked
             # (a CI run beside other work saw 34 of 200 local deliveries "rejected" with 0.3 s).
-            events.settle(lambda lines: sum(1 for line in lines if f"dst={dst} " in line) >= n, idle=2.0, limit=30.0)
+            done = lambda lines: sum(1 for line in lines if f"dst={dst} " in line) >= n  # noqa: E731
+            if entered is not None and not done(events.lines):
+                # nft lab: the trace table counts the packets entering the node; once all n have, the kernel has
+                # decided every one (dropped ones send no event) and what remains is reading the events already
+                # sent, so the idle wait can be short (a blocked connection then costs 0.5 s, not 2 s). The
+                # table listing below still finds an accepted connection whose event came late.
+                deadline = time.monotonic() + 10.0
+                while not done(events.lines) and self._burst_packets() - entered < n and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                events.settle(done, idle=0.5, limit=30.0)
+            else:
+                events.settle(done, idle=2.0, limit=30.0)
         finally:
             out = events.stop()
         obs.sent = n
@@ -290,9 +389,12 @@ class Lab:
             obs.flows[f] += 1
         blocked = n - sum(obs.flows.values())
         if blocked:
-            self._reset()
-            how = self._send(sender, family, src, dst, dport, proto, first + n + 10, 1, "probe")
-            verdict = how if how in ("REJECT", "DROP") else ("DROP" if how == "TIMEOUT" else how)
+            # nft lab: the probe's trace says which rule stopped it (a drop waits a second for the probe below)
+            verdict = _trace_verdict(obs.path_raw) if obs.tracer == "nft monitor trace" else None
+            if verdict is None:
+                self._reset()
+                how = self._send(sender, family, src, dst, dport, proto, first + n + 10, 1, "probe")
+                verdict = how if how in ("REJECT", "DROP") else ("DROP" if how == "TIMEOUT" else how)
             obs.flows[KernelFlow(verdict, None, False)] += blocked
         return obs
 
@@ -332,14 +434,17 @@ class _Listener:
             if ready and ready in line:
                 self._ready.set()
 
-    def settle(self, done, *, idle: float = 0.3, limit: float = 5.0) -> None:
-        """Wait until ``done(lines)`` or no new line for ``idle`` seconds (at most ``limit``)."""
+    def settle(self, done, *, idle: float = 0.3, limit: float = 5.0, since: int | None = None) -> None:
+        """Wait until ``done(lines)`` or no new line for ``idle`` seconds (at most ``limit``); a listener that
+        keeps running counts only the lines from ``since`` on (and waits for the first)."""
         start = last_change = time.monotonic()
         count = -1
         while time.monotonic() - start < limit:
             if done(self.lines):
                 return
-            if len(self.lines) != count:
+            if len(self.lines) == since:
+                pass  # nothing new yet
+            elif len(self.lines) != count:
                 count, last_change = len(self.lines), time.monotonic()
             elif time.monotonic() - last_change > idle:
                 return
@@ -396,6 +501,92 @@ def parse_trace(text: str) -> list[tuple[str, str, str]]:
         elif kind == "policy":
             path.append((table, chain, f"policy {verdict}"))
     return path
+
+
+_NFT_TRACE = re.compile(r"^trace id ([0-9a-f]+) (ip|ip6|inet|arp|bridge|netdev) (\S+) (\S+) (rule|policy|verdict|packet:) ?(.*)$")
+_NFT_RULE = re.compile(r"# handle (\d+) \(verdict ([^)]*)\)\s*$")
+
+
+def _trace_ended(lines: list[str]) -> bool:
+    """Whether the probe's trace is complete: it reached the trace table's end-of-hook chain (input or
+    postrouting) or something dropped it."""
+    first = None
+    for line in lines:
+        m = _NFT_TRACE.match(line)
+        if not m:
+            continue
+        first = first or m.group(1)
+        if m.group(1) != first:
+            continue
+        if f"{m.group(2)} {m.group(3)}" == " ".join(TRACE_TABLE) and m.group(4).endswith("-end") or \
+                m.group(5) == "policy" and m.group(6).startswith("drop") or "(verdict drop)" in line:
+            return True
+    return False
+
+
+_REJECT = re.compile(r"(^|\s)reject(\s|$)")
+
+
+def _trace_verdict(lines: list[str]) -> str | None:
+    """How the probe's trace ended when something stopped it: "DROP" (a drop verdict or policy), "REJECT" (a rule
+    with a reject statement: the kernel traces it as a drop), or None (it was not stopped)."""
+    first = None
+    for line in lines:
+        m = _NFT_TRACE.match(line)
+        if not m:
+            continue
+        first = first or m.group(1)
+        if m.group(1) != first:
+            continue
+        if m.group(5) == "policy" and m.group(6).startswith("drop"):
+            return "DROP"
+        if m.group(5) == "rule" and line.rstrip().endswith("(verdict drop)"):
+            rule = re.sub(r'comment "(?:[^"\\]|\\.)*"', "", _NFT_RULE.sub("", m.group(6)))
+            return "REJECT" if _REJECT.search(rule) else "DROP"
+    return None
+
+
+def parse_nft_trace(text: str) -> list[tuple[str, str, object]]:
+    """``nft monitor trace`` output -> the first traced packet's path: ``("FAMILY TABLE", chain, handle)`` for
+    each rule that matched (with its verdict or without: "continue"), ``(table, chain, "policy ACCEPT")`` for a
+    base chain's policy. The lab's own trace table is left out.
+
+    >>> parse_nft_trace('trace id 07 ip kube-proxy services rule jump x # handle 44 (verdict jump x)\\n'
+    ...                 'trace id 07 ip kube-proxy nat-prerouting policy accept ')
+    [('ip kube-proxy', 'services', 44), ('ip kube-proxy', 'nat-prerouting', 'policy ACCEPT')]
+    """
+    path: list[tuple[str, str, object]] = []
+    first_id = None
+    skip = " ".join(TRACE_TABLE)
+    for line in text.splitlines():
+        m = _NFT_TRACE.match(line)
+        if not m:
+            continue
+        pid, family, table, chain, kind, rest = m.groups()
+        if first_id is None:
+            first_id = pid
+        if pid != first_id or f"{family} {table}" == skip:
+            continue
+        if kind == "rule":
+            h = _NFT_RULE.search(rest)
+            if h is None:
+                return []  # a rule without its handle: no usable path
+            path.append((f"{family} {table}", chain, int(h.group(1))))
+        elif kind == "policy":
+            path.append((f"{family} {table}", chain, f"policy {rest.split()[0].upper()}"))
+    return path
+
+
+def kernel_handles(listing: str) -> dict[tuple[str, str], list[int]]:
+    """``nft -j list ruleset`` -> ``("FAMILY TABLE", chain) -> [handles of its rules, in order]``."""
+    import json
+
+    out: dict[tuple[str, str], list[int]] = {}
+    for item in json.loads(listing).get("nftables", ()):
+        r = item.get("rule")
+        if r is not None:
+            out.setdefault((f"{r['family']} {r['table']}", r["chain"]), []).append(r["handle"])
+    return out
 
 
 _CT_FIELD = re.compile(r"(src|dst|sport|dport)=(\S+)")

@@ -917,6 +917,7 @@ class Tracer:
                 if port is not None:
                     st.dport = port
                 st.dnat = format_endpoint(family, st.dst, st.dport)
+                st.nat_done.add("dst")  # later nat chains at this hook (an nft table's) are not asked (nf_nat_inet_fn)
                 return "ACCEPT", f"DNAT to {st.dnat}{extra}", True
             return dnat
         if name == "REDIRECT":
@@ -935,6 +936,7 @@ class Tracer:
                 if to_port is not None:
                     st.dport = to_port
                 st.dnat = format_endpoint(family, st.dst, st.dport)
+                st.nat_done.add("dst")
                 return "ACCEPT", f"REDIRECT to {st.dnat}", True
             return redirect
         if name == "SNAT":
@@ -947,11 +949,13 @@ class Tracer:
                 if port is not None:
                     st.sport = port
                 st.snat = format_addr(family, st.src)
+                st.nat_done.add("src")
                 return "ACCEPT", f"SNAT to {st.snat}{extra}", True
             return snat
         if name == "MASQUERADE":
             def masquerade(st, hook):
                 st.masq = True
+                st.nat_done.add("src")
                 egress = self.egress_address(st.dst)
                 if egress is None:
                     st.snat = "MASQUERADE"
