@@ -10,11 +10,24 @@ as the API server lists them: ``kind: ServiceList``, a ``resourceVersion`` per l
 ``kind``/``apiVersion``, sorted by namespace and name, paged with ``limit`` and opaque ``continue``
 tokens (``remainingItemCount`` while more remain). :meth:`StandIn.fail`, :meth:`StandIn.delay` and
 :meth:`StandIn.expire_continue` inject faults per path; ``requests`` records every path with its query.
+
+The watch API (``?watch=1``) as the API server speaks it: a chunked stream of JSON lines
+(``{"type": "ADDED"|"MODIFIED"|"DELETED"|"BOOKMARK"|"ERROR", "object": ...}``) from the given
+``resourceVersion`` on (none or "0": the current objects as ADDED first), BOOKMARK events every
+``bookmark_interval`` seconds when ``allowWatchBookmarks=true``, the stream closed after
+``timeoutSeconds``; a ``resourceVersion`` older than the retained history gets one ERROR event with a 410
+``Expired`` Status ("too old resource version"), as etcd compaction makes a real server answer.
+:meth:`StandIn.put` and :meth:`StandIn.delete` change objects (each change takes the next resourceVersion
+and goes to every open watch); :meth:`StandIn.compact` forgets the history; :meth:`StandIn.disconnect`
+drops open watch connections without the closing chunk. Where it differs from a real API server: one
+process with the whole history in memory, no field/label selectors on watches, no watch cache window
+(history is kept until :meth:`compact`), HTTP/1.1 without TLS, and no request priority and fairness.
 """
 
 from __future__ import annotations
 
 import base64
+import bisect
 import binascii
 import hashlib
 import itertools
@@ -22,6 +35,7 @@ import json
 import struct
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
@@ -34,6 +48,7 @@ LISTS = {
     "/apis/discovery.k8s.io/v1/endpointslices": ("EndpointSlice", "discovery.k8s.io", "endpointslices"),
     "/api/v1/nodes": ("Node", "", "nodes"),
 }
+PATH_OF_KIND = {kind: path for path, (kind, _, _) in LISTS.items()}
 
 #: What a real API server says, per status, when the test does not say otherwise.
 _REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 410: "Expired",
@@ -53,6 +68,7 @@ class Fault:
     times: int | None = None
     delay: float = 0.0
     expire_continue: int = 0  # the next N requests that carry a continue token get 410 Gone (reason Expired)
+    delay_times: int | None = None  # the delay applies to the next N requests only (None: every time)
 
 
 def status_body(code: int, message: str, *, reason: str = "", details: dict | None = None) -> dict:
@@ -83,7 +99,7 @@ class StandIn:
 
     def __init__(self, nodes: dict[str, str | None] | None = None, *, forbid_exec: bool = False,
                  missing_tools: set[str] = frozenset(), objects: list[dict] | None = None,
-                 resource_version: int = 1000) -> None:
+                 resource_version: int = 1000, bookmark_interval: float = 1.0) -> None:
         self.nodes = nodes or {}
         self.forbid_exec = forbid_exec
         self.missing_tools = set(missing_tools)
@@ -99,6 +115,15 @@ class StandIn:
         self._versions = itertools.count(resource_version)
         self._lock = threading.Lock()
         self._released = threading.Event()
+        # The watch history: (resourceVersion, path, event type, object); a watch from before _floor gets 410.
+        self.bookmark_interval = bookmark_interval
+        self.history: list[tuple[int, str, str, dict]] = []
+        self._floor = resource_version
+        self._changed = threading.Condition(self._lock)
+        self._cut = 0  # bumped by disconnect(): open watches drop their connection
+        self._latest: dict[str, int] = {}  # path -> resourceVersion of its last change
+        self._positions: dict[str, dict[tuple[str, str], int]] = {}
+        self.watches_open = 0
         standin = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -115,6 +140,8 @@ class StandIn:
                 parts = url.path.strip("/").split("/")
                 if standin._fault(self, url.path, q):
                     return None
+                if url.path in standin.lists and q.get("watch", [""])[0] in ("1", "true"):
+                    return standin._watch(self, url.path, q)
                 if url.path in standin.lists:
                     return self._json(*standin._list(url.path, q))
                 if url.path == "/api/v1/nodes":
@@ -213,9 +240,10 @@ class StandIn:
         """Answer ``path`` with ``status`` and a Status body (the first ``times`` requests only, or all)."""
         self.faults[path] = Fault(status=status, message=message, times=times)
 
-    def delay(self, path: str, seconds: float) -> None:
-        """Wait ``seconds`` before answering ``path`` (until the stand-in stops, at the latest)."""
-        self.faults[path] = Fault(delay=seconds)
+    def delay(self, path: str, seconds: float, *, times: int | None = None) -> None:
+        """Wait ``seconds`` before answering ``path`` (the next ``times`` requests only, or all; until the stand-in
+        stops, at the latest)."""
+        self.faults[path] = Fault(delay=seconds, delay_times=times)
 
     def expire_continue(self, path: str, times: int = 1) -> None:
         """The next ``times`` requests for ``path`` with a continue token get 410 Gone, reason Expired."""
@@ -241,8 +269,11 @@ class StandIn:
                 answer = (fault.status, status_body(fault.status, fault.message or message, details=details))
             else:
                 answer = None
-        if fault.delay:
-            self._released.wait(fault.delay)
+            delay = fault.delay if fault.delay_times != 0 else 0.0
+            if delay and fault.delay_times is not None:
+                fault.delay_times -= 1
+        if delay:
+            self._released.wait(delay)
         if answer is None:
             return False
         handler._json(*answer)
@@ -271,6 +302,145 @@ class StandIn:
             meta["remainingItemCount"] = len(items) - end
         return 200, {"kind": f"{kind}List", "apiVersion": f"{group}/v1" if group else "v1",
                      "metadata": meta, "items": items[start:end]}
+
+    # -- the watch API -------------------------------------------------------------------------------------
+
+    def put(self, obj: dict) -> int:
+        """Create or replace a Service, EndpointSlice or Node (``kind`` says which); returns its new resourceVersion."""
+        path = PATH_OF_KIND[obj["kind"]]
+        item = json.loads(json.dumps({k: v for k, v in obj.items() if k not in ("kind", "apiVersion")}))
+        key = (item["metadata"].get("namespace", ""), item["metadata"]["name"])
+        with self._lock:
+            rv = next(self._versions)
+            item["metadata"]["resourceVersion"] = str(rv)
+            items = self.lists.setdefault(path, [])
+            at = self._position(path).get(key)
+            old = at is not None
+            if old:
+                items[at] = item
+            else:
+                items.append(item)
+                items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
+                self._positions.pop(path, None)
+            self.history.append((rv, path, "MODIFIED" if old else "ADDED", item))
+            self._latest[path] = rv
+            self._changed.notify_all()
+        return rv
+
+    def _position(self, path: str) -> dict[tuple[str, str], int]:
+        """(namespace, name) -> index in the sorted list of ``path`` (under the lock; made again after an insert or delete)."""
+        if path not in self._positions:
+            self._positions[path] = {(o["metadata"].get("namespace", ""), o["metadata"]["name"]): i
+                                     for i, o in enumerate(self.lists.get(path, ()))}
+        return self._positions[path]
+
+    def delete(self, kind: str, namespace: str, name: str) -> int:
+        """Delete an object; open watches get a DELETED event with its last state."""
+        path = PATH_OF_KIND[kind]
+        with self._lock:
+            items = self.lists[path]
+            item = items.pop(self._position(path)[(namespace, name)])
+            self._positions.pop(path, None)
+            rv = next(self._versions)
+            item = {**item, "metadata": {**item["metadata"], "resourceVersion": str(rv)}}
+            self.history.append((rv, path, "DELETED", item))
+            self._latest[path] = rv
+            self._changed.notify_all()
+        return rv
+
+    def get(self, kind: str, namespace: str, name: str) -> dict:
+        """A copy of a stored object, with its ``kind`` (to change and :meth:`put` back)."""
+        for o in self.lists[PATH_OF_KIND[kind]]:
+            if (o["metadata"].get("namespace", ""), o["metadata"]["name"]) == (namespace, name):
+                return {"kind": kind, **json.loads(json.dumps(o))}
+        raise KeyError((kind, namespace, name))
+
+    def compact(self) -> None:
+        """Forget the history (etcd compaction): a watch resumed from any resourceVersion seen so far gets 410 Gone."""
+        with self._lock:
+            self._floor = next(self._versions)
+            self.history.clear()
+
+    def disconnect(self) -> None:
+        """Drop every open watch connection mid-stream, without the closing chunk (a load balancer's idle cut)."""
+        with self._lock:
+            self._cut += 1
+            self._changed.notify_all()
+
+    def _since(self, path: str, rv: int) -> list[tuple[int, str, dict]]:
+        """The history of ``path`` after ``rv`` (under the lock; the history is in resourceVersion order)."""
+        i = bisect.bisect_right(self.history, rv, key=lambda e: e[0])
+        return [(v, t, o) for v, p, t, o in self.history[i:] if p == path]
+
+    def _watch(self, handler, path: str, q: dict) -> None:
+        kind, group, _ = LISTS[path]
+        api_version = f"{group}/v1" if group else "v1"
+        since = q.get("resourceVersion", [""])[0]
+        bookmarks = q.get("allowWatchBookmarks", [""])[0] == "true"
+        timeout = float(q.get("timeoutSeconds", ["1800"])[0])
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+
+        def send(event_type: str, obj: dict) -> None:
+            data = json.dumps({"type": event_type, "object": obj}).encode() + b"\n"
+            handler.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            handler.wfile.flush()
+
+        with self._lock:
+            cut = self._cut
+            if since in ("", "0"):  # no resourceVersion: the current state first, as synthetic ADDED events
+                start = int(next(self._versions))
+                backlog = [(start, "ADDED", o) for o in self.lists[path]]
+            else:
+                start = int(since)
+                if start < self._floor:
+                    backlog = None
+                else:
+                    backlog = self._since(path, start)
+            self.watches_open += 1
+        try:
+            if backlog is None:
+                send("ERROR", status_body(410, f"too old resource version: {start} ({self._floor})", reason="Expired"))
+                handler.wfile.write(b"0\r\n\r\n")
+                return
+            sent = start
+            for rv, t, o in backlog:
+                send(t, {"kind": kind, "apiVersion": api_version, **o})
+                sent = max(sent, rv)
+            end = time.monotonic() + timeout
+            next_bookmark = time.monotonic() + self.bookmark_interval
+            while not self._released.is_set():
+                with self._lock:
+                    wait = min(end, next_bookmark) - time.monotonic()
+                    if wait > 0 and self._cut == cut and self._latest.get(path, 0) <= sent:
+                        self._changed.wait(wait)
+                    if self._cut != cut:
+                        handler.close_connection = True
+                        handler.connection.shutdown(2)  # no closing chunk: the client sees the connection drop
+                        return
+                    # A watch that keeps up is not ended by compaction (the API server's watch cache serves it).
+                    new = self._since(path, sent)
+                    current = self.history[-1][0] if self.history else sent
+                for rv, t, o in new:
+                    send(t, {"kind": kind, "apiVersion": api_version, **o})
+                    sent = max(sent, rv)
+                now = time.monotonic()
+                if now >= end:
+                    break
+                if now >= next_bookmark:
+                    next_bookmark = now + self.bookmark_interval
+                    if bookmarks:
+                        sent = max(sent, current)
+                        send("BOOKMARK", {"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": str(sent)}})
+            handler.wfile.write(b"0\r\n\r\n")
+            handler.wfile.flush()
+        except OSError:  # the client went away
+            handler.close_connection = True
+        finally:
+            with self._lock:
+                self.watches_open -= 1
 
     def kubeconfig(self, path) -> str:
         path.write_text(
