@@ -6,22 +6,21 @@ alone), replayed in real netfilter by `kptrace verify`: the ruleset loaded with 
 bound, masquerade, REJECT/DROP). Needs root; CI runs it (a skip is a failure there).
 
 The packets are the flows of NAME.expect.toml (what make_nft.py --check sent through the kernel): all of them
-for kube-proxy's own form of the IPv4 scenarios (both layouts) and the mixed node given as iptables-save + nft;
-for the other forms one flow per entry point, the origins taken in turn (the same rules, read from another
-spelling: the rule-by-rule path checks that each was read and placed right). Few connections per flow
-(CONNECTIONS): a flow has at most three outcomes, so a share of 1/3 expects 10 of 30, and the band at 99.999%
-still fails a missing or never-taken endpoint; make_nft.py --check and tests/test_differential.py measure
-shares with more.
+for kube-proxy's own form of overall-1.37 and for mixed-1.37 given as iptables-save + nft; for the other forms
+one flow per entry point, the origins taken in turn (the same rules, read from another spelling: the
+rule-by-rule path checks that each was read and placed right). The classic layout's every entry point, from
+each origin, is the `--all-services` case (packets kptrace derives itself, on an `nft -a` listing). Few
+connections per flow (CONNECTIONS): a flow has at most three outcomes, so a share of 1/3 expects 10 of 30, and
+the band at 99.999% still fails a missing or never-taken endpoint; make_nft.py --check and
+tests/test_differential.py measure shares with more.
 """
 
 from __future__ import annotations
 
 import tomllib
-from pathlib import Path
-
 import pytest
 
-from kptrace.lab.verify import VerifyPacket, run_verify
+from kptrace.lab.verify import VerifyPacket, packets_for_all_services, run_verify
 from kptrace.load import load_dumps
 from kptrace.model.addr import format_addr, parse_endpoint
 from kptrace.tracer.defaults import plan_packet
@@ -38,7 +37,7 @@ _ORIGIN = {"pod": Origin.POD, "hairpin": Origin.POD, "node": Origin.NODE, "exter
 
 
 #: (scenario, form) -> every flow; the rest: one flow per entry point
-EVERY_FLOW = {("overall-classic", ".knft"), ("overall-1.37", ".knft"), ("mixed-1.37", "iptables-save+nft")}
+EVERY_FLOW = {("overall-1.37", ".knft"), ("mixed-1.37", "iptables-save+nft")}
 
 
 def _forms(scenario: str) -> list[tuple[str, list[str]]]:
@@ -104,3 +103,16 @@ def test_verify_cli_on_an_nft_listing(run):
     assert code == 0, out + err
     assert "agree" in out and "0 disagree" in out
     assert "rule path of one probe: one of the predicted paths" in out
+
+
+def test_every_service_entry_point_agrees_with_the_kernel():
+    """`kptrace verify --all-services` on an `nft -a` listing: the packets kptrace derives from the ruleset itself
+    (every entry point from each origin that reaches it), not the fixture's flows."""
+    require_netns("nft", "conntrack", "iptables-nft-restore")
+    dp = load_dumps([str(NFT / "overall-classic.handles.nft")], node_ips=["192.168.0.2"], full=True)
+    packets = packets_for_all_services(dp)
+    assert len(packets) >= 40
+    results = run_verify(dp, packets, connections=CONNECTIONS, confidence=CONFIDENCE)
+    report = [f"{r.label}: " + "; ".join(r.problems) for r in results if r.status == "disagree"]
+    assert not report, "kernel and kptrace disagree:\n" + "\n".join(report)
+    assert sum(r.status == "agree" for r in results) >= len(results) - 2

@@ -1,6 +1,8 @@
 """Replay the dump in real netfilter (throwaway network namespaces; needs root) and check that the
 kernel does what kptrace predicts: the probe's rule path, the set of outcomes, each outcome's share of N
 connections within a binomial bound, masquerading, and REJECT/DROP. Exit 0 when the kernel agrees.
+An nftables ruleset (with or without an iptables-save of the same node) loads with `nft -f` and is traced
+with `nft monitor trace`.
 
 --all-services derives the packets from the dump: every Service entry point (ClusterIP, NodePort,
 external IP, LoadBalancer IP) from each origin that reaches it.
