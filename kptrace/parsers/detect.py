@@ -28,11 +28,14 @@ FORMATS = {
     "ipset": "`ipset save` / `ipset list` output",
     "nft": "nftables (`nft list ruleset` or kube-proxy's nft transaction)",
     "ip-addr": "`ip addr` output",
+    "conntrack": "a conntrack table (`conntrack -L` output: pass it with --conntrack)",
 }
 
 #: The formats kptrace reads today: the one place that says so (hints are made from it). A format named in
 #: FORMATS but not here is recognised, named and refused.
 READ_FORMATS = frozenset({"iptables-save", "iptables-list", "ipvsadm", "ipset", "nft"})
+# A conntrack table is recognised and named, and read only where a command asks for one (--conntrack, by
+# kptrace/parsers/conntrack.py): given as --dump it is refused with "pass it with --conntrack".
 
 #: What to run on a node to have each format, for hints (the first is the one to ask for).
 RUN_ON_NODE = {
@@ -56,6 +59,8 @@ VARIANTS = {
     "nft": ("nft", FORMATS["nft"]),
     "nft-json": ("nft", "`nft -j list ruleset` JSON"),
     "ip-addr": ("ip-addr", FORMATS["ip-addr"]),
+    "conntrack": ("conntrack", FORMATS["conntrack"]),
+    "conntrack-xml": ("conntrack", "a conntrack table (`conntrack -L -o xml` output: pass it with --conntrack)"),
 }
 
 # One pattern per variant; the earliest match in the text wins (a tie goes to the first listed).
@@ -77,6 +82,11 @@ _RULES = (
     ("nft-json", re.compile(r'^\s*\{\s*"nftables"\s*:', re.M)),
     ("nft", re.compile(r"^(table (ip|ip6|inet) \S+ \{|add (table|chain|rule|set|map|element) (ip|ip6|inet) |\s*chain \S+ \{)", re.M)),
     ("ip-addr", re.compile(r"^\d+: \S+: <[A-Z_,-]*> mtu", re.M)),
+    # conntrack -L (-o extended, /proc/net/nf_conntrack: "ipv4 2 " before it): protocol, number, timeout,
+    # state, then the original tuple; or only conntrack's closing line on stderr (an empty table).
+    ("conntrack", re.compile(r"^(?:ipv[46] +\d+ +)?[a-z][a-z0-9]* +\d+ +(?:\d+ +)?(?:[A-Z][A-Z0-9_]* +)?"
+                             r"(?:\S+=\S+,? +)*src=\S+ +dst=\S+|^conntrack v[\d.]+\S* \(conntrack-tools\): \d+ flow entr", re.M)),
+    ("conntrack-xml", re.compile(r"^<conntrack>|^<\?xml[^\n]*\?>\s*<conntrack>", re.M)),
 )
 
 
@@ -116,7 +126,12 @@ def find_variant_clean(text: str) -> tuple[str, int] | None:
     return None if best is None else (best, best_pos)
 
 
+_CONNTRACK_COMMAND = re.compile(r"(?:sudo\s+(?:-\S+\s+)*)?(?:\S*/)?conntrack\s+(?:-\w*L\b|--dump\b|v[\d.]+\S* \(conntrack-tools\))")
+
+
 def _command_variant(command: str) -> str | None:
+    if _CONNTRACK_COMMAND.match(command):  # `conntrack -L`, or its closing line that reads like a command
+        return "conntrack"
     families, _ = command_families(command)
     family = next((f for f in families if f is not None), None)
     if family is None or family not in FORMATS:
@@ -165,6 +180,8 @@ def detect_format(text: str) -> str | None:
     'iptables-list'
     >>> detect_format("TCP  10.96.0.1:443 rr\\n  -> 192.168.0.2:6443  Masq  1  0  0\\n")
     'ipvsadm'
+    >>> detect_format("ipv4     2 udp      17 29 src=10.0.1.2 dst=10.96.0.10 sport=40000 dport=53 [UNREPLIED] ...\\n")
+    'conntrack'
     """
     variant = detect_variant(text)
     return None if variant is None else VARIANTS[variant][0]
