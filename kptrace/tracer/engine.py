@@ -25,8 +25,7 @@ from fractions import Fraction
 from kptrace.errors import InputError, KptraceError
 from kptrace.model.addr import Cidr, format_addr, format_endpoint, parse_addr, parse_cidr
 from kptrace.model.rules import BUILTIN_CHAINS, Chain, Rule, Ruleset
-from kptrace.tracer.matchers import Assumed, Check, Coin, compile_base, compile_match
-from kptrace.tracer.nft import Fork
+from kptrace.tracer.matchers import Assumed, Check, Coin, Fork, compile_base, compile_match
 from kptrace.tracer.packet import PROTOCOLS, Origin, Packet
 from kptrace.tracer.result import Branch, Outcome, Step, Trace
 

@@ -20,13 +20,22 @@ from kptrace.model.addr import Cidr, parse_addr, parse_cidr
 from kptrace.model.rules import Match, Option, Rule
 from kptrace.tracer.packet import PROTOCOLS
 
-__all__ = ["Assumed", "Check", "Coin", "MATCHERS", "compile_base", "compile_match", "kernel_probability"]
+__all__ = ["Assumed", "Check", "Coin", "Fork", "MATCHERS", "compile_base", "compile_match", "kernel_probability"]
 
 
 @dataclass(frozen=True, slots=True)
 class Assumed:
     value: bool
     reason: str
+
+
+class Fork(NamedTuple):
+    """A ``numgen random mod n`` in nft rule ``key``: the walk splits into ``n`` states, values offset..offset+n-1.
+    (Here, beside :class:`Coin`, so that the engine does not import the nft compiler for iptables traces.)"""
+
+    key: int
+    n: int
+    offset: int
 
 
 class Coin(NamedTuple):

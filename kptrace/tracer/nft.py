@@ -18,27 +18,20 @@ and marks as decimal text, ``tcp``/``udp``/``sctp``), which is the spelling set 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Any, NamedTuple
 
 from kptrace.model.addr import format_addr, format_endpoint, parse_addr
 from kptrace.model.nft import (AnonMap, AnonSet, Binop, Concat, Counter, Ct, Fib, Limit, Log, Mangle, Match, Meta, Nat, Notrack,
                                Numgen, Payload, Prefix, Range, SetRef, SetUpdate, Unknown, Value, Verdict, Vmap, Xt)
-from kptrace.tracer.matchers import Assumed
+from kptrace.tracer.matchers import Assumed, Fork
 from kptrace.tracer.packet import PROTOCOLS
 
 __all__ = ["Fork", "NftCompiler", "pod_cidr_nft"]
 
 _PROTO_NAMES = {num: name for name, num in reversed(PROTOCOLS.items())}  # number -> nft's name (first spelling wins)
 _L4_FIELDS = {"tcp", "udp", "sctp", "th", "udplite", "dccp"}
-
-
-class Fork(NamedTuple):
-    """A ``numgen random mod n`` in rule ``key``: the walk splits into ``n`` states, values offset..offset+n-1."""
-
-    key: int
-    n: int
-    offset: int
 
 
 class _Unknowable(Exception):
@@ -230,17 +223,17 @@ class NftCompiler:
     def _refuse_bad_values(self, rule, table_key: str) -> None:
         """A rule nft would refuse (an address out of range, a port over 65535, ...) is an input error where a
         trace reaches it (``kptrace parse`` checks every rule: model/nft_values.py)."""
-        from kptrace.model.nft_values import rule_problems
+        from kptrace.model.nft_values import rule_has_problems, rule_problems
 
+        if not rule_has_problems(rule):
+            return
         t = self.tables.get(table_key)
         chain = t.chains.get(rule.chain) if t is not None else None
         lines = getattr(getattr(chain, "_reader", None), "lines", None)
         text = lines[rule.line - 1] if lines and 0 < rule.line <= len(lines) else None
-        problems = rule_problems(rule, text)
-        if problems:
-            from kptrace.errors import ParseError
+        from kptrace.errors import ParseError
 
-            raise ParseError(problems)
+        raise ParseError(rule_problems(rule, text))
 
     def _action(self, statements, table_key: str, rule_key: int, rule):
         def run(st, hook):
@@ -420,6 +413,29 @@ def _num(text: str):
         return int(ipaddress.ip_address(text))
 
 
+@functools.lru_cache(maxsize=65536)
+def _network(p: Prefix) -> tuple[int, int, int] | None:
+    """(version, network as an int, mask) of a prefix, parsed once (a trace tests the same few prefixes
+    thousands of times: ``ipaddress`` per test was 9% of a classic-layout trace)."""
+    try:
+        version, addr = parse_addr(p.addr)
+    except ValueError:
+        return None
+    bits = 32 if version == 4 else 128
+    if not 0 <= p.length <= bits:
+        return None
+    mask = ((1 << bits) - 1) ^ ((1 << (bits - p.length)) - 1)
+    return version, addr & mask, mask
+
+
+@functools.lru_cache(maxsize=65536)
+def _address(value: str) -> tuple[int, int] | None:
+    try:
+        return parse_addr(value)
+    except (ValueError, TypeError):
+        return None
+
+
 def _contains(el, value) -> bool:
     """Whether a set element (a value, a Prefix, a Range, or a concatenation of those) holds ``value``."""
     if isinstance(el, tuple) and type(el) not in (Prefix, Range, Value):
@@ -433,10 +449,11 @@ def _contains(el, value) -> bool:
     if t is str:
         return el == value
     if t is Prefix:
-        try:
-            return ipaddress.ip_address(value) in ipaddress.ip_network(f"{el.addr}/{el.length}", strict=False)
-        except ValueError:
+        net = _network(el)
+        if net is None:
             return False
+        addr = _address(value)
+        return addr is not None and addr[0] == net[0] and (addr[1] & net[2]) == net[1]
     if t is Range:
         try:
             return _num(el.lo) <= _num(value) <= _num(el.hi)
