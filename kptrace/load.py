@@ -91,6 +91,8 @@ def _load_texts(sources: Iterable[SourceText], *, node_ips: Iterable[str], lenie
 
             read = parse_nft_json if src.text.lstrip().startswith("{") else parse_nft_text
             got = read(src.text, src.name, lenient=lenient)
+            if not lenient and not full and read is parse_nft_text:
+                _refuse_bad_nft_values(got, src)
             nft = got if nft is None else _merge_nft(nft, got)
             continue
         if fmt is None and src.text.strip():
@@ -189,6 +191,22 @@ def _drop_iptables_nft_copies(nft, rulesets) -> None:
         del nft.tables[key]
         nft.notes.append(f"nft table {t.family} {t.name} ({t.source}) is iptables-nft's: read from {rs.sources[0]}, "
                          f"which also holds it")
+
+
+def _refuse_bad_nft_values(nft, src: SourceText) -> None:
+    """Values nft -f refuses (10.0.0.300, dport 99999, ...) are input errors for every command, as for
+    `kptrace parse`, when the input is of a size a person writes or pastes (model/nft_values.py SCAN_LIMIT);
+    in a larger ruleset a trace refuses the bad rules it reaches and `parse` checks them all."""
+    from kptrace.model.nft_values import SCAN_LIMIT, check_lines, suspicious_lines
+
+    if len(src.text) > SCAN_LIMIT:
+        return
+    lines = suspicious_lines(src.text)
+    if not lines:
+        return
+    errors = [d for d in check_lines(nft, src.name, lines) if d.severity == "error"]
+    if errors:
+        raise ParseError(errors)
 
 
 def _merge_nft(a, b):

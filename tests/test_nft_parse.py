@@ -578,12 +578,19 @@ def test_load_is_lazy_and_quick():
     for text in (gen_nft.generate(1000, 10, layout="classic", affinity_every=20),
                  gen_nft.generate(300, 10, layout="1.37", form="list")):
         lines = text.splitlines()
+        parse_nft_text(text, "warm-up")  # the grammar is compiled on first use
         t0 = time.perf_counter()
         rs = parse_nft_text(text, "big")
         took = time.perf_counter() - t0
         assert all(c._rules is None for t in rs.tables.values() for c in t.chains.values())
         assert all(s._elements is None for t in rs.tables.values() for s in t.sets.values())
-        assert took < 2.0, f"{len(lines)} lines took {took:.2f}s"  # ~0.1 s on an idle machine
+        # lazy: the load costs a small multiple (~12x) of splitting every line into words once (a ratio in the same
+        # process, not a wall-clock bound; reading every rule costs ~100x); the speed targets are in benchmarks/
+        t0 = time.perf_counter()
+        for line in lines:
+            line.split()
+        reference = time.perf_counter() - t0
+        assert took < 30 * reference, f"{len(lines)} lines took {took:.3f} s, splitting them {reference:.3f} s"
 
 
 def test_public_api():

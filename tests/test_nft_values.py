@@ -56,3 +56,39 @@ def test_no_valid_ruleset_gets_an_error(path, capsys):
     code, out, err = _run(capsys, "parse", str(path))
     assert code == 0, err
     assert ": error:" not in err
+
+
+UNREACHED = """table ip t {
+	set allowed {
+		type ipv4_addr . inet_service
+		elements = { 10.0.0.1 . 80,
+			     10.0.0.256 . 443 }
+	}
+
+	chain pre {
+		type filter hook prerouting priority 0; policy accept;
+		ip daddr 10.9.9.9 accept
+	}
+
+	chain never-jumped-to {
+		tcp dport 99999 drop
+	}
+}
+"""
+
+
+def test_every_command_refuses_a_bad_value_no_trace_reaches(tmp_path, capsys):
+    """As for iptables input: what `parse` refuses, `packet` refuses too, wherever the value stands (a chain no
+    base chain jumps to, a set element), not only on the traced path."""
+    path = tmp_path / "unreached.nft"
+    path.write_text(UNREACHED)
+    code, out, err = _run(capsys, "parse", str(path))
+    parse_errors = [line for line in err.splitlines() if ": error: " in line]
+    assert code == 3 and len(parse_errors) == 2, err
+    for cmd in (["packet", "--dump", str(path), "--dst", "10.9.9.9:80"], ["svc", "10.9.9.9", "--dump", str(path)]):
+        code, out, err = _run(capsys, *cmd)
+        assert code == 3, (cmd, out, err)
+        got = [line for line in err.splitlines() if ": error: " in line]
+        assert sorted(got) == sorted(parse_errors), (cmd, got, parse_errors)
+    code, out, err = _run(capsys, "packet", "--dump", str(path), "--dst", "10.9.9.9:80", "--lenient")
+    assert code == 0, err  # --lenient reads what it can
