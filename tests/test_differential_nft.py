@@ -44,7 +44,10 @@ def _forms(scenario: str) -> list[tuple[str, list[str]]]:
     if scenario.startswith("mixed"):
         # The CNI's tables as iptables-save with the whole listing (the iptables-nft tables in it give way to the
         # iptables-save, which shows the physdev match nft shows only by name), and the listing alone.
-        return [("iptables-save+nft", [f"{scenario}.iptables-save", f"{scenario}.nft"]), (".nft", [f"{scenario}.nft"])]
+        forms = [("iptables-save+nft", [f"{scenario}.iptables-save", f"{scenario}.nft"]), (".nft", [f"{scenario}.nft"])]
+        if scenario == "mixed-1.37":  # nft -j shows more of iptables-nft's rules as xt: those paths are unverifiable
+            forms.append((".json", [f"{scenario}.json"]))
+        return forms
     return [(".knft", [f"{scenario}.knft"]), (".json", [f"{scenario}.json"])]
 
 
@@ -93,7 +96,8 @@ def test_nft_fixture_agrees_with_the_kernel(scenario, form, files):
         if r.status == "unverifiable":
             assert r.trace.packet.origin is Origin.NODE or "xt expression" in r.problems[0], (r.label, r.problems)
     agreed = [r for r in results if r.status == "agree"]
-    assert len(agreed) >= len(results) * 2 // 3, f"{len(agreed)} of {len(results)} flows agree"
+    if not (scenario.startswith("mixed") and form == ".json"):  # nft -j of a mixed node: most paths take an xt rule
+        assert len(agreed) >= len(results) * 2 // 3, f"{len(agreed)} of {len(results)} flows agree"
     assert all(r.path_ok for r in agreed), [r.label for r in agreed if not r.path_ok]
 
 

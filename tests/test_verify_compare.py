@@ -164,3 +164,16 @@ def test_docstring_examples_of_the_lab():
 
     result = doctest.testmod(kptrace.lab.netns)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_compare_a_path_through_a_rule_the_lab_cannot_load_is_unverifiable():
+    # nft -j shows iptables-nft's `-m comment ... -j CNI-FORWARD` as `xt match comment`: kptrace takes it (a comment
+    # matches everything), nft cannot load it, so the lab's FORWARD drops what kptrace predicts accepted.
+    from kptrace.lab.verify import _omitted
+
+    dp = load_dumps([str(FIXTURES / "nft" / "mixed-1.37.json")], node_ips=["192.168.0.2"], full=True)
+    trace = trace_packet(dp, plan_packet(dp, "172.30.0.42", 80, src="10.0.1.2", origin=Origin.POD))
+    obs = KernelObservation(Counter({KernelFlow("DROP", None, False): 30}), 30, [], tracer="nft monitor trace")
+    r = compare("x", trace, obs, lambda *a: None, omitted=_omitted(dp))
+    assert r.status == "unverifiable" and "xt expression" in r.problems[0]
+    assert compare("x", trace, obs, lambda *a: None).status == "disagree"

@@ -111,10 +111,11 @@ def _comparable(steps) -> list[tuple[str, str, object]]:
 
 
 def compare(label: str, trace: Trace, obs: KernelObservation, kernel_rule_index, *, confidence: float = 0.999,
-            tables: set[str] | None = None, egress: str | None = None, omitted: set[str] = frozenset()) -> VerifyResult:
+            tables: set[str] | None = None, egress: str | None = None, omitted: dict | None = None) -> VerifyResult:
     """``kernel_rule_index(table, chain, text) -> 1-based rule number`` maps the kernel's rule texts (or, from
     nft monitor trace, handles) onto the loaded chains (the kernel prints rules in its own canonical form).
-    ``omitted``: locations of rules the lab could not load (nft's ``xt`` expressions). The lab runs without
+    ``omitted``: ``(table, chain, rule number) -> location`` of the rules the lab could not load (nft's ``xt``
+    expressions). The lab runs without
     them, which is what kptrace assumes of them (an xt match matches nothing, an xt target lets the packet go
     on); a prediction that takes one of them (an ``xt match comment``, which matches everything) cannot be
     checked."""
@@ -125,11 +126,11 @@ def compare(label: str, trace: Trace, obs: KernelObservation, kernel_rule_index,
         return VerifyResult(label, trace, "unverifiable", (), None, tuple(obs.path), (
             "a connection the node opens to itself is confirmed by conntrack in POSTROUTING, before the loopback's "
             "INPUT decides, and the kernel stops tracing it there: the lab cannot see that verdict",), confidence=confidence)
-    if omitted and any(s.location in omitted for o in trace.outcomes for b in o.branches for s in b.path):
+    if omitted and any((s.table, s.chain, s.rule) in omitted for o in trace.outcomes for b in o.branches for s in b.path):
         return VerifyResult(label, trace, "unverifiable", (), None, tuple(obs.path), (
             "the prediction takes a rule nft cannot load (an xt expression, shown by name only), which the lab "
             "runs without (give the iptables tables as iptables-save to check this path)",), confidence=confidence)
-    if omitted and any(f"at {loc} " in a for o in trace.outcomes for a in o.assumptions for loc in omitted):
+    if omitted and any(f"at {loc} " in a for o in trace.outcomes for a in o.assumptions for loc in omitted.values()):
         notes.append("the prediction assumes a rule nft cannot load (an xt expression, shown by name only) does "
                      "nothing; the lab ran without it, so the kernel checked the rest under that assumption")
     if any(o.verdict == "INCOMPLETE" for o in trace.outcomes):

@@ -61,9 +61,11 @@ def normalised_nft(dp: Dataplane) -> str | None:
     return None if dp.nft is None else format_nft(dp.nft, stub_missing=True)
 
 
-def _omitted(dp: Dataplane) -> set[str]:
-    """Locations of the nft rules the lab cannot load (format_nft writes them as comments)."""
-    return {r.location for r in dp.nft.iter_rules() if _loadable(r) is not None} if dp.nft is not None else set()
+def _omitted(dp: Dataplane) -> dict[tuple[str, str, int], str]:
+    """The nft rules the lab cannot load (format_nft writes them as comments): (table, chain, number) -> location."""
+    if dp.nft is None:
+        return {}
+    return {(f"{r.family} {r.table}", r.chain, r.number): r.location for r in dp.nft.iter_rules() if _loadable(r) is not None}
 
 
 def _loaded_numbers(dp: Dataplane) -> dict[tuple[str, str], list[int]]:
