@@ -34,6 +34,8 @@ SEVERITY: dict[str, str] = {
     # IPVS mode
     "zero-weight-endpoint": "error",
     "missing-ipset-entry": "error",
+    # the node's conntrack table (when collected): connections still going where the rules no longer lead
+    "stale-conntrack": "error",
 }
 KINDS = tuple(SEVERITY)
 

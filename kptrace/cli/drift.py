@@ -49,6 +49,9 @@ def drift(
     junit: str = typer.Option(None, "--junit", help="Also write a JUnit XML report (one test case per node x Service port).",
                               show_default=False),
     node_ips: list[str] = NodeIpOpt,
+    conntrack_tables: list[str] = typer.Option([], "--conntrack", help="With --dump: the node's `conntrack -L` (repeatable); "
+                                               "stale entries become stale-conntrack findings (bundles carry their own).",
+                                               show_default=False),
     selector: str = typer.Option("k8s-app=kube-proxy", "--kube-proxy-selector", help="Labels of the kube-proxy pods."),
     ssh_config: str = SshConfigOpt,
     parallel: int = typer.Option(16, "--parallel", min=1, max=256, help="Nodes read at once (--ssh, --node, --all-nodes)."),
@@ -75,6 +78,9 @@ def drift(
     err = stderr_console()
 
     reports, errors = [], []
+    bundle_paths: dict[str, str] = {}
+    if conntrack_tables and not dumps:
+        raise typer.BadParameter("--conntrack goes with --dump (one node); bundles carry their own tables", param_hint="--conntrack")
     tmp = None
     targets: list[tuple[str, object]] = []  # (node, loader)
     try:
@@ -84,6 +90,7 @@ def drift(
             targets.append((node_name, lambda: load_dumps(dumps, node_ips=node_ips, lenient=lenient, max_bytes=parse_size(max_size))))
         elif bundles:
             for path in _bundle_dirs(bundles):
+                bundle_paths[_bundle_node(path)] = path
                 targets.append((_bundle_node(path), lambda path=path: _load_bundle(path, node_ips, lenient)))
         else:
             tmp = tempfile.TemporaryDirectory(prefix="kptrace-drift-")
@@ -92,6 +99,7 @@ def drift(
                 if error:
                     errors.append((name, error))
                 else:
+                    bundle_paths[name] = path
                     targets.append((name, lambda path=path: _load_bundle(path, node_ips, lenient)))
         for name, load in targets:
             try:
@@ -103,6 +111,7 @@ def drift(
                 continue
             warn_diagnostics(dp.diagnostics)
             report = check_node(dp, state, name, profile=profile)
+            _add_stale(report, dp, name, state, profile, conntrack_tables, bundle_paths.get(name), lenient)
             select_findings(report, ignore)
             reports.append(report)
             del dp
@@ -188,6 +197,27 @@ def _bundle_node(path: str) -> str:
             return json.load(f).get("node") or os.path.basename(os.path.normpath(path))
     except (OSError, ValueError):
         return os.path.basename(os.path.normpath(path))
+
+
+def _add_stale(report, dp, node, state, profile, tables, bundle, lenient) -> None:
+    """Stale conntrack entries as findings, when the node's table is known (--conntrack, or the bundle's)."""
+    from kptrace.cli.conntrack import conntrack_tables, read_tables
+
+    tables = conntrack_tables(tables or [], bundle)
+    if not tables:
+        return
+    from kptrace.checks.expected import expected_ports
+    from kptrace.checks.stale import find_stale, stale_findings
+
+    expected: dict[str, set[str]] = {}
+    for fam in sorted(dp.rulesets):
+        for e in expected_ports(state, node, fam, profile=profile)[0]:
+            eps = {x.address for x in (e.cluster_chain_endpoints or ())} | {x.address for x in (e.local_chain_endpoints or ())}
+            expected.setdefault(e.spn, set()).update(eps)
+    stale = find_stale(dp, read_tables(tables, lenient), expected=expected)
+    report.findings.extend(stale_findings(stale, node))
+    report.notes.append(f"conntrack: {stale.entries} entries read ({', '.join(tables)}), {stale.service_entries} to Service "
+                        f"entry points, {len(stale.stale)} stale")
 
 
 def _load_bundle(path: str, node_ips, lenient: bool):

@@ -38,6 +38,8 @@ def svc(
                                            "selection (MAJOR.MINOR).", show_default=False),
     since: list[str] = typer.Option([], "--since", help="An earlier `iptables-save -c` (or `nft list ruleset` with counters) of the same "
                                     "node (repeatable for IPv6): observed shares from the counters' growth since then.", show_default=False),
+    tables: list[str] = typer.Option([], "--conntrack", help="The node's `conntrack -L` (repeatable): show the Service's "
+                                     "stale entries (a bundle's own tables are used when it has them).", show_default=False),
     paths: bool = typer.Option(False, "--paths", help="Also show the rule path of every outcome."),
     strict: bool = typer.Option(False, "--strict", help=f"Exit {EXIT_FINDINGS} when there are warnings."),
     lenient: bool = LenientOpt,
@@ -86,21 +88,50 @@ def svc(
         raise InputError("--since: the input has no packet counters to compare",
                          hint="take both snapshots with `iptables-save -c` (or `iptables -L -n -v -x`; nftables mode: "
                                   "kube-proxy's rules with `counter`, listed by `nft list ruleset`)")
+    stale = _stale_by_view(dp, views, tables, bundle, lenient)
     if output is OutputFormat.json:
         from kptrace.render.json_out import dumps as to_json, service_json
 
-        typer.echo(to_json(service_json(views, dp.notes, drift=drift, counters=counters)))
+        out = service_json(views, dp.notes, drift=drift, counters=counters)
+        if stale is not None:
+            from kptrace.checks.stale import delete_command
+
+            for v, d in zip(views, out["services"]):
+                d["stale_conntrack"] = [{"protocol": s.entry.protocol, "src": s.entry.orig_src, "sport": s.entry.orig_sport,
+                                         "dst": s.entry.orig_dst, "dport": s.entry.orig_dport, "endpoint": s.endpoint,
+                                         "blackholed": s.blackholed, "reason": s.reason, "command": delete_command(s)}
+                                        for s in stale.get(id(v), [])]
+        typer.echo(to_json(out))
     else:
         from kptrace.render.text import render_service
 
         console = stdout_console()
         for v in views:
-            render_service(console, v, show_paths=paths, drift=drift, counters=counters.get(id(v)))
+            render_service(console, v, show_paths=paths, drift=drift, counters=counters.get(id(v)),
+                           stale=stale.get(id(v), []) if stale is not None else None)
         for n in dp.notes:
             console.print(f"[dim]note: {n}[/]")
     if strict and (any(v.warnings for v in views) or (drift is not None and drift.findings)
                    or any(c is not None and c.skewed for c in counters.values())):
         raise typer.Exit(EXIT_FINDINGS)
+
+
+def _stale_by_view(dp, views, tables, bundle, lenient):
+    """The views' stale conntrack entries (id(view) -> [Stale]), when a table is given or the bundle has one."""
+    from kptrace.cli.conntrack import conntrack_tables, read_tables
+
+    tables = conntrack_tables(tables, bundle)
+    if not tables:
+        return None
+    from kptrace.checks.stale import find_stale
+
+    report = find_stale(dp, read_tables(tables, lenient))
+    out: dict[int, list] = {}
+    for v in views:
+        dsts = {(e.address, e.port) for e in v.entry_points}
+        out[id(v)] = [s for s in report.stale if (s.service is not None and s.service == v.name and s.entry.protocol == v.protocol)
+                      or (s.service is None and (s.entry.orig_dst, s.entry.orig_dport) in dsts)]
+    return out
 
 
 def _bundle_cluster_state(bundle: str):

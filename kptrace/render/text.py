@@ -132,8 +132,9 @@ def _hostport(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
-def render_service(console: Console, v: ServiceView, *, show_paths: bool = False, drift=None, counters=None) -> None:
-    """``drift``: a :class:`kptrace.checks.drift.NodeReport` for the view's Service ports (svc --node-name)."""
+def render_service(console: Console, v: ServiceView, *, show_paths: bool = False, drift=None, counters=None, stale=None) -> None:
+    """``drift``: a :class:`kptrace.checks.drift.NodeReport` for the view's Service ports (svc --node-name);
+    ``stale``: the view's stale conntrack entries (a list of :class:`kptrace.checks.stale.Stale`), when a table was given."""
     head = Text()
     head.append(v.name, style="bold")
     head.append(f"  {v.protocol}, IPv{v.family}  ")
@@ -220,6 +221,17 @@ def render_service(console: Console, v: ServiceView, *, show_paths: bool = False
                       f"{escape(counters.verdict)}", highlight=False)
         for n in counters.notes:
             console.print(f"  [dim]{escape(n)}[/]", highlight=False)
+    if stale is not None:
+        if not stale:
+            console.print("[green]✓[/] no stale conntrack entries", highlight=False)
+        else:
+            groups: dict[tuple, list] = {}
+            for s_ in stale:
+                groups.setdefault((s_.entry.protocol, s_.endpoint), []).append(s_)
+            for (proto, ep), items in sorted(groups.items()):
+                black = sum(x.blackholed for x in items)
+                console.print(f"[bold red]Stale conntrack[/] {len(items)} stale {proto.upper()} entr{'ies' if len(items) != 1 else 'y'} "
+                              f"-> {escape(ep)}" + (f" ({black} blackholed)" if black else " (old connections)"), highlight=False)
     if drift is not None:
         found = [f for f in drift.findings if f.hash == v.hash and f.family == v.family]
         if not found:

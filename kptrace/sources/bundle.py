@@ -15,6 +15,8 @@ Layout (one directory per node)::
       ip-addr.json         ip -j addr
       ip-route.json        ip -j route
       ip6-route.json       ip -6 -j route
+      conntrack.txt        conntrack -L               (when conntrack exists: the IPv4 table)
+      conntrack6.txt       conntrack -L -f ipv6       (the IPv6 table)
 
 A bundle is written into a temporary directory beside DIR and renamed into place, so a crash never
 leaves a half bundle that looks whole. Only read-only commands ever run on a node.
@@ -70,6 +72,10 @@ BUNDLE_COMMANDS: tuple[BundleCommand, ...] = (
     BundleCommand("ip-addr.json", ("ip", "-j", "addr"), required=True),
     BundleCommand("ip-route.json", ("ip", "-j", "route")),
     BundleCommand("ip6-route.json", ("ip", "-6", "-j", "route")),
+    # the connection-tracking tables (conntrack -L lists IPv4 only), for stale entries (`kptrace conntrack`);
+    # listing them changes nothing
+    BundleCommand("conntrack.txt", ("conntrack", "-L")),
+    BundleCommand("conntrack6.txt", ("conntrack", "-L", "-f", "ipv6")),
 )
 #: Run after BUNDLE_COMMANDS when the node needs them (see the module's docstring): text first, the form read.
 NFT_COMMANDS: tuple[BundleCommand, ...] = (
