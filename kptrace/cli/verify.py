@@ -43,6 +43,10 @@ def verify(
 
     ips = list(node_ips)
     dp = load_dumps(dumps, node_ips=ips, lenient=lenient, full=True, max_bytes=parse_size(max_size))
+    if not ips and dp.nft_node_ips:
+        # nftables mode lists the node's addresses itself (the nodeport-ips sets): the lab node gets them
+        ips = [a for f in sorted(dp.rulesets) for a in dp.node_ips_of(f)] or [ASSUMED_NODE_IP[f] for f in sorted(dp.rulesets)]
+        dp.node_ips = tuple(ips)
     if not ips:
         # The lab node needs addresses; kptrace predicts for the same ones.
         ips = [ASSUMED_NODE_IP[f] for f in sorted(dp.rulesets)]
