@@ -211,7 +211,7 @@ def find_stale(dp: Dataplane, entries: Iterable[ConntrackEntry], *, expected: di
             if not now:
                 reason = f"the rules send no new {e.protocol.upper()} connection from {origin} to {dst} anywhere now (no endpoints)"
             else:
-                reason = f"{endpoint} is not an endpoint of {dst} from {origin} under the current rules ({len(now)} are)"
+                reason = f"{endpoint} is not an endpoint of {dst} from {origin} under the current rules ({len(now)} {'is' if len(now) == 1 else 'are'})"
         elif expected is not None and info.service in expected and endpoint not in expected[info.service]:
             reason = f"{endpoint} is still in the node's rules but not an endpoint of {info.service} in the API (the rules are behind)"
         if reason is not None:

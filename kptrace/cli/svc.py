@@ -129,8 +129,9 @@ def _stale_by_view(dp, views, tables, bundle, lenient):
     out: dict[int, list] = {}
     for v in views:
         dsts = {(e.address, e.port) for e in v.entry_points}
-        out[id(v)] = [s for s in report.stale if (s.service is not None and s.service == v.name and s.entry.protocol == v.protocol)
-                      or (s.service is None and (s.entry.orig_dst, s.entry.orig_dport) in dsts)]
+        out[id(v)] = [s for s in report.stale if s.entry.family == v.family and (
+            (s.service is not None and s.service == v.name and s.entry.protocol == v.protocol)
+            or (s.service is None and (s.entry.orig_dst, s.entry.orig_dport) in dsts))]
     return out
 
 
