@@ -91,3 +91,22 @@ def test_errors(args, code, capsys, monkeypatch):
     got, out, err = _run(capsys, monkeypatch, *args)
     assert got == code, err
     assert "Traceback" not in err
+
+
+def test_a_bundle_names_its_node_for_the_cluster_state(tmp_path, capsys, monkeypatch):
+    b = tmp_path / "node1"
+    b.mkdir()
+    shutil.copy(ROOT / "fixtures/nft/overall-1.37.nft", b / "nft-ruleset.nft")
+    ok = (CASES / "stale" / "overall-after-rollout.conntrack").read_text().splitlines()[1]
+    (b / "conntrack.txt").write_text(ok + "\n")
+    (b / "meta.json").write_text(json.dumps({"version": 1, "node": "node1", "kube_proxy_mode": "nftables"}))
+    state = json.loads((ROOT / "fixtures/nft/overall.cluster.json").read_text())
+    for o in state["items"]:  # the API no longer has 10.180.0.12 for ns12/svc12: the rules are behind
+        if o["kind"] == "EndpointSlice" and o["metadata"]["name"].startswith("svc12"):
+            o["endpoints"] = [e for e in o["endpoints"] if e["addresses"] != ["10.180.0.12"]]
+    (tmp_path / "cluster.json").write_text(json.dumps(state))
+    code, out, err = _run(capsys, monkeypatch, "conntrack", "--bundle", str(b), "--cluster-state", str(tmp_path / "cluster.json"),
+                          "-o", "json")
+    assert code == 1, err
+    (s,) = json.loads(out)["stale"]
+    assert s["endpoint"] == "10.180.0.12:53" and "not an endpoint of ns12/svc12:dns in the API" in s["reason"]

@@ -50,7 +50,8 @@ def conntrack(
     node_ips: list[str] = NodeIpOpt,
     cluster_state: str = typer.Option(None, "--cluster-state", help="Also compare with the Services' endpoints in this "
                                       "cluster state (needs --node-name).", show_default=False),
-    node_name: str = typer.Option(None, "--node-name", help="The node the table is from (for --cluster-state).", show_default=False),
+    node_name: str = typer.Option(None, "--node-name", help="The node the table is from (for --cluster-state; a bundle says "
+                                  "it itself).", show_default=False),
     service_cidr: list[str] = typer.Option([], "--service-cidr", help="The Service CIDR(s): entries to a ClusterIP no Service "
                                            "has now are stale (nftables mode's rules say it themselves).", show_default=False),
     lenient: bool = LenientOpt,
@@ -74,6 +75,14 @@ def conntrack(
         except ValueError:
             raise typer.BadParameter(f"{c!r} is not a CIDR", param_hint="--service-cidr") from None
     expected = None
+    if cluster_state and not node_name and bundle:
+        import json
+
+        try:
+            with open(os.path.join(bundle, "meta.json")) as f:
+                node_name = json.load(f).get("node")
+        except (OSError, ValueError):
+            node_name = None
     if cluster_state:
         if not node_name:
             raise typer.BadParameter("--cluster-state needs --node-name: which node the table is from", param_hint="--node-name")
