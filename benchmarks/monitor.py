@@ -4,7 +4,8 @@
 * a cluster of ``--nodes`` Nodes (default 5,000, each shaped like a real one: labels, addresses, podCIDR,
   conditions and a list of images, which the monitor drops on arrival) and ``--services`` Services
   (default 10,000, ``--endpoints`` each, one EndpointSlice a Service: benchmarks/gen_cluster.py);
-* node-0's rules: the gen_synthetic.py dump of that cluster (so the first check compares 10,000 Service ports);
+* node-0's rules: the gen_synthetic.py dump of that cluster, as a bundle (so every Node is watched, as in the
+  Deployment, and the first check compares 10,000 Service ports);
 * measured: time until /readyz (three paged lists, watches open, the first check done), the first check's
   duration, then ``--events`` EndpointSlice updates sent as fast as the stand-in takes them: how fast the
   monitor's kptrace_watch_events_total follows (events per second end to end), and the monitor's RSS
@@ -101,10 +102,15 @@ def main() -> int:
           f"({time.monotonic() - t0:.1f} s to make)")
     slices = [o for o in objects if o["kind"] == "EndpointSlice"]
     with tempfile.TemporaryDirectory() as tmp, StandIn(objects=objects, bookmark_interval=5.0) as api:
-        dump = Path(tmp) / "node-0.rules"
-        dump.write_text("\n".join(generate(a.services, a.endpoints)) + "\n")
+        # node-0's rules as a bundle: with a bundle directory the monitor watches every Node (a lone --dump or --local
+        # would watch just its own), as the Deployment does
+        bundle = Path(tmp) / "bundles" / "node-0"
+        bundle.mkdir(parents=True)
+        (bundle / "iptables-save.txt").write_text("\n".join(generate(a.services, a.endpoints)) + "\n")
+        (bundle / "meta.json").write_text(json.dumps({"version": 1, "node": "node-0", "source": "local",
+                                                      "time": "2026-12-02T00:00:00Z", "kube_proxy_mode": "iptables"}))
         kc = api.kubeconfig(Path(tmp) / "kc")
-        proc = subprocess.Popen([sys.executable, "-m", "kptrace", "monitor", "--dump", str(dump), "--node-name", "node-0",
+        proc = subprocess.Popen([sys.executable, "-m", "kptrace", "monitor", "--bundle", str(bundle.parent),
                                  "--kubeconfig", kc, "--listen", "127.0.0.1:0", "--interval", "3600", "--debounce", "3600",
                                  "--log-level", "info"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         port = None
@@ -127,6 +133,8 @@ def main() -> int:
             rss_ready = rss(proc.pid)
             print(f"ready after {ready:.1f} s (lists, watches, first check); first check of node-0 ({a.services} Service ports): "
                   f"{check:.1f} s; findings {m.get('kptrace_node_drift_findings{node=node-0,severity=error}', 0):.0f}")
+            print("objects held: " + ", ".join(f"{r} {m.get(f'kptrace_cluster_objects{{resource={r}}}', 0):.0f}"
+                                               for r in ("services", "endpointslices", "nodes")))
             print(f"RSS after lists and the first check: {rss_ready[0]:.0f} MB (peak {rss_ready[1]:.0f} MB)")
 
             base = events_seen(m)

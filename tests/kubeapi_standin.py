@@ -20,7 +20,7 @@ The watch API (``?watch=1``) as the API server speaks it: a chunked stream of JS
 :meth:`StandIn.put` and :meth:`StandIn.delete` change objects (each change takes the next resourceVersion
 and goes to every open watch); :meth:`StandIn.compact` forgets the history; :meth:`StandIn.disconnect`
 drops open watch connections without the closing chunk. Where it differs from a real API server: one
-process with the whole history in memory, no field/label selectors on watches, no watch cache window
+process with the whole history in memory, field selectors only as metadata.name=X, no label selectors on lists and watches, no watch cache window
 (history is kept until :meth:`compact`), HTTP/1.1 without TLS, and no request priority and fairness.
 """
 
@@ -78,6 +78,16 @@ def status_body(code: int, message: str, *, reason: str = "", details: dict | No
     if details is not None:
         body["details"] = details
     return body
+
+
+def _selected(items: list, q: dict) -> list:
+    """``items`` (objects, or history entries ending in their object) that match a ``fieldSelector=metadata.name=X``;
+    the only field selector the stand-in knows on lists and watches."""
+    selector = q.get("fieldSelector", [""])[0]
+    if not selector.startswith("metadata.name="):
+        return items
+    name = selector.removeprefix("metadata.name=")
+    return [i for i in items if (i[-1] if isinstance(i, tuple) else i)["metadata"]["name"] == name]
 
 
 def _default_message(path: str, code: int) -> tuple[str, dict | None]:
@@ -282,7 +292,7 @@ class StandIn:
     def _list(self, path: str, q: dict) -> tuple[int, dict]:
         """One page of a list: ``limit`` items from where the continue token points, and a token for the rest."""
         kind, group, _ = LISTS[path]
-        items = self.lists[path]
+        items = _selected(self.lists[path], q)
         token = q.get("continue", [""])[0]
         try:
             limit = int(q.get("limit", ["0"])[0])
@@ -392,13 +402,13 @@ class StandIn:
             cut = self._cut
             if since in ("", "0"):  # no resourceVersion: the current state first, as synthetic ADDED events
                 start = int(next(self._versions))
-                backlog = [(start, "ADDED", o) for o in self.lists[path]]
+                backlog = [(start, "ADDED", o) for o in _selected(self.lists[path], q)]
             else:
                 start = int(since)
                 if start < self._floor:
                     backlog = None
                 else:
-                    backlog = self._since(path, start)
+                    backlog = _selected(self._since(path, start), q)
             self.watches_open += 1
         try:
             if backlog is None:
@@ -421,7 +431,7 @@ class StandIn:
                         handler.connection.shutdown(2)  # no closing chunk: the client sees the connection drop
                         return
                     # A watch that keeps up is not ended by compaction (the API server's watch cache serves it).
-                    new = self._since(path, sent)
+                    new = _selected(self._since(path, sent), q)
                     current = self.history[-1][0] if self.history else sent
                 for rv, t, o in new:
                     send(t, {"kind": kind, "apiVersion": api_version, **o})

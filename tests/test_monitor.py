@@ -274,7 +274,9 @@ def test_api_endpoint_change_shows_within_one_interval(live):
     s = m.wait_for("watches listed and first check", lambda s: value(s, "kptrace_ready") == 1, timeout=START)
     assert findings(s) == {}
     assert value(s, "kptrace_cluster_objects", resource="services") == 11
-    assert value(s, "kptrace_cluster_objects", resource="nodes") == len([o for o in _objects(STATE) if o["kind"] == "Node"])
+    # one node's rules: only its own Node is watched (as kube-proxy does), not every node's status updates
+    assert value(s, "kptrace_cluster_objects", resource="nodes") == 1
+    assert all(q.get("fieldSelector") == ["metadata.name=node1"] for q in api.queries("/api/v1/nodes"))
     # watched with bookmarks, from the list's resourceVersion
     watches = [q for q in api.queries(SLICES) if q.get("watch")]
     assert watches and watches[0]["allowWatchBookmarks"] == ["true"] and watches[0]["resourceVersion"]
@@ -399,7 +401,7 @@ def test_deployment_mode_reads_every_node_through_kube_proxy_pods(tmp_path, node
             s = m.wait_for("both nodes checked", lambda s: value(s, "kptrace_last_successful_check_timestamp_seconds", node="node1")
                            and value(s, "kptrace_last_successful_check_timestamp_seconds", node="node2"), timeout=START)
             assert findings(s, "node1") == {} and findings(s, "node2")
-            assert value(s, "kptrace_nodes") == 2
+            assert value(s, "kptrace_nodes") == 2 and value(s, "kptrace_cluster_objects", resource="nodes") == 2
             assert any("/pods/kube-proxy-node1/exec" in r for r in api.requests)
             changed = time.monotonic()
             _drop_endpoint_in_kernel(api.nodes["node1"])  # the kernel's rules change: seen at the next round

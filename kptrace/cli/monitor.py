@@ -88,10 +88,16 @@ def monitor(
                 cache.append(api(kubeconfig, context))
             return cache[0]
 
+    # One node's rules (the DaemonSet, a dump): only that Node is watched. Every node's (--all-nodes, bundles): all.
+    only = rules_node = node_name or (os.environ.get("NODE_NAME") or os.uname().nodename if local else None)
+    if nodes and len(nodes) == 1 and not all_nodes:
+        only = nodes[0]
+    elif not (dumps or local):
+        only = None
     rules = RuleSource(dumps, list(bundles), local, list(ssh), list(nodes), all_nodes,
-                       node_name or (os.environ.get("NODE_NAME") if local else None), list(node_ips), lenient,
+                       rules_node, list(node_ips), lenient,
                        parse_size(max_size), selector, namespace, ssh_config, kube)
     run(MonitorOptions(rules, cluster_state=cluster_state, kubeconfig=kubeconfig, context=context, listen=listen,
                        interval=interval, debounce=debounce, poll=poll, watch_timeout=watch_timeout, api_timeout=api_timeout,
                        backoff_max=backoff_max, parallel=parallel, profile=profile_for_version(kube_proxy_version),
-                       ignore=list(ignore), log_level=log_level, max_bytes=parse_size(max_size)))
+                       ignore=list(ignore), log_level=log_level, max_bytes=parse_size(max_size), only_node=only))

@@ -34,6 +34,7 @@ class MonitorOptions:
     ignore: list[str] = field(default_factory=list)
     log_level: str = "info"
     max_bytes: int = 0
+    only_node: str | None = None  # the one node whose rules are read: watch just that Node
 
 
 class Monitor:
@@ -90,9 +91,10 @@ class Monitor:
 
         self.api = api_client(self.opts.kubeconfig, self.opts.context)
         for resource in RESOURCES:
+            selector = f"metadata.name={self.opts.only_node}" if resource == "nodes" and self.opts.only_node else None
             Watcher(resource, self.api, self.cache, self.metrics, self.log, self.stop, self.changed,
                     watch_timeout=self.opts.watch_timeout, api_timeout=self.opts.api_timeout,
-                    backoff_max=self.opts.backoff_max).start()
+                    backoff_max=self.opts.backoff_max, field_selector=selector).start()
 
     def _read_state_file(self) -> bool:
         """Read the --cluster-state file when it changed; True when a new state was read."""

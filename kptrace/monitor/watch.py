@@ -10,6 +10,7 @@ see :func:`kptrace.sources.kube._get_page`, whose paged list this reuses).
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import threading
@@ -61,11 +62,14 @@ class Watcher(threading.Thread):
 
     def __init__(self, resource: str, api: client.ApiClient, cache, metrics, log, stop: threading.Event,
                  on_change: Callable[[], None], *, watch_timeout: int = 300, api_timeout: float = 30.0,
-                 page_size: int = 500, backoff_max: float = 30.0) -> None:
+                 page_size: int = 500, backoff_max: float = 30.0, field_selector: str | None = None) -> None:
         super().__init__(name=f"watch-{resource}", daemon=True)
         listing = LISTINGS[resource]
         self.resource = resource
-        self.call = getattr(getattr(client, listing.api_class)(api), listing.method)
+        call = getattr(getattr(client, listing.api_class)(api), listing.method)
+        # One node's monitor needs only its own Node (as kube-proxy watches only its own): a field selector spares
+        # the API server sending every node's status updates to every DaemonSet pod.
+        self.call = functools.partial(call, field_selector=field_selector) if field_selector else call
         self.listing = listing
         self.host = api.configuration.host
         self.cache, self.metrics, self.log, self.stop = cache, metrics, log, stop
