@@ -31,6 +31,13 @@ markers, CRLF. An input up to ``_WHOLE_BYTES`` goes through the shared pre-pass 
 (a node's million-entry table, never typed into a ticket) streams, and each line the fast path cannot
 take is looked at alone.
 
+Speed (benchmarks/conntrack.py, a synthetic 1,000,000-entry table in the default format, 164 MB, CPU time on
+a shared 2-core machine): ~10-13 us an entry against ~1 us a line for a plain ``for line in f: line.split()``,
+9.6x-12.9x (the issue's target is 3x, not met); extracting the same fields with no check at all already costs
+3.4x-3.8x there, so the rest is the checks (every address through inet_pton or, IPv6, a cache; ports and the
+protocol by look-up). Memory is bounded: peak RSS 61 MB for the whole table (13 MB for the split pass: the
+port tables and the bounded address cache are the difference).
+
 A line that is no entry is an error with ``file:line:col``, the line quoted, a caret and a hint
 (:class:`~kptrace.errors.ParseError`, after reading on to collect the others); ``lenient`` skips such lines
 and counts them (:attr:`ConntrackReader.skipped`, :attr:`ConntrackReader.diagnostics`).
@@ -133,27 +140,19 @@ def _address(text: str) -> tuple[int, str]:
             got = (4, text)
     except (OSError, ValueError):
         raise ValueError(text) from None
-    if len(_ADDR) > 200_000:  # bounded: a table of a million clients must not grow it without end
+    if len(_ADDR) > 65536:  # bounded (~12 MB): a table of a million IPv6 clients must not grow it without end
         _ADDR.clear()
     _ADDR[text] = got
     return got
 
 
-_SRC_TOKENS: dict[str, tuple[int, str]] = {}
-_DST_TOKENS: dict[str, tuple[int, str]] = {}
-
-
-def _address_token(token: str, cache: dict) -> tuple[int, str]:
-    """The address of a whole ``src=A`` / ``dst=A`` token (which one: the cache it goes to), cached by the
-    token; LookupError when the token is not that key, ValueError when A is no address."""
-    key = "src=" if cache is _SRC_TOKENS else "dst="
-    if token[:4] != key:
-        raise LookupError(token)
-    got = _address(token[4:])
-    if len(cache) > 200_000:
-        cache.clear()
-    cache[token] = got
-    return got
+def _v6_fast(text: str) -> str:
+    """The compressed form of an IPv6 address of a fast-path line; LookupError for an IPv4 one (a line
+    mixing families: the careful path says so), ValueError for no address."""
+    got = _ADDR.get(text) or _address(text)
+    if got[0] != 6:
+        raise LookupError(text)
+    return got[1]
 
 
 @functools.cache
@@ -356,7 +355,8 @@ class ConntrackReader:
     """The entries of one conntrack listing, read as they are iterated (a million-entry table is never held
     whole), and what reading them found: :attr:`skipped` lines and their :attr:`diagnostics` (lenient),
     :attr:`notes` (what a paste added, elisions, a count that does not add up), :attr:`shown` (the count on
-    conntrack's "N flow entries have been shown." line, when pasted) and :attr:`read` (entries so far).
+    conntrack's "N flow entries have been shown." line, when pasted) and :attr:`read` (the entries yielded,
+    counted when the iteration ends).
 
     Iterate it once. Not lenient, a bad line raises :class:`~kptrace.errors.ParseError` after the reader
     has read on to the end to collect the other bad lines (the entries before it were already yielded).
@@ -375,6 +375,7 @@ class ConntrackReader:
         self._errors = 0
         self._filtered = False
         self._stats_lines: dict = {}
+        self._format_checked = False
         self._gen = self._run()
 
     def __iter__(self) -> Iterator[ConntrackEntry]:
@@ -462,12 +463,12 @@ class ConntrackReader:
         hypothesis test checks both agree). Measured: benchmarks/conntrack.py."""
         source = self.source
         families = _FAMILIES
-        protos = _PROTO_NUMBERS
-        ported = _PORTED
+        fast_protos = {p: n for p, n in _PROTO_NUMBERS.items() if p in _PORTED}
         small = _SMALL
         states = _STATES
-        src_cache, dst_cache = _SRC_TOKENS, _DST_TOKENS
-        addr_token = _address_token
+        v6 = _v6_fast
+        pton = socket.inet_pton
+        inet = socket.AF_INET
         sports, dports = _port_tokens()
         tails = _TAILS
         tail_of = _tail
@@ -497,7 +498,7 @@ class ConntrackReader:
                             raise LookupError
                         i = 2
                     proto = t[i]
-                    if protos[proto] != t[i + 1] or proto not in ported:
+                    if fast_protos[proto] != t[i + 1]:  # KeyError for the protocols without ports
                         raise LookupError
                     s = t[i + 2]
                     timeout = small.get(s)
@@ -511,35 +512,47 @@ class ConntrackReader:
                         j += 1
                     else:
                         state = None
-                    # Whole tokens are the keys ("src=10.0.1.2", "sport=43210"): one look-up checks the key and
-                    # converts the value, no slicing (a miss, a new client, is worked out and cached)
-                    s = t[j]
-                    osrc = src_cache.get(s) or addr_token(s, src_cache)
-                    s = t[j + 1]
-                    odst = dst_cache.get(s) or addr_token(s, dst_cache)
+                    # The ports: whole tokens are the keys ("sport=43210"), one look-up checks the key and converts
+                    # the value. The addresses: an IPv4 one is checked by inet_pton and is its own canonical text (a
+                    # cache of a million clients' addresses costs more in memory misses than the call); IPv6 ones
+                    # are compressed through a cache.
+                    s, d = t[j], t[j + 1]
                     osp = sports[t[j + 2]]
                     odp = dports[t[j + 3]]
+                    if s[:4] != "src=" or d[:4] != "dst=":
+                        raise LookupError
+                    osrc, odst = s[4:], d[4:]
                     s = t[j + 4]
                     flags = ()
                     if s == "[UNREPLIED]":
                         flags = unreplied
                         j += 1
                         s = t[j + 4]
-                    rsrc = src_cache.get(s) or addr_token(s, src_cache)
-                    s = t[j + 5]
-                    rdst = dst_cache.get(s) or addr_token(s, dst_cache)
+                    d = t[j + 5]
                     rsp = sports[t[j + 6]]
                     rdp = dports[t[j + 7]]
-                    f = osrc[0]
-                    if odst[0] != f or rsrc[0] != f or rdst[0] != f or (fam and fam != f):
+                    if s[:4] != "src=" or d[:4] != "dst=":
+                        raise LookupError
+                    rsrc, rdst = s[4:], d[4:]
+                    if ":" in osrc:
+                        f = 6
+                        osrc, odst, rsrc, rdst = v6(osrc), v6(odst), v6(rsrc), v6(rdst)
+                    else:
+                        f = 4
+                        pton(inet, osrc)
+                        pton(inet, odst)
+                        pton(inet, rsrc)
+                        if rdst != osrc:  # the reply goes back to the client unless it was masqueraded
+                            pton(inet, rdst)
+                    if fam and fam != f:
                         raise LookupError
                     tail = tuple(t[j + 8:])
                     got = tails.get(tail) or tail_of(tail)
                     if got[0]:
                         flags += got[0]
-                    e = new(cls, (f, proto, state, timeout, osrc[1], odst[1], osp, odp, rsrc[1], rdst[1], rsp, rdp, flags,
+                    e = new(cls, (f, proto, state, timeout, osrc, odst, osp, odp, rsrc, rdst, rsp, rdp, flags,
                                   got[1], got[2], got[3], source, n))
-                except (LookupError, ValueError):
+                except (LookupError, ValueError, OSError):
                     e = self._slow(raw, n, line_map, head_text, read)
                     if e is None:
                         continue
@@ -599,7 +612,8 @@ class ConntrackReader:
                     d = p.line_map.restore(self._diag(e2, cleaned, 1))  # the one-line paste's line 1 is line n
                     self._bad(replace(d, line=n, text=line))
                     return None
-        if not counted and head_text:
+        if not counted and head_text and not self._format_checked:  # before any entry: another tool's output?
+            self._format_checked = True
             d = _other_format(head_text, self.source)
             if d is not None:
                 self._bad(d)
