@@ -77,6 +77,7 @@ class Watcher(threading.Thread):
         self.watch_timeout, self.api_timeout, self.page_size = watch_timeout, api_timeout, page_size
         self.backoff = Backoff(most=backoff_max)
         self.version: str | None = None
+        self.expired_in_a_row = 0
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -86,9 +87,13 @@ class Watcher(threading.Thread):
                     self._list()
                 self._watch()
                 self.backoff.reset()
+                self.expired_in_a_row = 0
                 continue
             except _Gone:
-                reason, self.version = "expired", None  # relist at once: waiting would only widen the gap
+                # Relist at once: waiting would only widen the gap. Unless the watch from a fresh list expired too
+                # (a server whose history is shorter than a list takes): then back off like any other error.
+                reason, self.version = "expired", None
+                self.expired_in_a_row += 1
                 self.log.info("watch expired, relisting", resource=self.resource)
             except (urllib3.exceptions.ProtocolError, ConnectionError) as e:
                 reason = "disconnect"  # resume from the last version seen
@@ -98,7 +103,7 @@ class Watcher(threading.Thread):
                 text = e.render() if isinstance(e, KptraceError) else f"{type(e).__name__}: {e}"
                 self.log.error("watch failed", resource=self.resource, error=text[:500])
             self.metrics.watch_restarts.labels(self.resource, reason).inc()
-            if reason != "expired":
+            if reason != "expired" or self.expired_in_a_row > 1:
                 self.stop.wait(self.backoff.next())
 
     def _list(self) -> None:
