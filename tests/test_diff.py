@@ -249,3 +249,16 @@ def test_the_reference_is_the_majority_not_the_first_node(tmp_path, capsys, monk
     d = json.loads(out)
     assert code == 1 and d["reference"] == "node-b"
     assert {c["nodes"] for c in d["changes"]} == {"node-b -> node-a"}
+
+
+def test_a_migration_with_a_second_node_address(capsys, monkeypatch):
+    """With two node addresses, the NodePort on the second one is probed too: iptables mode serves it (every
+    local address), nftables mode does not (nodeport-ips holds the primary one)."""
+    code, out, err = _run(capsys, monkeypatch, "diff", "fixtures/nft/migration/overall.iptables-save",
+                          "fixtures/nft/overall-1.37.nft", "--node-ip", "192.168.0.2", "--node-ip", "192.168.7.2", "-o", "json")
+    assert code == 1, err
+    c = next(c for c in json.loads(out)["changes"] if c["probe"] == "nodeport-other-address")
+    assert c["dst"] == "192.168.7.2:3004" and c["origin"] == "external"
+    assert {o["endpoint"] for o in c["before"]["outcomes"]} == {"10.180.0.4:80", "10.180.1.4:80"}
+    assert [o["endpoint"] for o in c["after"]["outcomes"]] == [None]
+    assert "nodeport-ips" in c["cause"]["explanation"]

@@ -131,6 +131,9 @@ MODE_PROBES = {
                     "iptables and IPVS modes route it on"),
     "localhost-nodeport": ("a NodePort on 127.0.0.1 from the node",
                            "iptables mode serves NodePorts on localhost (route_localnet); nftables and IPVS modes do not"),
+    "nodeport-other-address": ("a NodePort on another address of the node",
+                               "nftables mode serves NodePorts only on the addresses of its nodeport-ips set (--nodeport-"
+                               "addresses, 'primary' by default); iptables mode on every local address"),
 }
 
 
@@ -169,6 +172,10 @@ def _mode_probes(sides: list[tuple[Dataplane, dict]], keys: list[tuple]) -> list
         if nodeports and fam == 4:
             _f, proto, _a, port = nodeports[0]
             out.append(Probe(fam, proto, "127.0.0.1", port, "node", special="localhost-nodeport"))
+        addresses = list(dict.fromkeys(a for dp, _ in sides for a in dp.node_ips_of(fam)))
+        if nodeports and len(addresses) > 1:  # the node's second address (given with --node-ip, or a bundle's)
+            _f, proto, _a, port = nodeports[0]
+            out.append(Probe(fam, proto, addresses[1], port, "external", special="nodeport-other-address"))
     return out
 
 
