@@ -16,21 +16,11 @@ from conftest import CASES, ROOT
 TABLE = str(CASES / "stale" / "overall-after-rollout.conntrack")
 
 
-def _run(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
-    monkeypatch.chdir(ROOT)
-    monkeypatch.setenv("COLUMNS", "200")
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("layout", ["classic", "1.37"])
-def test_json(layout, capsys, monkeypatch):
-    code, out, err = _run(capsys, monkeypatch, "conntrack", "--dump", f"fixtures/nft/overall-{layout}.nft", "--conntrack", TABLE,
+def test_json(layout, run):
+    code, out, err = run("conntrack", "--dump", f"fixtures/nft/overall-{layout}.nft", "--conntrack", TABLE,
                           "-o", "json")
     assert code == 1, err
     d = json.loads(out)
@@ -42,26 +32,26 @@ def test_json(layout, capsys, monkeypatch):
         "conntrack -D -p udp --orig-dst 172.30.0.52 --orig-port-dst 53 --reply-src 10.180.9.9 --reply-port-src 53"]
 
 
-def test_rich_and_nothing_stale(tmp_path, capsys, monkeypatch):
-    code, out, err = _run(capsys, monkeypatch, "conntrack", "--dump", "fixtures/nft/overall-1.37.nft", "--conntrack", TABLE)
+def test_rich_and_nothing_stale(tmp_path, run):
+    code, out, err = run("conntrack", "--dump", "fixtures/nft/overall-1.37.nft", "--conntrack", TABLE)
     assert code == 1 and "2 stale entries (1 blackholed)" in out and "conntrack -D -p tcp" in out
     only_ok = tmp_path / "ok.conntrack"
     only_ok.write_text((CASES / "stale" / "overall-after-rollout.conntrack").read_text().splitlines()[1] + "\n")
-    code, out, err = _run(capsys, monkeypatch, "conntrack", "--dump", "fixtures/nft/overall-1.37.nft", "--conntrack", str(only_ok))
+    code, out, err = run("conntrack", "--dump", "fixtures/nft/overall-1.37.nft", "--conntrack", str(only_ok))
     assert code == 0 and "no stale entries" in out
 
 
-def test_svc_shows_the_services_stale_entries(capsys, monkeypatch):
-    code, out, err = _run(capsys, monkeypatch, "svc", "ns12/svc12", "--dump", "fixtures/nft/overall-classic.nft", "--conntrack", TABLE)
+def test_svc_shows_the_services_stale_entries(run):
+    code, out, err = run("svc", "ns12/svc12", "--dump", "fixtures/nft/overall-classic.nft", "--conntrack", TABLE)
     assert code == 0, err
     assert "1 stale UDP entry -> 10.180.9.9:53 (1 blackholed)" in out
-    code, out, err = _run(capsys, monkeypatch, "svc", "ns1/svc1", "--dump", "fixtures/nft/overall-classic.nft", "--conntrack", TABLE,
+    code, out, err = run("svc", "ns1/svc1", "--dump", "fixtures/nft/overall-classic.nft", "--conntrack", TABLE,
                           "-o", "json")
     assert json.loads(out)["services"][0]["stale_conntrack"] == []
 
 
-def test_drift_reports_stale_entries_as_findings(capsys, monkeypatch):
-    code, out, err = _run(capsys, monkeypatch, "drift", "--dump", "fixtures/nft/overall-1.37.nft", "--cluster-state",
+def test_drift_reports_stale_entries_as_findings(run):
+    code, out, err = run("drift", "--dump", "fixtures/nft/overall-1.37.nft", "--cluster-state",
                           "fixtures/nft/overall.cluster.json", "--node-name", "node1", "--conntrack", TABLE, "-o", "json")
     assert code == 1, err
     f = json.loads(out)["findings"]
@@ -69,14 +59,14 @@ def test_drift_reports_stale_entries_as_findings(capsys, monkeypatch):
         ("stale-conntrack", "ns12/svc12:dns", "10.180.9.9:53"), ("stale-conntrack", "ns2/svc2:p80", "10.180.7.7:80")]
 
 
-def test_a_bundles_own_tables_are_read(tmp_path, capsys, monkeypatch):
+def test_a_bundles_own_tables_are_read(tmp_path, run):
     b = tmp_path / "node1"
     b.mkdir()
     shutil.copy(ROOT / "fixtures/nft/overall-1.37.nft", b / "nft-ruleset.nft")
     shutil.copy(TABLE, b / "conntrack.txt")
     (b / "conntrack6.txt").write_text("conntrack v1.4.7 (conntrack-tools): 0 flow entries have been shown.\n")
     (b / "meta.json").write_text(json.dumps({"version": 1, "node": "node1", "kube_proxy_mode": "nftables"}))
-    code, out, err = _run(capsys, monkeypatch, "conntrack", "--bundle", str(b), "-o", "json")
+    code, out, err = run("conntrack", "--bundle", str(b), "-o", "json")
     assert code == 1, err
     assert len(json.loads(out)["stale"]) == 2
 
@@ -87,13 +77,13 @@ def test_a_bundles_own_tables_are_read(tmp_path, capsys, monkeypatch):
     (["conntrack", "--dump", "fixtures/nft/overall-1.37.nft", "--conntrack", "fixtures/nft/overall-1.37.nft"], 3),  # not a table
     (["drift", "--bundle", "fixtures/ipvs/bundle-node1", "--cluster-state", "fixtures/ipvs/node1.cluster.json", "--conntrack", TABLE], 2),
 ])
-def test_errors(args, code, capsys, monkeypatch):
-    got, out, err = _run(capsys, monkeypatch, *args)
+def test_errors(args, code, run):
+    got, out, err = run(*args)
     assert got == code, err
     assert "Traceback" not in err
 
 
-def test_a_bundle_names_its_node_for_the_cluster_state(tmp_path, capsys, monkeypatch):
+def test_a_bundle_names_its_node_for_the_cluster_state(tmp_path, run):
     b = tmp_path / "node1"
     b.mkdir()
     shutil.copy(ROOT / "fixtures/nft/overall-1.37.nft", b / "nft-ruleset.nft")
@@ -105,7 +95,7 @@ def test_a_bundle_names_its_node_for_the_cluster_state(tmp_path, capsys, monkeyp
         if o["kind"] == "EndpointSlice" and o["metadata"]["name"].startswith("svc12"):
             o["endpoints"] = [e for e in o["endpoints"] if e["addresses"] != ["10.180.0.12"]]
     (tmp_path / "cluster.json").write_text(json.dumps(state))
-    code, out, err = _run(capsys, monkeypatch, "conntrack", "--bundle", str(b), "--cluster-state", str(tmp_path / "cluster.json"),
+    code, out, err = run("conntrack", "--bundle", str(b), "--cluster-state", str(tmp_path / "cluster.json"),
                           "-o", "json")
     assert code == 1, err
     (s,) = json.loads(out)["stale"]

@@ -19,15 +19,6 @@ from conftest import ROOT
 NFT = ROOT / "fixtures" / "nft"
 
 
-def _run(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
-    monkeypatch.chdir(ROOT)
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("scenario", ["overall", "ipv6", "dualstack"])
@@ -65,9 +56,9 @@ def _without_endpoint(tmp_path, layout: str):
 
 
 @pytest.mark.parametrize("layout", ["classic", "1.37"])
-def test_a_removed_endpoint_is_reported_where_it_changes_behaviour(layout, tmp_path, capsys, monkeypatch):
+def test_a_removed_endpoint_is_reported_where_it_changes_behaviour(layout, tmp_path, run):
     after, line = _without_endpoint(tmp_path, layout)
-    code, out, err = _run(capsys, monkeypatch, "diff", f"fixtures/nft/overall-{layout}.nft", str(after), "-o", "json")
+    code, out, err = run("diff", f"fixtures/nft/overall-{layout}.nft", str(after), "-o", "json")
     assert code == 1, err
     d = json.loads(out)
     assert d["schema"] == "kptrace/diff/v1"
@@ -82,19 +73,19 @@ def test_a_removed_endpoint_is_reported_where_it_changes_behaviour(layout, tmp_p
     assert d["unchanged"] == d["comparisons"][0]["compared"] - 2
 
 
-def test_rich_output_names_the_service_and_both_sides(tmp_path, capsys, monkeypatch):
+def test_rich_output_names_the_service_and_both_sides(tmp_path, monkeypatch, run):
     after, _ = _without_endpoint(tmp_path, "classic")
     monkeypatch.setenv("COLUMNS", "200")
-    code, out, err = _run(capsys, monkeypatch, "diff", "fixtures/nft/overall-classic.nft", str(after))
+    code, out, err = run("diff", "fixtures/nft/overall-classic.nft", str(after))
     assert code == 1
     assert re.search(r"2 changes \(1 Service port\)", out)
     assert "ns2/svc2:p80" in out and "no longer sent to 10.180.1.2:80" in out
 
 
-def test_junit(tmp_path, capsys, monkeypatch):
+def test_junit(tmp_path, run):
     after, _ = _without_endpoint(tmp_path, "1.37")
     junit = tmp_path / "diff.xml"
-    code, out, err = _run(capsys, monkeypatch, "diff", "--before", "fixtures/nft/overall-1.37.nft", "--after", str(after),
+    code, out, err = run("diff", "--before", "fixtures/nft/overall-1.37.nft", "--after", str(after),
                           "--junit", str(junit))
     assert code == 1
     import xml.etree.ElementTree as ET
@@ -105,8 +96,8 @@ def test_junit(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.parametrize("args", [["fixtures/nft/overall-1.37.nft"], ["--before", "fixtures/nft/overall-1.37.nft"],
                                   ["a", "b", "c"]])
-def test_usage_errors(args, capsys, monkeypatch):
-    code, out, err = _run(capsys, monkeypatch, "diff", *args)
+def test_usage_errors(args, run):
+    code, out, err = run("diff", *args)
     assert code == 2 and "Traceback" not in err
 
 
@@ -123,11 +114,11 @@ def test_the_shortcut_traces_a_sample_and_agrees_with_full(tmp_path):
 
 
 @pytest.mark.parametrize("layout", ["classic", "1.37"])
-def test_a_migration_from_iptables_to_nftables(layout, capsys, monkeypatch):
+def test_a_migration_from_iptables_to_nftables(layout, run):
     """The same cluster in iptables mode (fixtures/nft/migration, made by make_migration.py from make_nft's
     Service list) and in nftables mode: every Service entry point behaves alike; the three known differences
     between the modes are reported, each with its one-line explanation."""
-    code, out, err = _run(capsys, monkeypatch, "diff", "fixtures/nft/migration/overall.iptables-save",
+    code, out, err = run("diff", "fixtures/nft/migration/overall.iptables-save",
                           f"fixtures/nft/overall-{layout}.nft", "--node-ip", "192.168.0.2", "-o", "json")
     assert code == 1, err
     d = json.loads(out)
@@ -145,24 +136,24 @@ def test_a_migration_from_iptables_to_nftables(layout, capsys, monkeypatch):
 IPVS = ["fixtures/ipvs/node1.ipvsadm", "fixtures/ipvs/node1.ipset-save", "fixtures/ipvs/node1.rules"]
 
 
-def test_ipvs_forms_of_one_node_behave_alike(capsys, monkeypatch):
+def test_ipvs_forms_of_one_node_behave_alike(run):
     args = ["diff", "--node-ip", "192.168.0.2", "-o", "json"]
     args += [x for f in IPVS for x in ("--before", f)]
     args += [x for f in ("fixtures/ipvs/node1.ipvsadm-save", "fixtures/ipvs/node1.ipset-list", "fixtures/ipvs/node1.rules")
              for x in ("--after", f)]
-    code, out, err = _run(capsys, monkeypatch, *args)
+    code, out, err = run(*args)
     d = json.loads(out)
     assert code == 0 and d["changes"] == [] and d["comparisons"][0]["compared"] > 20, err
 
 
-def test_ipvs_real_server_removed(tmp_path, capsys, monkeypatch):
+def test_ipvs_real_server_removed(tmp_path, run):
     text = (ROOT / "fixtures/ipvs/node1.ipvsadm").read_text()
     gone = next(line for line in text.splitlines() if "10.244.2.12:80" in line)
     after = tmp_path / "node1-after.ipvsadm"
     after.write_text(text.replace(gone + "\n", ""))
     args = ["diff", "--node-ip", "192.168.0.2", "-o", "json"] + [x for f in IPVS for x in ("--before", f)]
     args += ["--after", str(after), "--after", IPVS[1], "--after", IPVS[2]]
-    code, out, err = _run(capsys, monkeypatch, *args)
+    code, out, err = run(*args)
     assert code == 1, err
     d = json.loads(out)
     # IPVS does not say which virtual service is a ClusterIP (the cluster state would): traced from outside too
@@ -215,7 +206,7 @@ def _bundle(directory, name: str, nft_text: str) -> None:
     (d / "meta.json").write_text(_json.dumps({"version": 1, "node": name, "kube_proxy_mode": "nftables"}))
 
 
-def test_nodes_against_the_majority(tmp_path, capsys, monkeypatch):
+def test_nodes_against_the_majority(tmp_path, run):
     """Three nodes alike and one that lost an endpoint, and one unreadable bundle: the odd node is named with
     what differs, the unreadable one is reported, exit 1."""
     good = (NFT / "overall-classic.nft").read_text()
@@ -226,7 +217,7 @@ def test_nodes_against_the_majority(tmp_path, capsys, monkeypatch):
         _bundle(nodes, n, good)
     _bundle(nodes, "node-b", odd.read_text())
     _bundle(nodes, "node-e", "table ip kube-proxy {\n\tchain services {\n")  # cut short
-    code, out, err = _run(capsys, monkeypatch, "diff", "--nodes", str(nodes), "-o", "json")
+    code, out, err = run("diff", "--nodes", str(nodes), "-o", "json")
     assert code == 1
     d = json.loads(out)
     assert d["reference"] == "node-a"
@@ -237,7 +228,7 @@ def test_nodes_against_the_majority(tmp_path, capsys, monkeypatch):
     assert "node-e: not compared" in err
 
 
-def test_the_reference_is_the_majority_not_the_first_node(tmp_path, capsys, monkeypatch):
+def test_the_reference_is_the_majority_not_the_first_node(tmp_path, run):
     good = (NFT / "overall-1.37.nft").read_text()
     odd, _ = _without_endpoint(tmp_path, "1.37")
     nodes = tmp_path / "snap"
@@ -245,16 +236,16 @@ def test_the_reference_is_the_majority_not_the_first_node(tmp_path, capsys, monk
     _bundle(nodes, "node-a", odd.read_text())
     for n in ("node-b", "node-c"):
         _bundle(nodes, n, good)
-    code, out, err = _run(capsys, monkeypatch, "diff", "--nodes", str(nodes), "-o", "json")
+    code, out, err = run("diff", "--nodes", str(nodes), "-o", "json")
     d = json.loads(out)
     assert code == 1 and d["reference"] == "node-b"
     assert {c["nodes"] for c in d["changes"]} == {"node-b -> node-a"}
 
 
-def test_a_migration_with_a_second_node_address(capsys, monkeypatch):
+def test_a_migration_with_a_second_node_address(run):
     """With two node addresses, the NodePort on the second one is probed too: iptables mode serves it (every
     local address), nftables mode does not (nodeport-ips holds the primary one)."""
-    code, out, err = _run(capsys, monkeypatch, "diff", "fixtures/nft/migration/overall.iptables-save",
+    code, out, err = run("diff", "fixtures/nft/migration/overall.iptables-save",
                           "fixtures/nft/overall-1.37.nft", "--node-ip", "192.168.0.2", "--node-ip", "192.168.7.2", "-o", "json")
     assert code == 1, err
     c = next(c for c in json.loads(out)["changes"] if c["probe"] == "nodeport-other-address")

@@ -18,22 +18,13 @@ NFT = ROOT / "fixtures" / "nft"
 FORMS = sorted(p for p in NFT.iterdir() if p.suffix in (".nft", ".knft", ".json") and not p.name.endswith(".cluster.json"))
 
 
-def _run(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
-    monkeypatch.chdir(ROOT)
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("path", FORMS, ids=[p.name for p in FORMS])
-def test_every_form_is_in_sync_with_its_cluster(path, capsys, monkeypatch):
+def test_every_form_is_in_sync_with_its_cluster(path, run):
     kind = path.name.split("-", 1)[0]
     kind = "overall" if kind == "mixed" else kind
-    code, out, err = _run(capsys, monkeypatch, "drift", "--dump", str(path.relative_to(ROOT)), "--cluster-state",
+    code, out, err = run("drift", "--dump", str(path.relative_to(ROOT)), "--cluster-state",
                           f"fixtures/nft/{kind}.cluster.json", "--node-name", "node1", "-o", "json")
     assert "Traceback" not in err
     report = json.loads(out)
@@ -51,8 +42,8 @@ def test_every_form_is_in_sync_with_its_cluster(path, capsys, monkeypatch):
     assert (bool(local) or kind == "dualstack") and all(sorted(s["expected"]["local_endpoints"]) == sorted(s["actual"]["local_endpoints"]) for s in local)
 
 
-def test_evidence_points_at_the_map_element(capsys, monkeypatch):
-    code, out, err = _run(capsys, monkeypatch, "drift", "--dump", "fixtures/nft/overall-1.37.nft", "--cluster-state",
+def test_evidence_points_at_the_map_element(run):
+    code, out, err = run("drift", "--dump", "fixtures/nft/overall-1.37.nft", "--cluster-state",
                           "fixtures/nft/drift/stale-service.cluster.json", "--node-name", "node1", "-o", "json")
     assert code == 1, err
     f = json.loads(out)["findings"][0]
@@ -65,9 +56,9 @@ def test_evidence_points_at_the_map_element(capsys, monkeypatch):
     assert any("172.30.0.50 . tcp . 80" in t for t in ev.values())
 
 
-def test_junit_output_in_nftables_mode(capsys, monkeypatch, tmp_path):
+def test_junit_output_in_nftables_mode(tmp_path, run):
     junit = tmp_path / "drift.xml"
-    code, out, err = _run(capsys, monkeypatch, "drift", "--dump", "fixtures/nft/overall-classic.knft", "--cluster-state",
+    code, out, err = run("drift", "--dump", "fixtures/nft/overall-classic.knft", "--cluster-state",
                           "fixtures/nft/drift/stale-endpoint.cluster.json", "--node-name", "node1", "--junit", str(junit))
     assert code == 1, err
     import xml.etree.ElementTree as ET

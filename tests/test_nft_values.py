@@ -18,18 +18,10 @@ NFT = ROOT / "fixtures" / "nft"
 FORMS = sorted(p for p in NFT.iterdir() if p.suffix in (".nft", ".knft", ".json") and not p.name.endswith(".cluster.json"))
 
 
-def _run(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
-def test_parse_reports_every_bad_value(capsys):
-    code, out, err = _run(capsys, "parse", str(CASE))
+def test_parse_reports_every_bad_value(run):
+    code, out, err = run("parse", str(CASE))
     assert code == 3
     got = [line.split(": error: ") for line in err.splitlines() if ": error: " in line]
     want = [[f"{CASE}:{e['line']}:{e['col']}", e["message"]] for e in EXPECT]
@@ -38,13 +30,13 @@ def test_parse_reports_every_bad_value(capsys):
 
 
 @pytest.mark.parametrize("bad", EXPECT, ids=[e["message"] for e in EXPECT])
-def test_a_trace_refuses_the_bad_value_it_reaches(bad, capsys, tmp_path):
+def test_a_trace_refuses_the_bad_value_it_reaches(bad, tmp_path, run):
     lines = CASE.read_text().splitlines()
     others = {e["line"] for e in EXPECT} - {bad["line"]}
     kept = [("#" + line if n in others else line) for n, line in enumerate(lines, 1)]  # same line numbers
     path = tmp_path / "one-bad.nft"
     path.write_text("\n".join(kept) + "\n")
-    code, out, err = _run(capsys, "packet", "--dump", str(path), "--dst", "10.0.0.1:80", "--src", "10.2.0.1")
+    code, out, err = run("packet", "--dump", str(path), "--dst", "10.0.0.1:80", "--src", "10.2.0.1")
     assert code == 3, out + err
     first = next(line for line in err.splitlines() if ": error: " in line)
     assert first == f"{path}:{bad['line']}:{bad['col']}: error: {bad['message']}"
@@ -52,8 +44,8 @@ def test_a_trace_refuses_the_bad_value_it_reaches(bad, capsys, tmp_path):
 
 
 @pytest.mark.parametrize("path", FORMS, ids=[p.name for p in FORMS])
-def test_no_valid_ruleset_gets_an_error(path, capsys):
-    code, out, err = _run(capsys, "parse", str(path))
+def test_no_valid_ruleset_gets_an_error(path, run):
+    code, out, err = run("parse", str(path))
     assert code == 0, err
     assert ": error:" not in err
 
@@ -77,18 +69,18 @@ UNREACHED = """table ip t {
 """
 
 
-def test_every_command_refuses_a_bad_value_no_trace_reaches(tmp_path, capsys):
+def test_every_command_refuses_a_bad_value_no_trace_reaches(tmp_path, run):
     """As for iptables input: what `parse` refuses, `packet` refuses too, wherever the value stands (a chain no
     base chain jumps to, a set element), not only on the traced path."""
     path = tmp_path / "unreached.nft"
     path.write_text(UNREACHED)
-    code, out, err = _run(capsys, "parse", str(path))
+    code, out, err = run("parse", str(path))
     parse_errors = [line for line in err.splitlines() if ": error: " in line]
     assert code == 3 and len(parse_errors) == 2, err
     for cmd in (["packet", "--dump", str(path), "--dst", "10.9.9.9:80"], ["svc", "10.9.9.9", "--dump", str(path)]):
-        code, out, err = _run(capsys, *cmd)
+        code, out, err = run(*cmd)
         assert code == 3, (cmd, out, err)
         got = [line for line in err.splitlines() if ": error: " in line]
         assert sorted(got) == sorted(parse_errors), (cmd, got, parse_errors)
-    code, out, err = _run(capsys, "packet", "--dump", str(path), "--dst", "10.9.9.9:80", "--lenient")
+    code, out, err = run("packet", "--dump", str(path), "--dst", "10.9.9.9:80", "--lenient")
     assert code == 0, err  # --lenient reads what it can

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Callable, NamedTuple
 
-from kptrace.model.addr import parse_addr
 from kptrace.model.dataplane import Dataplane
 from kptrace.model.programmed import ProgrammedPort
 
@@ -137,7 +136,7 @@ MODE_PROBES = {
 }
 
 
-def _service_cidr(dp: Dataplane, family: int) -> str | None:
+def service_cidr(dp: Dataplane, family: int) -> str | None:
     """The Service CIDR nftables mode writes into cluster-ips-check (``ip daddr 172.30.0.0/16 drop``)."""
     if dp.nft is None:
         return None
@@ -161,7 +160,7 @@ def _mode_probes(sides: list[tuple[Dataplane, dict]], keys: list[tuple]) -> list
             _f, proto, addr, port = cluster[0]
             other = next(p for p in range(port + 1, port + 1000) if (proto, addr, p) not in used)
             out.append(Probe(fam, proto, addr, other, "pod", special="unused-port"))
-        cidr = next((c for dp, _ in sides for c in [_service_cidr(dp, fam)] if c), None)
+        cidr = next((c for dp, _ in sides for c in [service_cidr(dp, fam)] if c), None)
         if cidr is not None:
             taken = {k[2] for k in keys if k[2] is not None}
             net = ipaddress.ip_network(cidr, strict=False)
@@ -285,16 +284,6 @@ def _origins(kind: str) -> tuple[str, ...]:
     return ("pod", "node") if kind == "ClusterIP" else ("pod", "node", "external")
 
 
-def _inside(cidr: str) -> str | None:
-    import ipaddress
-
-    try:
-        net = ipaddress.ip_network(cidr.strip(), strict=False)
-    except ValueError:
-        return None
-    return str(net.network_address + 1) if net.num_addresses > 1 else str(net.network_address)
-
-
 def _cause(a: Behaviour, b: Behaviour) -> tuple[str, str, str]:
     ka = {(o.verdict, o.endpoint, o.masquerade): o for o in a.outcomes}
     kb = {(o.verdict, o.endpoint, o.masquerade): o for o in b.outcomes}
@@ -360,6 +349,7 @@ def diff_dataplanes(before: Dataplane, after: Dataplane, *, sources: tuple[str |
     report = DiffReport(list(before.sources), list(after.sources))
     # Two texts of one mode: the ports whose own lines differ are all that can behave differently.
     from kptrace.checks.textdelta import changed_ports, port_count, port_names
+    from kptrace.tracer.services import host_in
 
     affected = None if full else changed_ports(before, after)
     only = {h for _f, h in affected} if affected is not None else None
@@ -395,7 +385,7 @@ def diff_dataplanes(before: Dataplane, after: Dataplane, *, sources: tuple[str |
             probes.append((Probe(fam, proto, addr, port, origin), name, same))
         ranges = {r for x in infos for r in x.source_ranges}
         for r in sorted(ranges):
-            host = _inside(r)
+            host = host_in(r)
             if host is not None and addr is not None and (":" in host) == (fam == 6):
                 probes.append((Probe(fam, proto, addr, port, "external", host), name, same))
         for src in sources:
@@ -454,6 +444,3 @@ def _both(before: Dataplane, after: Dataplane, probe: Probe, fb: set[int], fa: s
     a = behaviour(after, probe) if probe.family in fa else Behaviour((Outcome("NO RULES", None, False, Fraction(1), ""),))
     return b, a
 
-
-def family_of(addr: str) -> int:
-    return parse_addr(addr)[0]

@@ -97,12 +97,12 @@ class _Index:
         from kptrace.tracer.defaults import cached_pod_cidr
 
         self.pod_cidrs = {fam: cached_pod_cidr(dp, fam) for fam in dp.rulesets}
-        from kptrace.checks.diff import _service_cidr
+        from kptrace.checks.diff import service_cidr
         from kptrace.model.addr import parse_cidr
 
         self.service_cidrs = []
         for fam in dp.rulesets:
-            c = _service_cidr(dp, fam)
+            c = service_cidr(dp, fam)
             if c:
                 try:
                     self.service_cidrs.append(parse_cidr(c))

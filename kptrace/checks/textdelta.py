@@ -185,29 +185,23 @@ class _NftOwners:
         return None
 
 
-_NAMES: dict[tuple[int, str], tuple[str, str]] = {}
-
-
-def _nft_port(fam: int | None, name: str) -> tuple[int, str]:
+def _nft_port(fam: int | None, name: str, names: dict) -> tuple[int, str]:
     info = nft_chain_service(name)
     if fam is None or info is None:
         raise _Unknown(name)
     key = (fam, service_chain_hash(info[1], info[2]))
-    _NAMES[key] = (info[1], info[2])
+    names[key] = (info[1], info[2])
     return key
 
 
-def port_names(ports: set[tuple[int, str]]) -> set[tuple[str, str]] | None:
-    """(ns/name:port, protocol) of nft ports ``changed_ports`` found (None when one of them is not known by name)."""
-    out = set()
-    for k in ports:
-        if k not in _NAMES:
-            return None
-        out.add(_NAMES[k])
-    return out
+def port_names(ports: dict[tuple[int, str], tuple[str, str] | None]) -> set[tuple[str, str]] | None:
+    """(ns/name:port, protocol) of the ports ``changed_ports`` found (None when one of them is known only by hash)."""
+    if any(v is None for v in ports.values()):
+        return None
+    return set(ports.values())
 
 
-def _nft_owner(line: str, owners: _NftOwners, index: int) -> set[tuple[int, str]]:
+def _nft_owner(line: str, owners: _NftOwners, index: int, names: dict) -> set[tuple[int, str]]:
     text = _norm_nft(line)
     if text in ("}", "{") or not text:
         return set()
@@ -224,17 +218,17 @@ def _nft_owner(line: str, owners: _NftOwners, index: int) -> set[tuple[int, str]
         raise _Unknown(line)
     if kind == "chain":
         if name.startswith(("service-", "local-", "external-", "firewall-", "endpoint-")):
-            return {_nft_port(fam, name)}
+            return {_nft_port(fam, name, names)}
         raise _Unknown(line)
     if name.startswith("affinity-"):
-        return {_nft_port(fam, "endpoint-" + name[len("affinity-"):])}
+        return {_nft_port(fam, "endpoint-" + name[len("affinity-"):], names)}
     if name in _PORT_SETS:
-        out = {_nft_port(fam, t) for t in _NFT_TARGET.findall(text)}
+        out = {_nft_port(fam, t, names) for t in _NFT_TARGET.findall(text)}
         for spn in _NFT_SPN.findall(text):
             for proto in ("tcp", "udp", "sctp"):
                 if f" . {proto} . " in text or text.startswith(f"{proto} . ") or f"{{ {proto} . " in text:
                     key = (fam, service_chain_hash(spn, proto))
-                    _NAMES[key] = (spn, proto)
+                    names[key] = (spn, proto)
                     out.add(key)
         if out:
             return out
@@ -243,13 +237,15 @@ def _nft_owner(line: str, owners: _NftOwners, index: int) -> set[tuple[int, str]
     raise _Unknown(line)
 
 
-def changed_ports(before: Dataplane, after: Dataplane) -> set[tuple[int, str]] | None:
-    """(family, chain hash) of every Service port whose own rules or map elements differ between the two
-    sides; None when that cannot be told from the text (see the module doc)."""
+def changed_ports(before: Dataplane, after: Dataplane) -> dict[tuple[int, str], tuple[str, str] | None] | None:
+    """(family, chain hash) -> (ns/name:port, protocol), or None when only the hash is known (iptables), of every
+    Service port whose own rules or map elements differ between the two sides; None when that cannot be told
+    from the text (see the module doc)."""
     ib, ia = _inputs(before), _inputs(after)
     if ib is None or ia is None or len(ib) != len(ia) or before.mode != after.mode:
         return None
     out: set[tuple[int, str]] = set()
+    names: dict[tuple[int, str], tuple[str, str]] = {}
     try:
         for (kb, fb, lb, ob), (ka, fa, la, oa) in zip(ib, ia):
             if kb != ka or fb != fa:
@@ -264,12 +260,12 @@ def changed_ports(before: Dataplane, after: Dataplane) -> set[tuple[int, str]] |
                 xb, xa = _changed(lb, la, _norm_nft)
                 owners_b, owners_a = _NftOwners(lb, ob), _NftOwners(la, oa)
                 for i in xb:
-                    out |= _nft_owner(lb[i], owners_b, i)
+                    out |= _nft_owner(lb[i], owners_b, i, names)
                 for i in xa:
-                    out |= _nft_owner(la[i], owners_a, i)
+                    out |= _nft_owner(la[i], owners_a, i, names)
     except _Unknown:
         return None
-    return out
+    return {k: names.get(k) for k in out}
 
 
 def port_count(dp: Dataplane) -> int:

@@ -524,7 +524,7 @@ def trace_entries(dp: Dataplane, family: int, entries: list[EntryPoint], proto: 
                 plan = type(plan)(plan.packet, tuple(set(plan.assumed_local) | {dst}), plan.notes)
             traces.append(EntryTrace(e, origin, origin.value, trace_packet(dp, plan)))
             if origin is Origin.EXTERNAL and source_ranges and e.kind != "NodePort":
-                inside = _host_in(source_ranges[0])
+                inside = host_in(source_ranges[0])
                 if inside is not None and inside != plan.packet.src:
                     plan = plan_packet(dp, dst, e.port, origin=origin, proto=proto, src=inside)
                     traces.append(EntryTrace(e, origin, f"external from {inside} (in {source_ranges[0]})", trace_packet(dp, plan)))
@@ -583,7 +583,7 @@ def _source_ranges(rs: Ruleset, h: str) -> list[str]:
     return out
 
 
-def _host_in(cidr_text: str) -> str | None:
+def host_in(cidr_text: str) -> str | None:
     from kptrace.model.addr import format_addr
 
     try:
