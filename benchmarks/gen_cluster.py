@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gen_synthetic import NODE_IP, PORT, PORT_NAME, TARGET_PORT, AFFINITY_SECONDS, _build_services  # noqa: E402
+from gen_synthetic import AFFINITY_SECONDS, NODE_IP, PORT, PORT_NAME, TARGET_PORT, _build_services  # noqa: E402
 
 NODE = "node-0"
 

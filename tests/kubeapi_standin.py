@@ -27,8 +27,8 @@ process with the whole history in memory, field selectors only as metadata.name=
 from __future__ import annotations
 
 import base64
-import bisect
 import binascii
+import bisect
 import hashlib
 import itertools
 import json

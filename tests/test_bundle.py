@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import FIXTURES, ROOT, require_netns
 
 from kptrace.cli.main import main
 from kptrace.errors import EnvironmentProblem, InputError
@@ -16,8 +17,6 @@ from kptrace.load import load_bundle
 from kptrace.sources.bundle import CommandResult, collect, read_bundle, write_bundle
 from kptrace.tracer.defaults import plan_packet, trace_packet
 from kptrace.tracer.packet import Origin
-
-from conftest import FIXTURES, ROOT, require_netns
 
 MODERN = FIXTURES / "samples" / "yaobank-modern.rules"
 

@@ -8,11 +8,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import CASES, ROOT
 
 from kptrace.cli.main import main
 from kptrace.errors import EXIT_CODES
-
-from conftest import CASES, ROOT
 
 YAOBANK = "fixtures/samples/yaobank.rules"
 MODERN = "fixtures/samples/yaobank-modern.rules"

@@ -15,6 +15,7 @@ import time
 import tomllib
 
 import pytest
+from conftest import FIXTURES, ROOT, require_netns
 
 from kptrace.errors import EnvironmentProblem
 from kptrace.load import load_bundle, load_dumps
@@ -22,8 +23,6 @@ from kptrace.model.addr import format_addr, parse_endpoint
 from kptrace.sources.bundle import Bundle, CommandResult, collect, configured_mode, read_bundle
 from kptrace.tracer.defaults import plan_packet, trace_packet
 from kptrace.tracer.packet import Origin
-
-from conftest import FIXTURES, ROOT, require_netns
 
 NFT = FIXTURES / "nft"
 _ORIGIN = {"pod": Origin.POD, "hairpin": Origin.POD, "node": Origin.NODE, "external": Origin.EXTERNAL,

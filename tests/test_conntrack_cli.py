@@ -8,9 +8,6 @@ import json
 import shutil
 
 import pytest
-
-from kptrace.cli.main import main
-
 from conftest import CASES, ROOT
 
 TABLE = str(CASES / "stale" / "overall-after-rollout.conntrack")

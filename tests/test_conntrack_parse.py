@@ -11,10 +11,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from conftest import FIXTURES, require_netns
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from conftest import FIXTURES, require_netns
 from kptrace.errors import InputError, ParseError, format_diagnostic
 from kptrace.model.conntrack import ConntrackEntry
 from kptrace.parsers import conntrack as ct

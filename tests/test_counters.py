@@ -9,10 +9,9 @@ import re
 import subprocess
 
 import pytest
+from conftest import FIXTURES, require_netns
 
 from kptrace.checks.counters import chi2_sf
-
-from conftest import FIXTURES, require_netns
 
 SUMMARY_IP = "198.19.40.210"
 

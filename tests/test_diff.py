@@ -9,12 +9,10 @@ import json
 import re
 
 import pytest
+from conftest import ROOT
 
 from kptrace.checks.diff import diff_dataplanes
-from kptrace.cli.main import main
 from kptrace.load import load_dumps
-
-from conftest import ROOT
 
 NFT = ROOT / "fixtures" / "nft"
 

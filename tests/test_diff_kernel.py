@@ -8,14 +8,13 @@ from __future__ import annotations
 import random
 
 import pytest
+from conftest import FIXTURES, require_netns
 
 from kptrace.checks.diff import diff_dataplanes
 from kptrace.lab.verify import VerifyPacket, run_verify
 from kptrace.load import load_dumps
 from kptrace.tracer.defaults import ASSUMED_NODE_IP, plan_packet
 from kptrace.tracer.packet import Origin
-
-from conftest import FIXTURES, require_netns
 
 CONFIDENCE = 0.99999
 NODE = ["192.168.0.2"]

@@ -12,11 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import FIXTURES, ROOT, require_netns
 
 from kptrace.lab.verify import packets_for_all_services, run_verify
 from kptrace.load import load_dumps
-
-from conftest import FIXTURES, ROOT, require_netns
 
 CONFIDENCE = 0.99999
 

@@ -18,15 +18,15 @@ tests/test_differential.py measure shares with more.
 from __future__ import annotations
 
 import tomllib
+
 import pytest
+from conftest import FIXTURES, require_netns
 
 from kptrace.lab.verify import VerifyPacket, packets_for_all_services, run_verify
 from kptrace.load import load_dumps
 from kptrace.model.addr import format_addr, parse_endpoint
 from kptrace.tracer.defaults import plan_packet
 from kptrace.tracer.packet import Origin
-
-from conftest import FIXTURES, require_netns
 
 NFT = FIXTURES / "nft"
 SCENARIOS = sorted(p.name.removesuffix(".expect.toml") for p in NFT.glob("*-*.expect.toml"))

@@ -9,10 +9,9 @@ import sys
 import tomllib
 
 import pytest
+from conftest import CASES, ROOT
 
 from kptrace.cli.main import main
-
-from conftest import CASES, ROOT
 
 FILES = sorted((CASES / "drift").glob("*.toml"))
 

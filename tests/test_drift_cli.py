@@ -7,10 +7,9 @@ import json
 import xml.etree.ElementTree as ET
 
 import pytest
+from conftest import ROOT
 
 from kptrace.sources.bundle import Bundle, write_bundle
-
-from conftest import ROOT
 
 MODERN = "fixtures/samples/yaobank-modern.rules"
 MODERN6 = "fixtures/samples/yaobank-modern.rules6"

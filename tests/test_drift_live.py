@@ -9,8 +9,6 @@ import os
 import subprocess
 
 import pytest
-
-
 from conftest import ROOT, require_netns
 from kubeapi_standin import StandIn
 

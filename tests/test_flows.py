@@ -8,13 +8,12 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from conftest import CASES, ROOT
 
 from kptrace.load import load_dumps
 from kptrace.model.addr import format_addr, parse_endpoint
 from kptrace.tracer.defaults import plan_packet, resolve_affinity, trace_packet
 from kptrace.tracer.packet import Origin
-
-from conftest import CASES, ROOT
 
 FILES = sorted((CASES / "flows").glob("*.toml"))
 

@@ -14,23 +14,29 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from conftest import CASES, FIXTURES, ROOT
 
 import kptrace.parsers.iptables_list as iptables_list
 from kptrace.errors import ParseError, format_diagnostic
+from kptrace.load import load_dumps
 from kptrace.model.addr import format_addr, parse_endpoint
 from kptrace.model.dataplane import Dataplane
 from kptrace.parsers.detect import cannot_tell, detect_format, detect_variant
 from kptrace.parsers.iptables_list import (
-    EAGER_RULES, LISTING_FORMATS, ListingResult, _pp_scan, _scan, listing_grammar, parse_iptables_list, save_string,
+    EAGER_RULES,
+    LISTING_FORMATS,
+    ListingResult,
+    _pp_scan,
+    _scan,
+    listing_grammar,
+    parse_iptables_list,
+    save_string,
 )
 from kptrace.parsers.iptables_save import ParseResult, chain_from_lines, parse_all_rules, parse_iptables_save
 from kptrace.sources.files import SourceText
-from kptrace.load import load_dumps
 from kptrace.tracer.defaults import plan_packet, resolve_affinity, trace_packet
 from kptrace.tracer.kubeproxy import add_standard_jumps
 from kptrace.tracer.packet import Origin
-
-from conftest import CASES, FIXTURES, ROOT
 
 LISTINGS = FIXTURES / "listings"
 INPUTS = sorted(p.parent for p in LISTINGS.glob("*/save.rules"))

@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 from fractions import Fraction
 
-
 from kptrace.model.ipvs import Location, RealServer, VirtualService
 from kptrace.tracer.ipvs import choose
-
 
 IPVS = "fixtures/ipvs/node1.ipvsadm"
 IPSET = "fixtures/ipvs/node1.ipset-save"

@@ -21,6 +21,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from conftest import CASES, ROOT
 
 import kptrace.model.ipvs
 import kptrace.parsers.detect
@@ -31,8 +32,6 @@ from kptrace.model.ipvs import IPSet, IPSets, IPVSTable, MemberError, RealServer
 from kptrace.parsers.detect import VARIANTS, detect_format, detect_variant
 from kptrace.parsers.ipset import parse_ipset
 from kptrace.parsers.ipvsadm import parse_ipvsadm, scheduler_info
-
-from conftest import CASES, ROOT
 
 IPVS_CASES = CASES / "ipvs"
 OK = sorted((IPVS_CASES / "ok").glob("*.toml"))

@@ -18,12 +18,11 @@ from collections import Counter
 from contextlib import contextmanager
 
 import pytest
+from conftest import FIXTURES, require_netns
 
 from kptrace.load import load_dumps
 from kptrace.tracer.defaults import plan_packet, trace_packet
 from kptrace.tracer.packet import Origin
-
-from conftest import FIXTURES, require_netns
 
 SAMPLES = sorted(p for p in FIXTURES.glob("samples/*.rules*"))
 

@@ -7,11 +7,10 @@ from __future__ import annotations
 import time
 
 import pytest
+from kubeapi_standin import StandIn
 
 from kptrace.errors import EXIT_ENVIRONMENT, EnvironmentProblem
 from kptrace.sources.kube import fetch_cluster_state
-
-from kubeapi_standin import StandIn
 
 SERVICES = "/api/v1/services"
 SLICES = "/apis/discovery.k8s.io/v1/endpointslices"

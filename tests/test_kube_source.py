@@ -9,12 +9,11 @@ import os
 import subprocess
 
 import pytest
+from conftest import FIXTURES, require_netns
+from kubeapi_standin import StandIn
 
 from kptrace.cli.main import main
 from kptrace.sources.bundle import read_bundle
-
-from conftest import FIXTURES, require_netns
-from kubeapi_standin import StandIn
 
 SAMPLE = FIXTURES / "samples" / "yaobank.rules"
 

@@ -8,8 +8,6 @@ import json
 import subprocess
 
 import pytest
-
-
 from conftest import FIXTURES, require_netns
 
 LISTINGS = FIXTURES / "listings"

@@ -19,10 +19,9 @@ import urllib.error
 import urllib.request
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 from conftest import ROOT, require_netns
 from kubeapi_standin import StandIn
+from prometheus_client.parser import text_string_to_metric_families
 
 MODERN = ROOT / "fixtures/samples/yaobank-modern.rules"
 STATE = ROOT / "fixtures/drift/yaobank/cluster.json"

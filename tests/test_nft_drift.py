@@ -9,9 +9,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from kptrace.cli.main import main
-
 from conftest import ROOT
 
 NFT = ROOT / "fixtures" / "nft"

@@ -15,13 +15,12 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from conftest import FIXTURES
 
 from kptrace.load import load_dumps
 from kptrace.model.addr import format_addr, parse_endpoint
 from kptrace.tracer.defaults import plan_packet, trace_packet
 from kptrace.tracer.packet import Origin
-
-from conftest import FIXTURES
 
 NFT = FIXTURES / "nft"
 SCENARIOS = sorted(NFT.glob("*.expect.toml"))

@@ -17,17 +17,41 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import CASES, FIXTURES, require_netns
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import kptrace.model.nft as model
 import kptrace.parsers.nft_json as nft_json
 import kptrace.parsers.nft_text as nft_text
-from conftest import CASES, FIXTURES, require_netns
 from kptrace.errors import KptraceError, ParseError, format_diagnostic
 from kptrace.model.nft import (
-    AnonMap, AnonSet, Binop, Concat, Counter, Ct, Fib, Mangle, Match, Meta, Nat, NftRuleset, Numgen, Payload, Prefix,
-    Range, SetRef, SetUpdate, Unknown, Value, Verdict, Vmap, Xt, canonical_view, format_nft, format_stmt,
+    AnonMap,
+    AnonSet,
+    Binop,
+    Concat,
+    Counter,
+    Ct,
+    Fib,
+    Mangle,
+    Match,
+    Meta,
+    Nat,
+    NftRuleset,
+    Numgen,
+    Payload,
+    Prefix,
+    Range,
+    SetRef,
+    SetUpdate,
+    Unknown,
+    Value,
+    Verdict,
+    Vmap,
+    Xt,
+    canonical_view,
+    format_nft,
+    format_stmt,
 )
 from kptrace.parsers.nft_json import parse_nft_json
 from kptrace.parsers.nft_text import _diagnose, parse_all_rules, parse_nft_text, read_statements

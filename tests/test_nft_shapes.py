@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import CASES, FIXTURES
 
 import kptrace.parsers.nft_text as nft_text
-from conftest import CASES, FIXTURES
 from kptrace.parsers.nft_text import _read_tokens, _tokens, parse_nft_text, read_statements
 
 ROOT = Path(__file__).resolve().parent.parent

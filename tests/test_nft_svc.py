@@ -9,15 +9,14 @@ import json
 from fractions import Fraction
 
 import pytest
+from conftest import ROOT
 
 from kptrace.checks.counters import observed_shares
+from kptrace.checks.expected import expected_ports
 from kptrace.cli.main import main
 from kptrace.load import load_dumps
 from kptrace.parsers.cluster_state import parse_cluster_state
-from kptrace.checks.expected import expected_ports
 from kptrace.tracer.services import all_service_views, service_views
-
-from conftest import ROOT
 
 NFT = ROOT / "fixtures" / "nft"
 FORMS = sorted(p for p in NFT.iterdir() if p.suffix in (".nft", ".knft", ".json") and not p.name.endswith(".cluster.json"))

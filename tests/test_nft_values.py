@@ -7,9 +7,6 @@ from __future__ import annotations
 import tomllib
 
 import pytest
-
-from kptrace.cli.main import main
-
 from conftest import CASES, ROOT
 
 CASE = CASES / "nft-values" / "bad-values.nft"

@@ -7,15 +7,13 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import CASES, FIXTURES, ROOT
 
 from kptrace.cli.main import main
-from kptrace.load import load_dumps
+from kptrace.load import load_dumps, load_texts
 from kptrace.parsers.iptables_save import parse_iptables_save, tokenize
 from kptrace.render.iptables_save import format_rule
 from kptrace.sources.files import SourceText
-from kptrace.load import load_texts
-
-from conftest import CASES, FIXTURES, ROOT
 
 OK = sorted((CASES / "parse" / "ok").glob("*.rules"))
 ERRORS = sorted((CASES / "parse" / "errors").glob("*.rules"))

@@ -28,6 +28,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 import kptrace.parsers.detect
 import kptrace.parsers.paste
@@ -37,8 +38,6 @@ from kptrace.parsers.ipset import parse_ipset
 from kptrace.parsers.ipvsadm import parse_ipvsadm
 from kptrace.parsers.paste import clean_paste, command_families, split_dumps
 from kptrace.sources.files import SourceText
-
-from conftest import ROOT
 
 CORPUS = ROOT / "fixtures" / "pasted"
 _NOT_CASES = {"README.md", "make_pasted.py"}

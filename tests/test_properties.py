@@ -39,7 +39,9 @@ from typing import Any, Callable
 import pytest
 
 pytest.importorskip("hypothesis", reason="the property tests need hypothesis (pip install hypothesis)")
-from hypothesis import HealthCheck, event, example, given, settings, strategies as st  # noqa: E402
+from conftest import FIXTURES, ROOT  # noqa: E402
+from hypothesis import HealthCheck, event, example, given, settings  # noqa: E402
+from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context  # noqa: E402
 
 from kptrace.errors import KptraceError, ParseError, format_diagnostic  # noqa: E402
@@ -49,8 +51,6 @@ from kptrace.model.rules import Ruleset  # noqa: E402
 from kptrace.parsers.detect import detect_format  # noqa: E402
 from kptrace.sources.files import SourceText  # noqa: E402
 from kptrace.tracer.packet import Origin  # noqa: E402
-
-from conftest import FIXTURES, ROOT  # noqa: E402
 
 #: Seconds one example may take, reader and traces together; far above what any takes (a few ms).
 HARD_LIMIT = 20

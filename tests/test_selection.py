@@ -25,10 +25,9 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from conftest import CASES
 
 from kptrace.checks.selection import Endpoint, PortPolicy, Profile, categorize_endpoints, profile_for_version
-
-from conftest import CASES
 
 SELECTION = CASES / "selection"
 FILES = sorted(SELECTION.glob("*.toml"))

@@ -14,10 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import FIXTURES, ROOT, require_netns
 
 from kptrace.sources.bundle import read_bundle
-
-from conftest import FIXTURES, ROOT, require_netns
 
 SAMPLE = FIXTURES / "samples" / "yaobank.rules"
 

@@ -6,12 +6,11 @@ Service's ClusterIP is told by the Service CIDR nftables mode writes; a `conntra
 from __future__ import annotations
 
 import pytest
+from conftest import ROOT
 
 from kptrace.checks.stale import delete_command, find_stale
 from kptrace.load import load_dumps
 from kptrace.model.conntrack import ConntrackEntry
-
-from conftest import ROOT
 
 
 def E(proto, src, sport, dst, dport, rsrc, rsport, state=None, flags=(), line=1):

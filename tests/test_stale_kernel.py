@@ -24,9 +24,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 import conntrack_lab as cl
+import pytest
 from conftest import FIXTURES, require_netns
 
 STALE_FIXTURE = FIXTURES / "conntrack" / "stale"

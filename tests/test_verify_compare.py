@@ -7,14 +7,13 @@ import re
 from collections import Counter
 
 import pytest
+from conftest import CASES, FIXTURES
 
 from kptrace.checks.verify import compare
 from kptrace.lab.netns import KernelFlow, KernelObservation, _trace_ended, parse_conntrack, parse_nft_trace, parse_trace
 from kptrace.load import load_dumps
 from kptrace.tracer.defaults import plan_packet, trace_packet
 from kptrace.tracer.packet import Origin
-
-from conftest import CASES, FIXTURES
 
 BOOTCAMP = str(FIXTURES / "samples" / "bootcamp.rules")
 
@@ -97,9 +96,9 @@ NFT_LAB = CASES / "verify" / "nft-lab-ruleset.json"  # `nft -j list ruleset` of 
 
 
 def _nft_case(form: str):
+    from kptrace.lab.netns import kernel_handles
     from kptrace.lab.verify import _nft_rule_index
     from kptrace.tracer.defaults import PacketPlan
-    from kptrace.lab.netns import kernel_handles
 
     dp = load_dumps([str(FIXTURES / "nft" / f"overall-classic{form}")], node_ips=["192.168.0.2"], full=True)
     p = plan_packet(dp, "172.30.0.42", 80, src="10.0.1.2", origin=Origin.POD).packet

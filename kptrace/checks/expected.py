@@ -12,8 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kptrace.checks.selection import CURRENT, Endpoint, PortPolicy, Profile, Selection, categorize_endpoints
-from kptrace.model.cluster import (HEADLESS_LABEL, PROXY_NAME_LABEL, TOPOLOGY_ANNOTATIONS, ZONE_LABEL, ClusterState,
-                                   EndpointSlice, Service, ServicePort)
+from kptrace.model.cluster import (
+    HEADLESS_LABEL,
+    PROXY_NAME_LABEL,
+    TOPOLOGY_ANNOTATIONS,
+    ZONE_LABEL,
+    ClusterState,
+    EndpointSlice,
+    Service,
+    ServicePort,
+)
 from kptrace.model.kube import service_chain_hash
 
 __all__ = ["ExpectedPort", "Ignored", "expected_ports", "service_port_name"]

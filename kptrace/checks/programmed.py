@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 
 from kptrace.model.dataplane import Dataplane
-from kptrace.model.programmed import ChainEndpoint, Entry, Evidence, Programmed, ProgrammedPort
 from kptrace.model.kube import SERVICE_CHAIN_PREFIXES, chain_hash_of, service_chain_hash
+from kptrace.model.programmed import ChainEndpoint, Entry, Evidence, Programmed, ProgrammedPort
 from kptrace.model.rules import Chain, Ruleset
 from kptrace.parsers.iptables_save import _fast_tokens, tokenize
 

@@ -14,8 +14,20 @@ import os
 
 import typer
 
-from kptrace.cli.common import (BundleOpt, DumpOpt, IpsetOpt, IpvsOpt, LenientOpt, MaxSizeOpt, NodeIpOpt, OutputFormat, OutputOpt,
-                                load_input, stdout_console, warn_diagnostics)
+from kptrace.cli.common import (
+    BundleOpt,
+    DumpOpt,
+    IpsetOpt,
+    IpvsOpt,
+    LenientOpt,
+    MaxSizeOpt,
+    NodeIpOpt,
+    OutputFormat,
+    OutputOpt,
+    load_input,
+    stdout_console,
+    warn_diagnostics,
+)
 from kptrace.errors import EXIT_FINDINGS
 
 #: the files a bundle keeps `conntrack -L` (IPv4) and `conntrack -L -f ipv6` in

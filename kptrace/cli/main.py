@@ -105,7 +105,6 @@ def main(argv: list[str] | None = None) -> None:
         if _state["debug"]:
             raise
         from kptrace.cli.common import stderr_console
-
         from kptrace.errors import ParseError
 
         prefix = "" if isinstance(e, ParseError) else "[bold red]error:[/] "  # diagnostics carry their own "error:"

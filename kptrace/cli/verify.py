@@ -12,8 +12,19 @@ from __future__ import annotations
 
 import typer
 
-from kptrace.cli.common import (DumpOpt, LenientOpt, MaxSizeOpt, NodeIpOpt, OutputFormat, OutputOpt, parse_size,
-                                require_dumps, stderr_console, stdout_console, warn_diagnostics)
+from kptrace.cli.common import (
+    DumpOpt,
+    LenientOpt,
+    MaxSizeOpt,
+    NodeIpOpt,
+    OutputFormat,
+    OutputOpt,
+    parse_size,
+    require_dumps,
+    stderr_console,
+    stdout_console,
+    warn_diagnostics,
+)
 from kptrace.errors import EXIT_FINDINGS
 from kptrace.tracer.packet import Origin
 
@@ -76,7 +87,8 @@ def verify(
         progress = lambda label: stderr_console().print(f"[dim]verifying {label}[/]", highlight=False)  # noqa: E731
     results = run_verify(dp, packets, connections=connections, confidence=confidence, progress=progress)
     if output is OutputFormat.json:
-        from kptrace.render.json_out import dumps as to_json, verify_json
+        from kptrace.render.json_out import dumps as to_json
+        from kptrace.render.json_out import verify_json
 
         typer.echo(to_json(verify_json(results)))
     else:

@@ -22,8 +22,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, NamedTuple
 
-from kptrace.model.addr import is_uint
 from kptrace.errors import Diagnostic
+from kptrace.model.addr import is_uint
 
 __all__ = [
     "IPSet",

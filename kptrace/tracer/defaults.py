@@ -9,7 +9,14 @@ from kptrace.model.addr import format_addr, parse_addr
 from kptrace.model.dataplane import Dataplane
 from kptrace.tracer.engine import Tracer
 from kptrace.tracer.kubeproxy import pod_cidr
-from kptrace.tracer.packet import DEFAULT_EXTERNAL_SOURCE, DEFAULT_EXTERNAL_SOURCE6, DEFAULT_SPORT, PROTOCOLS, Origin, Packet
+from kptrace.tracer.packet import (
+    DEFAULT_EXTERNAL_SOURCE,
+    DEFAULT_EXTERNAL_SOURCE6,
+    DEFAULT_SPORT,
+    PROTOCOLS,
+    Origin,
+    Packet,
+)
 from kptrace.tracer.result import Trace
 
 __all__ = ["PacketPlan", "plan_packet", "resolve_affinity", "trace_packet"]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 from fractions import Fraction
+from typing import NamedTuple
 
 from kptrace.tracer.packet import Packet
 
