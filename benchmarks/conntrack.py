@@ -60,7 +60,7 @@ def generate(path: str, entries: int, *, extended: bool = False, seed: int = 15)
     timeouts = {s: t for s, t, _ in _TCP_STATES}
     with open(path, "w") as f:
         write = f.write
-        for k in range(entries):
+        for _ in range(entries):
             fam, cip, port, proto, eps = services[rng.randrange(len(services))]
             ep, ep_port = eps[rng.randrange(len(eps))]
             c = rng.randrange(1, 1 << 20)

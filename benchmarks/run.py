@@ -334,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, value, target, verdict in rows:
         print(f"{name:<{width}}  {value:<40} {target:<16} {verdict}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"reference_s": ref, "load": load_big, "load_1k": load_small, "svc_s": svc, "drift_s": drift_s, "drift_rss_mb": drift_rss,
+        Path(args.json).write_text(json.dumps({"reference_s": ref, "load": load_big, "load_1k": load_small, "svc_s": svc,
+                                               "drift_s": drift_s, "drift_rss_mb": drift_rss,
                                                "lines": lines, "size_mb": size_mb, "nft": nft,
                                                "small": small_runs if nft else None}, indent=2))
     return 0 if ok else 1

@@ -167,7 +167,8 @@ def _load_texts(sources: Iterable[SourceText], *, node_ips: Iterable[str], lenie
         if "nat" not in rs.tables:
             rs.notes.append(f"IPv{rs.family}: the input has no nat table: no Service rewrites can be traced")
         if "filter" not in rs.tables:
-            rs.notes.append(f"IPv{rs.family}: the input has no filter table: REJECT/DROP verdicts (Services without endpoints, firewalls) are not checked")
+            rs.notes.append(f"IPv{rs.family}: the input has no filter table: REJECT/DROP verdicts "
+                            "(Services without endpoints, firewalls) are not checked")
     return Dataplane(rulesets, node_ips, ipvs=ipvs, ipsets=ipsets, nft=nft)
 
 

@@ -295,7 +295,7 @@ def test_pasted_sessions_and_single_chains_trace_like_the_dump(name):
     # Chains listed one by one: a trace goes as far as they go, and then names the chain it needs.
     chains = _listing_dataplane([LISTINGS / f"pasted/{name}.nat-chains.L-n-v.txt"], ["10.0.0.99"])
     listed = chains.rulesets[4].tables["nat"].chains
-    for dst, proto, origin in _packets(dump, ["10.0.0.99"]):
+    for dst, proto, _origin in _packets(dump, ["10.0.0.99"]):
         fam, addr, port = parse_endpoint(dst)
         trace = trace_packet(chains, plan_packet(chains, format_addr(fam, addr), port, origin=Origin.POD, proto=proto))
         whole = trace_packet(saved, plan_packet(saved, format_addr(fam, addr), port, origin=Origin.POD, proto=proto))
@@ -441,8 +441,9 @@ def test_a_lossy_listing_is_noticed():
 
 
 @pytest.mark.parametrize("path,tables", [
-    ("fixtures/realworld/005-kind-v1.23-traefik-chains.iptables-list", {"nat": ["PREROUTING", "KUBE-SERVICES", "KUBE-SVC-3CRYVFGPLWYNKULQ", "KUBE-SEP-242VRRB6CJESMF7F"],
-                                                                         "filter": ["INPUT", "KUBE-NODEPORTS", "KUBE-EXTERNAL-SERVICES", "KUBE-FIREWALL"]}),
+    ("fixtures/realworld/005-kind-v1.23-traefik-chains.iptables-list",
+     {"nat": ["PREROUTING", "KUBE-SERVICES", "KUBE-SVC-3CRYVFGPLWYNKULQ", "KUBE-SEP-242VRRB6CJESMF7F"],
+      "filter": ["INPUT", "KUBE-NODEPORTS", "KUBE-EXTERNAL-SERVICES", "KUBE-FIREWALL"]}),
     ("fixtures/realworld/017-kubeadm-flannel-nat-nonnumeric-lossy.iptables-list", {"nat": None}),
     ("fixtures/realworld/018-kubeadm-flannel-filter-nonnumeric.iptables-list", {"filter": None}),
     ("fixtures/listings/pasted/yaobank.nat+filter.L-n-v.txt", {"nat": None, "filter": None}),

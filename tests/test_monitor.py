@@ -136,13 +136,13 @@ def value(samples: dict, name: str, **labels) -> float | None:
 
 
 def findings(samples: dict, node: str = "node1") -> dict[tuple[str, str], float]:
-    return {(dict(l)["service"], dict(l)["kind"]): v for (n, l), v in samples.items()
-            if n == "kptrace_drift_findings" and dict(l)["node"] == node}
+    return {(dict(sample_labels)["service"], dict(sample_labels)["kind"]): v for (n, sample_labels), v in samples.items()
+            if n == "kptrace_drift_findings" and dict(sample_labels)["node"] == node}
 
 
 def total(samples: dict, name: str, **labels) -> float:
     want = set(labels.items())
-    return sum(v for (n, l), v in samples.items() if n == name and want <= set(l))
+    return sum(v for (n, sample_labels), v in samples.items() if n == name and want <= set(sample_labels))
 
 
 # -- from files ------------------------------------------------------------------------------------------
@@ -380,7 +380,7 @@ def _drop_endpoint_in_kernel(ns: str) -> None:
     """What the rule files' change does, done to the namespace's kernel: summary's third endpoint leaves its chain."""
     rules = subprocess.run(["ip", "netns", "exec", ns, "iptables-nft-save", "-t", "nat"], capture_output=True, text=True,
                            check=True).stdout
-    svc = [l for l in rules.splitlines() if l.startswith("-A KUBE-SVC-OIQIZJVJK6E34BR4 ")]
+    svc = [line for line in rules.splitlines() if line.startswith("-A KUBE-SVC-OIQIZJVJK6E34BR4 ")]
     for line in svc:
         if "-> 198.19.22.130:80" in line:
             subprocess.run(["ip", "netns", "exec", ns, "iptables-nft", "-t", "nat", "-D", *_argv(line[3:])], check=True)
@@ -534,18 +534,18 @@ def test_prometheus_operator_component_alerts_on_metrics_the_monitor_exports(tmp
 
 def test_dockerfile_is_debian_slim_with_the_data_plane_tools_and_a_non_root_user():
     text = (ROOT / "Dockerfile").read_text()
-    lines = [l.strip() for l in text.replace("\\\n", " ").splitlines() if l.strip() and not l.lstrip().startswith("#")]
-    froms = [l.split()[1] for l in lines if l.startswith("FROM ")]
+    lines = [line.strip() for line in text.replace("\\\n", " ").splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    froms = [line.split()[1] for line in lines if line.startswith("FROM ")]
     assert froms and all("slim" in f for f in froms)
-    [apt] = [l for l in lines if "apt-get install" in l]
+    [apt] = [line for line in lines if "apt-get install" in line]
     assert {"iptables", "nftables", "ipset", "ipvsadm", "conntrack"} <= set(apt.split())
     assert "--no-install-recommends" in apt and "rm -rf /var/lib/apt/lists/*" in apt
-    [user] = [l for l in lines if l.startswith("USER ")]
+    [user] = [line for line in lines if line.startswith("USER ")]
     assert not user.split()[1].startswith(("0", "root"))
     assert 'ENTRYPOINT ["kptrace"]' in lines
-    for l in lines:  # everything the build copies exists, and .dockerignore lets it through
-        if l.startswith("COPY ") and "--from" not in l:
-            for src in l.split()[1:-1]:
+    for line in lines:  # everything the build copies exists, and .dockerignore lets it through
+        if line.startswith("COPY ") and "--from" not in line:
+            for src in line.split()[1:-1]:
                 assert (ROOT / src).exists(), src
                 assert f"!{src}" in (ROOT / ".dockerignore").read_text()
     # the test extra installs it beside this interpreter (the suite runs .venv/bin/python without activating .venv)

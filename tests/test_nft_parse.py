@@ -496,7 +496,7 @@ def test_errors_point_at_the_spot():
     d = e.value.diagnostics[0]
     assert (d.line, d.col, d.length) == (2, 52, 5) and "priority" in d.message
     rs = parse_nft_text("add table ip t\nadd chain ip t c\nadd rule ip t c tcp dport { 80, 443\n", "y.nft")
-    rs.chain("ip", "t", "c").rules
+    assert rs.chain("ip", "t", "c").rules is not None
     d = rs.diagnostics[0]
     assert (d.line, d.col, d.severity, d.message) == (3, 27, "error", "'{' is not closed")
 

@@ -765,7 +765,7 @@ def _well_formed(reader: Reader):
 @pytest.mark.parametrize("reader", ROUND_TRIP, ids=_reader_ids)
 def test_well_formed_fixtures_round_trip_through_iptables_save(reader):
     done = 0
-    for path, result in _well_formed(reader):
+    for _path, result in _well_formed(reader):
         assert_round_trips(result.ruleset)
         done += 1
     assert done >= 10, f"only {done} well-formed {reader.name} fixtures"

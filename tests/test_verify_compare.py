@@ -82,7 +82,8 @@ def test_compare_masquerade_must_match():
     dp, trace = _trace(Origin.NODE, "192.168.193.172")
     # From the node through eth0 (whose address the connection already has), masquerading keeps the
     # source: the kernel records no rewrite.
-    kept = KernelObservation(Counter({KernelFlow("ACCEPT", d, False): 67 for d in ("10.244.1.2:8080", "10.244.1.3:8080", "10.244.2.2:8080")}), 201, [])
+    kept = KernelObservation(Counter({KernelFlow("ACCEPT", d, False): 67
+                                      for d in ("10.244.1.2:8080", "10.244.1.3:8080", "10.244.2.2:8080")}), 201, [])
     assert compare("x", trace, kept, _index_from(dp), egress="192.168.193.172").status == "agree"
     # With another egress address the source must change.
     r = compare("x", trace, kept, _index_from(dp), egress="192.168.193.200")

@@ -161,8 +161,9 @@ def _judge(eps: tuple[EndpointCount, ...], total: int, alpha: float, affinity: b
         return p, False, f"{total} connections; p = {p:.2g} (not judged: see the note)"
     if starved:
         names = ", ".join(e.address for e in starved)
+        p_starved = min(p, max((1 - float(e.predicted)) ** total for e in starved))
         return p, True, (f"{names} got no connection of {total}, where the rules give {'it' if len(starved) == 1 else 'each'} "
-                         f"{float(starved[0].predicted):.1%}: significant (p = {min(p, max((1 - float(e.predicted)) ** total for e in starved)):.2g})")
+                         f"{float(starved[0].predicted):.1%}: significant (p = {p_starved:.2g})")
     if p < alpha:
         return p, True, f"the split of {total} connections differs from the rules' shares more than chance explains (p = {p:.2g})"
     return p, False, f"{total} connections split as the rules predict, within chance (p = {p:.2g})"

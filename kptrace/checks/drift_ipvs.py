@@ -59,9 +59,9 @@ def check_family_ipvs(fam: int, expected: list[ExpectedPort], ipvs, ipsets, node
                 continue
             claimed.add(vs.key)
             found.append((entry, kind, vs, want or ()))
-        for entry, kind, vs, want in found:
+        for entry, _kind, vs, want in found:
             _compare_real_servers(e, entry, vs, want, add_finding)
-        cluster_vs = next((vs for entry, kind, vs, _ in found if kind == "ClusterIP"), None)
+        cluster_vs = next((vs for _entry, kind, vs, _ in found if kind == "ClusterIP"), None)
         if cluster_vs is not None:
             have = vs_persistent = cluster_vs.persistent
             if (have is None) != (e.affinity_timeout is None) or (have and e.affinity_timeout and have != e.affinity_timeout):

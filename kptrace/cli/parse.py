@@ -11,7 +11,8 @@ from kptrace.errors import EXIT_FINDINGS, EXIT_INPUT
 
 def parse(
     files: list[str] = typer.Argument(..., help="iptables-save / ip6tables-save output (- for stdin).", show_default=False),
-    strict: bool = typer.Option(False, "--strict", help=f"Exit {EXIT_FINDINGS} on warnings too (unknown options, undeclared chains, jumps to missing chains)."),
+    strict: bool = typer.Option(False, "--strict", help=f"Exit {EXIT_FINDINGS} on warnings too (unknown options, undeclared "
+                                "chains, jumps to missing chains)."),
     node_ips: list[str] = NodeIpOpt,
     max_size: str = MaxSizeOpt,
     output: OutputFormat = OutputOpt,

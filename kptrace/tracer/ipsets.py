@@ -55,7 +55,9 @@ class SetMatcher:
 
 def _dims_of(set_type: str | None) -> tuple[str, ...]:
     parts = (set_type or "hash:ip").split(":", 1)[-1].split(",")
-    return tuple({"ip": "ip", "port": "proto_port", "net": "net"}.get(p, p) for p in parts) if not (set_type or "").startswith("bitmap:port") else ("port",)
+    if (set_type or "").startswith("bitmap:port"):
+        return ("port",)
+    return tuple({"ip": "ip", "port": "proto_port", "net": "net"}.get(p, p) for p in parts)
 
 
 def _addr_text(fam: int, addr: int) -> str:
@@ -78,5 +80,6 @@ def _part_matches(part: str, kind: str, fam: int, addr: int, port: int, proto: s
             net = ipaddress.ip_network(part, strict=False)
         except ValueError:
             return False
-        return net.version == fam and (addr >> (net.max_prefixlen - net.prefixlen)) == (int(net.network_address) >> (net.max_prefixlen - net.prefixlen))
+        host_bits = net.max_prefixlen - net.prefixlen
+        return net.version == fam and (addr >> host_bits) == (int(net.network_address) >> host_bits)
     return part == _text(kind, fam, addr, port, proto)

@@ -66,7 +66,7 @@ def main() -> None:
             save("upstream-" + src.stem)
         sh("nft", "flush", "ruleset")
         rules = (ROOT / "fixtures" / "samples" / "yaobank-modern.rules").read_text()
-        sh("iptables-nft-restore", input="\n".join(l for l in rules.splitlines() if "nfacct" not in l) + "\n")
+        sh("iptables-nft-restore", input="\n".join(line for line in rules.splitlines() if "nfacct" not in line) + "\n")
         save("iptables-nft-yaobank", listing_with_stderr=True)
     finally:
         subprocess.run(["ip", "netns", "del", NS])
