@@ -9,11 +9,12 @@ from typing import Iterable
 from kptrace.errors import InputError, ParseError
 from kptrace.model.addr import parse_addr
 from kptrace.model.dataplane import Dataplane
+from kptrace.model.source import SourceText
 from kptrace.parsers.detect import FORMATS, detect_format, formats_read
 from kptrace.parsers.iptables_save import ParseResult, chain_from_lines, parse_all_rules, parse_iptables_save
 from kptrace.parsers.paste import split_dumps
 from kptrace.parsers.rulecheck import check_rules
-from kptrace.sources.files import DEFAULT_MAX_BYTES, SourceText, read_source
+from kptrace.sources.files import DEFAULT_MAX_BYTES, read_source
 from kptrace.tracer.kubeproxy import add_standard_jumps
 
 __all__ = ["load_dumps", "load_texts"]

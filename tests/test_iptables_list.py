@@ -21,6 +21,7 @@ from kptrace.errors import ParseError, format_diagnostic
 from kptrace.load import load_dumps
 from kptrace.model.addr import format_addr, parse_endpoint
 from kptrace.model.dataplane import Dataplane
+from kptrace.model.source import SourceText
 from kptrace.parsers.detect import cannot_tell, detect_format, detect_variant
 from kptrace.parsers.iptables_list import (
     EAGER_RULES,
@@ -33,7 +34,6 @@ from kptrace.parsers.iptables_list import (
     save_string,
 )
 from kptrace.parsers.iptables_save import ParseResult, chain_from_lines, parse_all_rules, parse_iptables_save
-from kptrace.sources.files import SourceText
 from kptrace.tracer.defaults import plan_packet, resolve_affinity, trace_packet
 from kptrace.tracer.kubeproxy import add_standard_jumps
 from kptrace.tracer.packet import Origin

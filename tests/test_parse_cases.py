@@ -11,9 +11,10 @@ from conftest import CASES, FIXTURES, ROOT
 
 from kptrace.cli.main import main
 from kptrace.load import load_dumps, load_texts
-from kptrace.parsers.iptables_save import parse_iptables_save, tokenize
+from kptrace.model.source import SourceText
+from kptrace.parsers.iptables_save import parse_iptables_save
+from kptrace.parsers.tokens import tokenize
 from kptrace.render.iptables_save import format_rule
-from kptrace.sources.files import SourceText
 
 OK = sorted((CASES / "parse" / "ok").glob("*.rules"))
 ERRORS = sorted((CASES / "parse" / "errors").glob("*.rules"))
@@ -94,10 +95,10 @@ def test_error_case_snapshot(path, capsys, monkeypatch, update_snapshots):
 
 @pytest.mark.parametrize("path", ALL_DUMPS, ids=lambda p: p.name)
 def test_fast_tokenizer_agrees_with_the_full_one(path):
-    from kptrace.parsers.iptables_save import _fast_tokens
+    from kptrace.parsers.tokens import fast_tokens
 
     for line in path.read_text().splitlines():
-        fast = _fast_tokens(line)
+        fast = fast_tokens(line)
         if fast is not None:
             assert fast == [t for t, _, _ in tokenize(line)], line
 

@@ -33,11 +33,11 @@ from conftest import ROOT
 import kptrace.parsers.detect
 import kptrace.parsers.paste
 from kptrace.errors import Diagnostic, InputError, KptraceError, ParseError, format_diagnostic
+from kptrace.model.source import SourceText
 from kptrace.parsers.detect import FORMATS, READ_FORMATS, detect_format, formats_read
 from kptrace.parsers.ipset import parse_ipset
 from kptrace.parsers.ipvsadm import parse_ipvsadm
 from kptrace.parsers.paste import clean_paste, command_families, split_dumps
-from kptrace.sources.files import SourceText
 
 CORPUS = ROOT / "fixtures" / "pasted"
 _NOT_CASES = {"README.md", "make_pasted.py"}

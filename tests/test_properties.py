@@ -48,8 +48,8 @@ from kptrace.errors import KptraceError, ParseError, format_diagnostic  # noqa: 
 from kptrace.model.addr import format_addr, parse_addr  # noqa: E402
 from kptrace.model.dataplane import Dataplane  # noqa: E402
 from kptrace.model.rules import Ruleset  # noqa: E402
+from kptrace.model.source import SourceText  # noqa: E402
 from kptrace.parsers.detect import detect_format  # noqa: E402
-from kptrace.sources.files import SourceText  # noqa: E402
 from kptrace.tracer.packet import Origin  # noqa: E402
 
 #: Seconds one example may take, reader and traces together; far above what any takes (a few ms).

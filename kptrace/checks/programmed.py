@@ -18,19 +18,14 @@ from kptrace.model.dataplane import Dataplane
 from kptrace.model.kube import SERVICE_CHAIN_PREFIXES, chain_hash_of, service_chain_hash
 from kptrace.model.programmed import ChainEndpoint, Entry, Evidence, Programmed, ProgrammedPort
 from kptrace.model.rules import Chain, Ruleset
-from kptrace.parsers.iptables_save import _fast_tokens, tokenize
+from kptrace.parsers.tokens import rule_tokens
 
 __all__ = ["ChainEndpoint", "Entry", "Evidence", "Programmed", "ProgrammedPort", "programmed"]
 
 
-def _tokens(text: str) -> list[str]:
-    toks = _fast_tokens(text)
-    return toks if toks is not None else [t for t, _, _ in tokenize(text)]
-
-
 def _fields(text: str) -> dict[str, str]:
     """Option -> value for one rule (``!`` kept as a prefix of the option name; flags map to "")."""
-    toks = _tokens(text)
+    toks = rule_tokens(text)
     out: dict[str, str] = {}
     neg = False
     i, n = 2, len(toks)
@@ -182,7 +177,7 @@ _CONDITIONS = frozenset(("-s", "-d", "-i", "-o", "--dport", "--sport", "--every"
 
 
 def _target_of(text: str) -> str | None:
-    toks = _tokens(text)
+    toks = rule_tokens(text)
     return _value(toks, "-j") or _value(toks, "-g")
 
 
@@ -235,7 +230,7 @@ def _chain_endpoints(chain: Chain, nat_chains: dict, p: ProgrammedPort) -> list[
             prob = _value(toks, "--probability") if "--probability" in toks else None
             seconds = _value(toks, "--seconds") if affinity else None
         else:
-            toks = _tokens(text)
+            toks = rule_tokens(text)
             target = _value(toks, "-j") or _value(toks, "-g") or ""
             affinity = "--rcheck" in toks or "--update" in toks
             conditional = not _CONDITIONS.isdisjoint(toks)
@@ -269,8 +264,8 @@ def _dnat_of(sep: Chain | None, p: ProgrammedPort) -> str:
     if sep is None:
         return "?"
     dest = "?"
-    lines = sep._lines
-    for i in sep._idx:  # the rule lines as loaded, without building RawRules (100k endpoint chains)
+    lines, indices = sep.loaded_lines()
+    for i in indices:  # the rule lines as loaded, without building RawRules (100k endpoint chains)
         text = lines[i]
         if " -j DNAT" not in text:
             continue

@@ -9,7 +9,8 @@ hundred of them, and parsing every one up front costs ~10x the whole load (measu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, NamedTuple
+from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple
 
 __all__ = [
     "BUILTIN_CHAINS",
@@ -138,6 +139,16 @@ class Chain:
     Value-like: the name, policy and rule lines never change after load; ``raw`` and ``rules`` are
     caches. At load a chain holds only the indices of its lines in the dump's line list: building a
     small object per rule line for 434,000 lines costs more than the rest of the load together.
+
+    A reader builds one with the input's ``lines`` (shared by every chain of the input), the ``parse``
+    function that turns a line into a :class:`Rule`, and the list of ``indices`` of its rule lines,
+    which the reader may go on filling until its load ends; :meth:`of_texts` builds one from rule texts
+    that are in no file.
+
+    >>> c = Chain("X", "nat", policy=None, source="d", line=1, declared=True, lines=["*nat", "-A X -j RETURN"],
+    ...           parse=lambda chain, n, raw: raw, indices=[1])
+    >>> len(c), c.text_at(0), c.loaded_lines()[1]
+    (1, '-A X -j RETURN', [1])
     """
 
     __slots__ = ("name", "table", "policy", "counters", "source", "line", "declared", "_lines", "_idx", "_parse",
@@ -152,9 +163,10 @@ class Chain:
         source: str,
         line: int,
         declared: bool,
-        lines: list[str],
-        parse: Callable[["Chain", int, RawRule], Rule],
+        lines: Sequence[str],
+        parse: Callable[[Chain, int, RawRule], Rule],
         counters: tuple[int, int] | None = None,
+        indices: list[int] | None = None,
     ) -> None:
         self.name = name
         self.table = table
@@ -164,10 +176,23 @@ class Chain:
         self.line = line
         self.declared = declared
         self._lines = lines  # the whole input's lines, shared by every chain of it
-        self._idx: list[int] = []  # 0-based indices of this chain's rule lines, in rule order
+        # 0-based indices of this chain's rule lines, in rule order. A reader passes the list and goes on
+        # filling it until its load ends: 400,000 appends, where a method call per line would cost ~10% of
+        # the load (benchmarks/run.py).
+        self._idx: list[int] = indices if indices is not None else []
         self._parse = parse
         self._raw: list[RawRule] | None = None
         self._rules: tuple[Rule, ...] | None = None
+
+    @classmethod
+    def of_texts(cls, name: str, table: str, texts: Sequence[str], *, source: str,
+                 parse: Callable[[Chain, int, RawRule], Rule]) -> Chain:
+        """A declared chain of rule ``texts`` that are in no file (kptrace's own assumptions): line 0 each."""
+        policy = "ACCEPT" if name in BUILTIN_CHAINS.get(table, ()) else None
+        chain = cls(name, table, policy=policy, source=source, line=0, declared=True, lines=list(texts), parse=parse,
+                    indices=list(range(len(texts))))
+        chain._raw = [RawRule(0, t) for t in texts]
+        return chain
 
     @property
     def builtin(self) -> bool:
@@ -228,9 +253,29 @@ class Chain:
             self._rules = tuple(self._parse(self, i + 1, r) for i, r in enumerate(self.raw))
         return self._rules
 
-    def _changed(self) -> None:
+    def parse_rule(self, number: int, raw: RawRule) -> Rule:
+        """Rule ``number`` (1-based) parsed from ``raw`` now, by the chain's parser; nothing is kept."""
+        return self._parse(self, number, raw)
+
+    @property
+    def rule_parser(self) -> object | None:
+        """The object whose method parses this chain's rules (a reader's rule parser), or None."""
+        return getattr(self._parse, "__self__", None)
+
+    def raw_rules(self) -> list[RawRule]:
+        """:attr:`raw`, without keeping it when it was not kept already (``kptrace parse`` reads every
+        rule of a 10k-Service dump once: its RawRules would hold ~100 MB)."""
+        if self._raw is not None:
+            return self._raw
+        raw = self.raw
         self._raw = None
-        self._rules = None
+        return raw
+
+    def loaded_lines(self) -> tuple[Sequence[str], list[int]]:
+        """The input's lines (shared by every chain of it) and the 0-based indices of this chain's rule
+        lines among them, in rule order: for checks that read 100,000 chains' lines as loaded, without
+        building a :class:`RawRule` each (a rule line may start with ``[pkts:bytes]``)."""
+        return self._lines, self._idx
 
     def __len__(self) -> int:
         return len(self._idx)

@@ -69,7 +69,9 @@ from kptrace.model.addr import is_uint
 from kptrace.errors import Diagnostic, ParseError
 from kptrace.model.rules import BUILTIN_CHAINS, TABLES, Chain, RawRule, Rule, Ruleset, Table
 from kptrace.parsers.grammar import grammar_path, iptables_grammar
-from kptrace.parsers.iptables_save import ParseResult, _RuleParser, tokenize
+from kptrace.parsers.iptables_rule import RuleParser
+from kptrace.parsers.iptables_save import ParseResult
+from kptrace.parsers.tokens import tokenize
 from kptrace.parsers.paste import clean_paste
 
 __all__ = ["EAGER_RULES", "LISTING_FORMATS", "ListingGrammar", "ListingResult", "listing_grammar", "parse_iptables_list",
@@ -1331,7 +1333,7 @@ _WORD = re.compile(r"\S+")
 
 # ---------------------------------------------------------------- the rule parser, with positions in the listing
 
-class _ListingRuleParser(_RuleParser):
+class _ListingRuleParser(RuleParser):
     """The iptables-save rule parser, reporting at the listing's line and column; it also notices rules
     a listing seems to have lost something of."""
 
@@ -1481,8 +1483,7 @@ def parse_iptables_list(text: str, source: str = "<listing>", *, lenient: bool =
             continue
         builtin = b.name in BUILTIN_CHAINS[b.table]
         c = Chain(b.name, b.table, policy=(b.policy or "ACCEPT") if builtin else None, source=source, line=b.line + 1,
-                  declared=True, lines=lines, parse=parse, counters=b.counters if builtin else None)
-        c._idx = b.rules
+                  declared=True, lines=lines, parse=parse, counters=b.counters if builtin else None, indices=b.rules)
         t.chains[b.name] = c
         if b.policy and not builtin:
             lst.problem("warning", f"chain {b.name} has a policy but is not a built-in chain of {b.table}", b.line, 1,

@@ -10,9 +10,10 @@ Grammar (one line at a time; the line's first character decides)::
     rule      := [counters] "-A" CHAIN spec | "-I" CHAIN [N] spec | "-N" CHAIN | "-X" [CHAIN]
                | "-F" [CHAIN] | "-P" CHAIN POLICY
     counters  := "[" PKTS ":" BYTES "]"
-    spec      := ( ["!"] base-option | "-m" MODULE (["!"] option)* | ("-j"|"-g") TARGET option* )*
+    spec      := what kptrace/parsers/iptables_rule.py reads
 
-Which module takes which options, and how many values each takes, is data (``grammars/iptables.toml``).
+A reader (:class:`_DumpReader`) has one method per line kind, chosen by the line's first character; the
+rule lines of a big dump take a fast path in its loop instead.
 
 Speed: load splits lines and files each rule's text under its chain (about 1 µs a line); a rule's
 options are tokenised and parsed only when the rule is first used (:meth:`Chain.rules`), which keeps a
@@ -23,30 +24,28 @@ options are tokenised and parsed only when the rule is first used (:meth:`Chain.
 from __future__ import annotations
 
 import re
-from kptrace.model.addr import is_uint
+from collections.abc import Callable
+
 from kptrace.errors import Diagnostic, ParseError
-from kptrace.model.rules import BUILTIN_CHAINS, TABLES, Chain, Match, Option, RawRule, Rule, Ruleset, Table, Target
-from kptrace.parsers.grammar import Grammar, ModuleGrammar, iptables_grammar
-from kptrace.parsers.values import HINTS, check_value
+from kptrace.model.addr import is_uint
+from kptrace.model.rules import BUILTIN_CHAINS, TABLES, Chain, RawRule, Rule, Ruleset, Table
+from kptrace.model.source import SourceText
+from kptrace.parsers.grammar import Grammar, iptables_grammar
+from kptrace.parsers.iptables_rule import RuleParser
 from kptrace.parsers.paste import clean_paste
-from kptrace.sources.files import SourceText
 
-__all__ = ["ParseResult", "chain_from_lines", "parse_all_rules", "parse_iptables_save", "tokenize"]
+__all__ = ["ParseResult", "chain_from_lines", "parse_all_rules", "parse_iptables_save"]
 
-# The parser builds its NamedTuples with tuple.__new__: NamedTuple's own __new__ is a Python function,
-# and its call was a tenth of a first trace's time (benchmarks/run.py).
-_new = tuple.__new__
-_TOKEN = re.compile(r'"((?:[^"\\]|\\.)*)"|(\S+)')
-_UNESCAPE = re.compile(r"\\(.)")
 _COUNTERS = re.compile(r"\[(\d+):(\d+)\]")
 _CHAIN_NAME = re.compile(r"^[^\s!\"']{1,28}$")
 _IPV6_HINT = re.compile(r" -[sd] [0-9a-fA-F]*:[0-9a-fA-F:.]*(?:/\d+)? | --to-destination \[")
+_POLICIES = ("ACCEPT", "DROP", "RETURN", "QUEUE")
 
 
 class ParseResult:
     """A ruleset plus the diagnostics (errors, warnings) collected while reading it."""
 
-    __slots__ = ("ruleset", "diagnostics", "lenient")
+    __slots__ = ("diagnostics", "lenient", "ruleset")
 
     def __init__(self, ruleset: Ruleset, diagnostics: list[Diagnostic], lenient: bool) -> None:
         self.ruleset = ruleset
@@ -56,295 +55,6 @@ class ParseResult:
     @property
     def errors(self) -> list[Diagnostic]:
         return [d for d in self.diagnostics if d.severity == "error"]
-
-
-def tokenize(text: str) -> list[tuple[str, int, int]]:
-    """Split a rule into ``(token, column, length)``; double-quoted tokens are unescaped.
-
-    >>> [t for t, _, _ in tokenize('-A X -m comment --comment "a \\\\"b\\\\"" -j ACCEPT')]
-    ['-A', 'X', '-m', 'comment', '--comment', 'a "b"', '-j', 'ACCEPT']
-    """
-    out = []
-    for m in _TOKEN.finditer(text):
-        if m.group(1) is not None:
-            out.append((_UNESCAPE.sub(r"\1", m.group(1)), m.start() + 1, m.end() - m.start()))
-        else:
-            out.append((m.group(2), m.start() + 1, m.end() - m.start()))
-    return out
-
-
-def _fast_tokens(text: str) -> list[str] | None:
-    """Tokens by str.split, ~10x faster than the regex: a rule with no quotes at all, or (kube-proxy's
-    comments) whole-token double quotes with no escapes in them. None: use :func:`tokenize`."""
-    if '"' not in text:
-        return None if "'" in text else text.split()
-    if "\\" in text or "'" in text:
-        return None
-    if text.count('"') == 2:  # one quoted comment: kube-proxy's usual rule
-        head, _, rest = text.partition('"')
-        quoted, _, tail = rest.partition('"')
-        if (head and not head[-1].isspace()) or (tail and not tail[0].isspace()):
-            return None
-        out = head.split()
-        out.append(quoted)
-        out.extend(tail.split())
-        return out
-    parts = text.split('"')
-    if len(parts) % 2 == 0:
-        return None  # an unbalanced quote: let tokenize() say where
-    out: list[str] = []
-    last = len(parts) - 1
-    for i, part in enumerate(parts):
-        if i % 2:
-            out.append(part)
-        else:
-            # A quote must stand between white space (or the line's ends): 'x"y"' is not our shape.
-            if (i > 0 and part and not part[0].isspace()) or (i < last and part and not part[-1].isspace()):
-                return None
-            out.extend(part.split())
-    return out
-
-
-class _RuleParser:
-    """Turns a rule's text into a :class:`Rule`; diagnostics go to a shared list."""
-
-    def __init__(self, grammar: Grammar, source: str, diagnostics: list[Diagnostic]) -> None:
-        self.g = grammar
-        self.source = source
-        self.diagnostics = diagnostics
-        # Check addresses while parsing: on for `kptrace parse` (every rule, every problem reported);
-        # off for the rules a trace parses on first use, whose addresses the tracer reads anyway and
-        # reports, as an assumed non-match, if they are bad.
-        self.validate = False
-        self._seen: set[tuple[int, int, str]] = set()
-        self.line_map = None  # a pasted text's (kptrace/parsers/paste.py): positions go back to the original's
-
-    def problem(self, severity: str, message: str, raw: RawRule, text: str, token_index: int | None, hint: str = "") -> None:
-        col, length = 0, 0
-        if token_index is not None:
-            toks = tokenize(text)
-            if token_index < len(toks):
-                _, col, length = toks[token_index]
-            else:
-                col, length = len(text) + 1, 1
-        d = Diagnostic(severity, message, self.source, raw.line, col, text, length, hint)
-        if self.line_map is not None:
-            d = self.line_map.restore(d)
-        if (raw.line, col, message) not in self._seen:  # a rule parsed again reports once
-            self._seen.add((raw.line, col, message))
-            self.diagnostics.append(d)
-
-    def _take(self, toks: list[str], at: int, arity: int | str, raw: RawRule, text: str) -> tuple[tuple[str, ...], int]:
-        """The values of the option at ``toks[at - 1]`` and the index after them."""
-        n = len(toks)
-        if arity == 1 and at < n:  # by far the most common case
-            return (toks[at],), at + 1
-        if arity == "rest" or arity == -1:
-            j = at
-            if arity == "rest" and j < n and toks[j] not in _STRUCTURE:
-                j += 1  # the first value is the value, whatever it starts with: `--comment "-x"` (quotes are gone here)
-            while j < n:
-                t = toks[j]
-                if t == "!" or (len(t) > 1 and t[0] == "-" and not is_uint(t[1])):
-                    break
-                j += 1
-            vals = toks[at:j]
-            return ((" ".join(vals),) if arity == "rest" else tuple(vals)), j
-        end = at + int(arity)
-        if end > n:
-            self.problem("error", f"option {toks[at - 1]} needs {arity} value{'s' if arity != 1 else ''}", raw, text, at - 1,
-                         "the rule ends too early; is the line cut off?")
-            return tuple(toks[at:n]), n
-        return tuple(toks[at:end]), end
-
-    def parse(self, chain: Chain, number: int, raw: RawRule) -> Rule:
-        # One flat loop, no closures: this runs for every rule a trace touches for the first time,
-        # and cell variables made it 3x slower (benchmarks/).
-        text = raw.text
-        toks = _fast_tokens(text)
-        if toks is None:
-            toks = [t for t, _, _ in tokenize(text)]
-        g = self.g
-        base_grammar = g.base
-        base_canon = base_grammar.canon.get
-        base_arity = base_grammar.options
-        match_grammars = g.matches
-        take = self._take
-        base: list[Option] = []
-        matches: list[Match] = []
-        module: ModuleGrammar | None = None
-        module_name = ""
-        module_opts: list[Option] = []
-        module_known = True
-        target_grammar: ModuleGrammar | None = None
-        target_name = ""
-        target_goto = False
-        target_opts: list[Option] = []
-        proto = ""
-        negate = False
-        n = len(toks)
-        # toks[0:2] is "-A CHAIN" (or "-I CHAIN [N]"): skip it.
-        i = 2
-        if n > 2 and toks[0] == "-I" and is_uint(toks[2]):
-            i = 3
-        while i < n:
-            t = toks[i]
-            if module is not None:
-                # Most tokens are an option of the match just opened taking one value: take it here.
-                name = module.canon.get(t)
-                if name is not None and module.options[name] == 1 and i + 1 < n and toks[i + 1] != "!":
-                    module_opts.append(_new(Option, (name, (toks[i + 1],), negate)))
-                    negate = False
-                    i += 2
-                    continue
-            if t == "!":
-                negate = True
-                i += 1
-                continue
-            if target_name:
-                # Everything after the target belongs to the target.
-                name = target_grammar.canon.get(t) if target_grammar is not None else None
-                if name is None:
-                    if target_grammar is not None or not t.startswith("-"):
-                        self.problem("warning", f"unknown option {t!r} for target {target_name}", raw, text, i,
-                                     "kept as written; a decision that rests on it is marked assumed")
-                    vals, i = take(toks, i + 1, -1, raw, text)
-                    target_opts.append(_new(Option, (t, vals, negate)))
-                else:
-                    vals, i = take(toks, i + 1, target_grammar.options[name], raw, text)
-                    target_opts.append(_new(Option, (name, vals, negate)))
-                negate = False
-                continue
-            if t == "-m" or t == "--match":
-                if module_name:
-                    matches.append(_new(Match, (module_name, tuple(module_opts), module_known)))
-                if i + 1 >= n:
-                    self.problem("error", "-m needs a module name", raw, text, i)
-                    module_name = ""
-                    break
-                module_name = toks[i + 1]
-                module_opts = []
-                module = match_grammars.get(module_name)
-                module_known = module is not None
-                if not module_known:
-                    self.problem("warning", f"unknown match module {module_name!r}", raw, text, i + 1,
-                                 "kept as written; a decision that rests on it is marked assumed")
-                i += 2
-                continue
-            if t == "-j" or t == "-g" or t == "--jump" or t == "--goto":
-                if module_name:
-                    matches.append(_new(Match, (module_name, tuple(module_opts), module_known)))
-                    module_name, module = "", None
-                if i + 1 >= n:
-                    self.problem("error", f"{t} needs a target", raw, text, i)
-                    break
-                target_name = toks[i + 1]
-                target_goto = t == "-g" or t == "--goto"
-                target_grammar = g.targets.get(target_name)
-                if negate:
-                    self.problem("error", "a target cannot be negated", raw, text, i - 1)
-                    negate = False
-                i += 2
-                continue
-            bname = base_canon(t)
-            if bname is not None:
-                # Base options may stand between "-m tcp" and "--dport" (kube-proxy writes
-                # "-m tcp -p tcp -d IP --dport 80"): they do not end the match's options.
-                at = i + 1
-                arity = base_arity[bname]
-                if arity == 1 and at < n:
-                    vals, i = (toks[at],), at + 1
-                else:
-                    vals, i = take(toks, at, arity, raw, text)
-                if bname == "-p" and vals:
-                    proto = vals[0].lower()
-                if bname != "-c":  # iptables-restore's "-c PKTS BYTES" is counters, not a match
-                    base.append(_new(Option, (bname, vals, negate)))
-                negate = False
-                continue
-            if t.startswith("--"):
-                name = module.canon.get(t) if module is not None else None
-                if name is not None:
-                    arity = module.options[name]
-                    if arity == 1 and i + 1 < n:
-                        vals, i = (toks[i + 1],), i + 2
-                    else:
-                        vals, i = take(toks, i + 1, arity, raw, text)
-                elif module_name and not module_known:
-                    vals, i = take(toks, i + 1, -1, raw, text)
-                    name = t
-                else:
-                    implicit = match_grammars.get(proto)
-                    iname = implicit.canonical(t) if implicit is not None and implicit.implicit else None
-                    if iname is not None and module_name != proto:
-                        # "-p tcp --dport 80" without "-m tcp": iptables loads the protocol's module implicitly.
-                        if module_name:
-                            matches.append(_new(Match, (module_name, tuple(module_opts), module_known)))
-                        module, module_name, module_known, module_opts = implicit, proto, True, []
-                        vals, i = take(toks, i + 1, implicit.options[iname], raw, text)
-                        name = iname
-                    else:
-                        where = f"match {module_name!r}" if module_name else "this rule (no -m before it)"
-                        self.problem("warning" if module_name else "error", f"unknown option {t!r} for {where}", raw, text, i,
-                                     f"{module_name} takes {', '.join(module.options)}" if module is not None and module.options else
-                                     "a match option must follow its -m MODULE")
-                        vals, i = take(toks, i + 1, -1, raw, text)
-                        name = t
-                # Old iptables wrote negation after the option name: "--mark ! 0x4000".
-                if vals and vals[0] == "!" and (len(vals) == 1 or i < n):
-                    negate = True
-                    vals, i = take(toks, i - len(vals) + 1, module.options.get(name, 1) if module is not None else 1, raw, text)
-                if module_name:
-                    module_opts.append(_new(Option, (name, vals, negate)))
-                negate = False
-                continue
-            self.problem("error", f"unexpected {t!r}", raw, text, i, "options start with - or --; is a value missing its option, or a comment not quoted?")
-            i += 1
-        if module_name:
-            matches.append(_new(Match, (module_name, tuple(module_opts), module_known)))
-        if negate:
-            self.problem("error", "'!' at the end of the rule negates nothing", raw, text, n - 1)
-        target = _new(Target, (target_name, tuple(target_opts), target_goto)) if target_name else None
-        if self.validate:
-            self._check_values(toks, base, matches, target, target_grammar, raw, text)
-        return _new(Rule, (chain.table, chain.name, number, tuple(base), tuple(matches), target, text, self.source, raw.line, raw.counters, False))
-
-
-    def _check_values(self, toks: list[str], base, matches, target, target_grammar, raw: RawRule, text: str) -> None:
-        """Each option value of a type the grammar names (``types``) is checked the way iptables checks it."""
-        g = self.g
-        groups = [(g.base, base)]
-        groups.extend((g.matches.get(m.module), m.options) for m in matches)
-        if target is not None:
-            groups.append((target_grammar, target.options))
-        for grammar, options in groups:
-            types = grammar.types if grammar is not None else None
-            if not types:
-                continue
-            for o in options:
-                kind = types.get(o.name)
-                if kind is None:
-                    continue
-                if not o.args:
-                    continue  # "needs 1 value" is said already
-                problem = check_value(kind, o.args[0])
-                if problem:
-                    at = _value_index(toks, o)
-                    self.problem("error", f"{o.name}: {problem}", raw, text, at, HINTS.get(kind, ""))
-
-
-def _value_index(toks: list[str], o: Option) -> int | None:
-    """The token index of option ``o``'s value (it has one: only values are checked), for the caret."""
-    for i, t in enumerate(toks):
-        if t == o.name and i + 1 < len(toks) and toks[i + 1] == o.args[0]:
-            return i + 1
-    # An alias spelling (--to for --to-destination), or "! " between: the value's own token.
-    return next((i for i, t in enumerate(toks) if t == o.args[0]), None)
-
-
-#: tokens that always start a new part of a rule, never a value
-_STRUCTURE = {"!", "-m", "--match", "-j", "--jump", "-g", "--goto", "-s", "-d", "-p", "-i", "-o"}
-_COMMANDS = {"-A", "-I", "-N", "-X", "-F", "-P", "-D", "-R", "-Z", "-E"}
 
 
 def parse_iptables_save(
@@ -359,228 +69,317 @@ def parse_iptables_save(
     warning in a fragment. ``lenient`` turns errors into warnings and keeps going.
 
     Raises :class:`ParseError` on errors unless ``lenient``.
+
+    >>> r = parse_iptables_save(SourceText("d", "*nat\\n:KUBE-SVC-X - [0:0]\\n-A KUBE-SVC-X -j KUBE-SEP-Y\\nCOMMIT\\n"))
+    >>> r.ruleset.chain("nat", "KUBE-SVC-X").rules[0].target.name, r.ruleset.family
+    ('KUBE-SEP-Y', 4)
     """
-    g = grammar or iptables_grammar()
-    name = src.name
-    # What a paste adds (prompts, fences, quote markers, elisions, other tools' output) is taken away first;
-    # lines stay where they were, and a diagnostic's column goes back to where the original has it.
-    paste = clean_paste(src.text, name).only("iptables-save")
-    text = paste.text
-    diags: list[Diagnostic] = []
-    rule_parser = _RuleParser(g, name, diags)
-    rule_parser.line_map = paste.line_map
-    parse_rule = rule_parser.parse
+    reader = _DumpReader(src, family, grammar or iptables_grammar())
+    reader.read()
+    result = ParseResult(reader.rs, reader.diags, lenient)
+    if not lenient and result.errors:
+        raise ParseError(reader.diags)
+    return result
 
-    if family is None:
-        head = src.text[:4096]  # the original: a `$ ip6tables-save` command line says the family too
-        if "ip6tables-save" in head or "ip6tables-restore" in head:
-            family = 6
-        elif "iptables-save" in head:
-            family = 4
-        else:
-            family = 6 if _IPV6_HINT.search(text, 0, 1 << 20) else 4
-    rs = Ruleset(family=family, sources=[name], diagnostics=diags)
 
-    def err(line_no: int, line: str, message: str, hint: str = "", col: int = 1, length: int = 0, severity: str = "error") -> None:
-        diags.append(Diagnostic(severity, message, name, line_no, col, line,
-                                length or max(1, len(line.split()[0]) if line.split() else 1), hint))
+def _family_of(original: str, text: str) -> int:
+    """6 or 4, from a command line or a `# Generated by` line of the original text, else from the addresses."""
+    head = original[:4096]  # the original: a `$ ip6tables-save` command line says the family too
+    if "ip6tables-save" in head or "ip6tables-restore" in head:
+        return 6
+    if "iptables-save" in head:
+        return 4
+    return 6 if _IPV6_HINT.search(text, 0, 1 << 20) else 4
 
-    table: Table | None = None
-    chains: dict[str, Chain] = {}
-    fragment = False  # rules before any "*table": an `iptables-save | grep` paste
-    if "\r" in text:
-        text = text.replace("\r\n", "\n")
-    lines = text.split("\n")
-    last_line_no = len(lines)
 
-    def new_chain(cname: str, tname: str, line_no: int, *, declared: bool, policy: str | None = None,
-                  counters: tuple[int, int] | None = None) -> Chain:
-        c = Chain(cname, tname, policy=policy, source=name, line=line_no, declared=declared, lines=lines,
-                  parse=parse_rule, counters=counters)
-        chains[cname] = c
-        return c
+class _DumpReader:
+    """One dump being read: the open table, its chains, and a method per kind of line."""
 
-    def open_table(tname: str, line_no: int) -> Table:
-        nonlocal chains
-        t = rs.tables.get(tname)
+    def __init__(self, src: SourceText, family: int | None, grammar: Grammar) -> None:
+        name = self.name = src.name
+        # What a paste adds (prompts, fences, quote markers, elisions, other tools' output) is taken away first;
+        # lines stay where they were, and a diagnostic's column goes back to where the original has it.
+        self.paste = clean_paste(src.text, name).only("iptables-save")
+        text = self.paste.text
+        self.diags: list[Diagnostic] = []
+        rule_parser = RuleParser(grammar, name, self.diags)
+        rule_parser.line_map = self.paste.line_map
+        self.parse_rule = rule_parser.parse
+        self.rs = Ruleset(family=family if family is not None else _family_of(src.text, text), sources=[name],
+                          diagnostics=self.diags)
+        if "\r" in text:
+            text = text.replace("\r\n", "\n")
+        self.lines = text.split("\n")
+        self.table: Table | None = None
+        self.chains: dict[str, Chain] = {}  # the open table's
+        # The rule line indices of each chain of the open table: the lists its Chains hold, filled here.
+        self.rows: dict[str, list[int]] = {}
+        self._rows_of: dict[str, dict[str, list[int]]] = {}  # table -> its rows
+        self.fragment = False  # rules before any "*table": an `iptables-save | grep` paste
+        self.skipping = False  # inside a table we could not read: its lines are not worth more errors
+        self._by_first: dict[str, Callable[[int, str], bool | None]] = {"-": self.rule_line, "[": self.counters_line, ":": self.chain_line, "*": self.table_line,
+                          "#": self.comment_line}
+        self._commands = {"-A": self.append_rule, "-I": self.insert_rule, "-N": self.new_chain_command,
+                          "-X": self.delete_chains, "-F": self.flush_chains, "-P": self.set_policy}
+
+    def read(self) -> None:
+        by_first = self._by_first
+        other = self.other_line
+        rows = self.rows
+        for idx, line in enumerate(self.lines):
+            if not line:
+                continue
+            c0 = line[0]
+            if c0 == "-" and line.startswith("-A "):
+                # The fast path: 99% of a big dump. Everything else goes through a line kind's method.
+                sp = line.find(" ", 3)
+                chain_rows = rows.get(line[3:sp] if sp > 0 else line[3:])
+                if chain_rows is not None:
+                    chain_rows.append(idx)
+                    continue
+            if self.skipping:
+                if line.strip() == "COMMIT":
+                    self.skipping = False
+                    continue
+                if c0 != "*":
+                    continue
+                self.skipping = False
+            stop = by_first.get(c0, other)(idx, line)
+            rows = self.rows
+            if stop:
+                break
+        self.finish()
+
+    def err(self, idx: int, line: str, message: str, hint: str = "", col: int = 1, length: int = 0,
+            severity: str = "error") -> None:
+        self.diags.append(Diagnostic(severity, message, self.name, idx + 1, col, line,
+                                     length or max(1, len(line.split()[0]) if line.split() else 1), hint))
+
+    # -- tables and chains
+
+    def open_table(self, tname: str, line_no: int) -> Table:
+        t = self.rs.tables.get(tname)
         if t is None:
-            t = Table(tname, {}, name, line_no)
-            rs.tables[tname] = t
-        chains = t.chains
+            t = self.rs.tables[tname] = Table(tname, {}, self.name, line_no)
+        self.table = t
+        self.chains = t.chains
+        self.rows = self._rows_of.setdefault(tname, {})
         return t
 
-    def rule_line(idx: int, line: str) -> None:
-        """An -A/-I/-N/-X/-F/-P line that the fast path did not take (counters, new chain, fragment)."""
-        nonlocal table, chains, fragment
-        body = line
-        if line[0] == "[":
-            m = _COUNTERS.match(line)
-            if m is None:
-                err(idx + 1, line, "malformed counters", "iptables-save -c writes [packets:bytes] before the rule")
-                return
-            body = line[m.end():].lstrip()
-            if not body:
-                err(idx + 1, line, "counters with no rule after them")
-                return
+    def close_table(self) -> None:
+        self.table = None
+        self.rows = {}  # no fast path outside a table: a rule there is a fragment's
+
+    def new_chain(self, cname: str, line_no: int, *, declared: bool, policy: str | None = None,
+                  counters: tuple[int, int] | None = None) -> Chain:
+        assert self.table is not None
+        rows: list[int] = []
+        c = Chain(cname, self.table.name, policy=policy, source=self.name, line=line_no, declared=declared,
+                  lines=self.lines, parse=self.parse_rule, counters=counters, indices=rows)
+        self.chains[cname] = c
+        self.rows[cname] = rows
+        return c
+
+    # -- the line kinds
+
+    def table_line(self, idx: int, line: str) -> None:
+        """``*nat``: a table starts."""
+        tname = line[1:].strip()
+        if self.table is not None and not self.fragment:
+            self.err(idx, line, f"table {tname!r} starts before table {self.table.name!r} has its COMMIT",
+                     "the dump is missing a COMMIT line (cut off, or two dumps pasted together?)")
+        if tname not in BUILTIN_CHAINS:
+            self.err(idx, line, f"unknown table {tname!r}", f"tables are {', '.join(TABLES)}", col=2, length=len(tname))
+            self.close_table()
+            self.chains = {}
+            self.skipping = True
+            return
+        self.fragment = False
+        self.open_table(tname, idx + 1)
+
+    def chain_line(self, idx: int, line: str) -> None:
+        """``:NAME POLICY [pkts:bytes]``: a chain declaration."""
+        if self.table is None:
+            self.err(idx, line, "chain declaration outside a table", "a dump starts each table with *nat, *filter, ...")
+            return
+        parts = line[1:].split()
+        if not parts:
+            self.err(idx, line, "empty chain declaration", col=1)
+            return
+        cname = parts[0]
+        policy = parts[1] if len(parts) > 1 else "-"
+        builtin = cname in BUILTIN_CHAINS[self.table.name]
+        if policy != "-" and policy not in _POLICIES:
+            self.err(idx, line, f"bad policy {policy!r} for chain {cname}",
+                     "a built-in chain's policy is ACCEPT or DROP; a user chain's is -",
+                     col=line.find(policy) + 1, length=len(policy))
+        existing = self.chains.get(cname)
+        if existing is not None:
+            existing.declared = True
+            existing.policy = policy if builtin else None
+            return
+        counters = None
+        if builtin and len(parts) > 2:
+            m = _COUNTERS.fullmatch(parts[2])
+            if m:
+                counters = (int(m.group(1)), int(m.group(2)))
+        self.new_chain(cname, idx + 1, declared=True, policy=(policy if builtin else None), counters=counters)
+
+    def counters_line(self, idx: int, line: str) -> None:
+        """``[pkts:bytes] -A ...`` (iptables-save -c): the counters go, the rule is read."""
+        m = _COUNTERS.match(line)
+        if m is None:
+            self.err(idx, line, "malformed counters", "iptables-save -c writes [packets:bytes] before the rule")
+            return
+        body = line[m.end():].lstrip()
+        if not body:
+            self.err(idx, line, "counters with no rule after them")
+            return
+        self.command(idx, line, body)
+
+    def rule_line(self, idx: int, line: str) -> None:
+        """An -A/-I/-N/-X/-F/-P line that the fast path did not take (new chain, fragment, other commands)."""
+        self.command(idx, line, line)
+
+    def command(self, idx: int, line: str, body: str) -> None:
         parts = body.split()
         cmd = parts[0]
         if cmd not in _COMMANDS:
-            err(idx + 1, line, f"unknown command {cmd!r}", "dump lines are *table, :chain, -A rule, COMMIT or # comment")
+            self.err(idx, line, f"unknown command {cmd!r}", "dump lines are *table, :chain, -A rule, COMMIT or # comment")
             return
-        if table is None:
-            if not fragment:
-                fragment = True
-                open_table("nat", idx + 1)
-                table = rs.tables["nat"]
-                diags.append(Diagnostic("warning", "no table header (*nat, *filter, ...): reading this as a fragment of the nat table",
-                                        name, idx + 1, 0, line, 0,
-                                        "an `iptables-save | grep` paste? kptrace creates the chains it jumps to and traces as far as the input goes"))
-                rs.notes.append("input has no table header: read as the nat table")
-            else:
-                table = rs.tables["nat"]
-                chains = table.chains
-        cname = parts[1] if len(parts) > 1 else ""
-        if cmd in ("-A", "-I"):
-            ch = chains.get(cname)
-            if ch is None:
-                if not cname or not _CHAIN_NAME.match(cname):
-                    err(idx + 1, line, f"bad chain name {cname!r}", "chain names are 1-28 characters without spaces", col=4)
-                    return
-                if not fragment and cname not in BUILTIN_CHAINS.get(table.name, ()):
-                    err(idx + 1, line, f"rule for chain {cname!r}, which this table does not declare",
-                        f"iptables-restore needs ':{cname} - [0:0]' before its rules; kptrace creates it",
-                        col=line.find(cname) + 1, length=len(cname), severity="warning")
-                ch = new_chain(cname, table.name, idx + 1, declared=False,
-                               policy="ACCEPT" if cname in BUILTIN_CHAINS.get(table.name, ()) else None)
-            if cmd == "-A":
-                ch._idx.append(idx)
-            else:
-                pos = int(parts[2]) - 1 if len(parts) > 2 and is_uint(parts[2]) else 0
-                ch._idx.insert(max(0, min(pos, len(ch._idx))), idx)
-            ch._changed()
-        elif cmd == "-N":
-            if cname and cname not in chains:
-                new_chain(cname, table.name, idx + 1, declared=True)
-        elif cmd == "-X":
-            # kube-proxy's partial syncs delete stale chains; no name deletes every user chain.
-            if cname:
-                chains.pop(cname, None)
-            else:
-                for k in [k for k, v in chains.items() if not v.builtin]:
-                    del chains[k]
-        elif cmd == "-F":
-            for ch in ([chains[cname]] if cname in chains else [] if cname else list(chains.values())):
-                ch._idx.clear()
-                ch._changed()
-        elif cmd == "-P":
-            if cname in chains and len(parts) > 2:
-                chains[cname].policy = parts[2]
-        else:
-            err(idx + 1, line, f"{cmd} is not supported in a dump",
-                "kptrace reads what iptables-save prints and what kube-proxy restores (-A, -I, -N, -X, -F, -P)", severity="warning")
+        if self.table is None:
+            self.enter_fragment(idx, line)
+        do = self._commands.get(cmd)
+        if do is None:
+            self.err(idx, line, f"{cmd} is not supported in a dump",
+                     "kptrace reads what iptables-save prints and what kube-proxy restores (-A, -I, -N, -X, -F, -P)",
+                     severity="warning")
+            return
+        do(idx, line, parts)
 
-    skipping = False  # inside a table we could not read: its lines are not worth more errors
-    for idx, line in enumerate(lines):
-        if not line:
-            continue
-        c0 = line[0]
-        if c0 == "-" and not skipping and table is not None and line.startswith("-A "):
-            # The fast path: 99% of a big dump. Everything else goes through rule_line().
-            sp = line.find(" ", 3)
-            ch = chains.get(line[3:sp] if sp > 0 else line[3:])
-            if ch is not None:
-                ch._idx.append(idx)
-                continue
-        if skipping:
-            if line.strip() == "COMMIT":
-                skipping = False
-                continue
-            if c0 != "*":
-                continue
-            skipping = False
-        if c0 == "-" or c0 == "[":
-            rule_line(idx, line)
-            continue
-        if c0 == ":":
-            if table is None:
-                err(idx + 1, line, "chain declaration outside a table", "a dump starts each table with *nat, *filter, ...")
-                continue
-            parts = line[1:].split()
-            if not parts:
-                err(idx + 1, line, "empty chain declaration", col=1)
-                continue
-            cname = parts[0]
-            policy = parts[1] if len(parts) > 1 else "-"
-            builtin = cname in BUILTIN_CHAINS[table.name]
-            if policy != "-" and policy not in ("ACCEPT", "DROP", "RETURN", "QUEUE"):
-                err(idx + 1, line, f"bad policy {policy!r} for chain {cname}", "a built-in chain's policy is ACCEPT or DROP; a user chain's is -",
-                    col=line.find(policy) + 1, length=len(policy))
-            existing = chains.get(cname)
-            if existing is not None:
-                existing.declared = True
-                existing.policy = policy if builtin else None
-                continue
-            counters = None
-            if builtin and len(parts) > 2:
-                m = _COUNTERS.fullmatch(parts[2])
-                if m:
-                    counters = (int(m.group(1)), int(m.group(2)))
-            new_chain(cname, table.name, idx + 1, declared=True, policy=(policy if builtin else None), counters=counters)
-            continue
-        if c0 == "*":
-            tname = line[1:].strip()
-            if table is not None and not fragment:
-                err(idx + 1, line, f"table {tname!r} starts before table {table.name!r} has its COMMIT",
-                    "the dump is missing a COMMIT line (cut off, or two dumps pasted together?)")
-            if tname not in BUILTIN_CHAINS:
-                err(idx + 1, line, f"unknown table {tname!r}", f"tables are {', '.join(TABLES)}", col=2, length=len(tname))
-                table = None
-                chains = {}
-                skipping = True
-                continue
-            fragment = False
-            table = open_table(tname, idx + 1)
-            continue
-        if c0 == "#" or line.isspace():
-            continue
+    def enter_fragment(self, idx: int, line: str) -> None:
+        """A rule outside any table: the first one starts a fragment of the nat table."""
+        if not self.fragment:
+            self.fragment = True
+            self.open_table("nat", idx + 1)
+            self.diags.append(Diagnostic(
+                "warning", "no table header (*nat, *filter, ...): reading this as a fragment of the nat table",
+                self.name, idx + 1, 0, line, 0,
+                "an `iptables-save | grep` paste? kptrace creates the chains it jumps to and traces as far as the input goes"))
+            self.rs.notes.append("input has no table header: read as the nat table")
+        else:
+            self.open_table("nat", idx + 1)
+
+    def comment_line(self, idx: int, line: str) -> None:
+        """``# Generated by ...``: nothing to read (the family was read from it already)."""
+
+    def commit_line(self, idx: int, line: str) -> None:
+        """``COMMIT``: the open table ends."""
+        if self.table is None:
+            self.err(idx, line, "COMMIT outside a table", "each COMMIT closes the *table before it")
+        self.close_table()
+        self.fragment = False
+
+    def other_line(self, idx: int, line: str) -> bool:
+        """COMMIT, white space, or what is no iptables-save line; True: too many errors to go on."""
+        if line.isspace():
+            return False
         stripped = line.strip()
         if stripped == "COMMIT":
-            if table is None:
-                err(idx + 1, line, "COMMIT outside a table", "each COMMIT closes the *table before it")
-            table = None
-            fragment = False
-            continue
+            self.commit_line(idx, line)
+            return False
         if stripped.startswith("#"):
-            continue
+            return False
         if stripped.startswith(("-A ", "-I ", "-X", "-N ", ":", "*")):
-            err(idx + 1, line, "line starts with white space", "iptables-restore does not accept indented lines; remove the indentation",
-                col=1, severity="warning")
-            continue
+            self.err(idx, line, "line starts with white space",
+                     "iptables-restore does not accept indented lines; remove the indentation", col=1, severity="warning")
+            return False
         if stripped.startswith("Chain ") and ("(policy" in stripped or "references)" in stripped):
-            raise ParseError([Diagnostic("error", "this is an `iptables -L` listing, not iptables-save output", name, idx + 1, 1, line, 5,
+            raise ParseError([Diagnostic("error", "this is an `iptables -L` listing, not iptables-save output", self.name,
+                                         idx + 1, 1, line, 5,
                                          "run `iptables-save` (or `iptables-save -t nat`) on the node and pass that")])
-        err(idx + 1, line, "not an iptables-save line", "dump lines are *table, :chain, -A rule, COMMIT or # comment",
-            length=len(stripped.split()[0]) if stripped.split() else 1)
-        if len([d for d in diags if d.severity == "error"]) > 50 and idx < 60:
-            break
-    if table is not None and not fragment:
-        last = lines[-1] if lines[-1] else (lines[-2] if len(lines) > 1 else "")
-        if paste.partial:
-            # A paste that says it leaves lines out (`...`, `| grep`, `| head`): the missing COMMIT is part of
-            # what it left out, not a damaged file. Read what is there; the notes say it is partial.
-            err(last_line_no if lines[-1] else last_line_no - 1, last, f"table {table.name!r} has no COMMIT: the pasted text "
-                "is partial (elided or filtered)", "the trace covers what the text shows; paste the whole `iptables-save` "
-                "output for a complete answer", col=0, severity="warning")
-        else:
-            err(last_line_no if lines[-1] else last_line_no - 1, last, f"table {table.name!r} has no COMMIT: the dump ends early",
-                "the dump looks truncated (an interrupted copy?); take it again, or pass --lenient to trace what is there", col=0)
+        self.err(idx, line, "not an iptables-save line", "dump lines are *table, :chain, -A rule, COMMIT or # comment",
+                 length=len(stripped.split()[0]) if stripped.split() else 1)
+        return len([d for d in self.diags if d.severity == "error"]) > 50 and idx < 60
 
-    diags[:] = paste.line_map.restore_all(diags)
-    rs.notes[:0] = [*paste.notes, *paste.elision_notes("chains and rules")]
-    result = ParseResult(rs, diags, lenient)
-    if not lenient and result.errors:
-        raise ParseError(diags)
-    return result
+    # -- the commands of a rule line
+
+    def rule_chain(self, idx: int, line: str, cname: str) -> list[int] | None:
+        """The rows of the chain an -A/-I line adds to; an undeclared chain is created (and reported)."""
+        rows = self.rows.get(cname)
+        if rows is not None:
+            return rows
+        assert self.table is not None
+        if not cname or not _CHAIN_NAME.match(cname):
+            self.err(idx, line, f"bad chain name {cname!r}", "chain names are 1-28 characters without spaces", col=4)
+            return None
+        builtin = cname in BUILTIN_CHAINS.get(self.table.name, ())
+        if not self.fragment and not builtin:
+            self.err(idx, line, f"rule for chain {cname!r}, which this table does not declare",
+                     f"iptables-restore needs ':{cname} - [0:0]' before its rules; kptrace creates it",
+                     col=line.find(cname) + 1, length=len(cname), severity="warning")
+        self.new_chain(cname, idx + 1, declared=False, policy="ACCEPT" if builtin else None)
+        return self.rows[cname]
+
+    def append_rule(self, idx: int, line: str, parts: list[str]) -> None:
+        rows = self.rule_chain(idx, line, parts[1] if len(parts) > 1 else "")
+        if rows is not None:
+            rows.append(idx)
+
+    def insert_rule(self, idx: int, line: str, parts: list[str]) -> None:
+        rows = self.rule_chain(idx, line, parts[1] if len(parts) > 1 else "")
+        if rows is not None:
+            pos = int(parts[2]) - 1 if len(parts) > 2 and is_uint(parts[2]) else 0
+            rows.insert(max(0, min(pos, len(rows))), idx)
+
+    def new_chain_command(self, idx: int, line: str, parts: list[str]) -> None:
+        cname = parts[1] if len(parts) > 1 else ""
+        if cname and cname not in self.chains:
+            self.new_chain(cname, idx + 1, declared=True)
+
+    def delete_chains(self, idx: int, line: str, parts: list[str]) -> None:
+        # kube-proxy's partial syncs delete stale chains; no name deletes every user chain.
+        cname = parts[1] if len(parts) > 1 else ""
+        names = [cname] if cname else [k for k, v in self.chains.items() if not v.builtin]
+        for k in names:
+            self.chains.pop(k, None)
+            self.rows.pop(k, None)
+
+    def flush_chains(self, idx: int, line: str, parts: list[str]) -> None:
+        cname = parts[1] if len(parts) > 1 else ""
+        for k in ([cname] if cname in self.rows else [] if cname else list(self.rows)):
+            self.rows[k].clear()
+
+    def set_policy(self, idx: int, line: str, parts: list[str]) -> None:
+        cname = parts[1] if len(parts) > 1 else ""
+        if cname in self.chains and len(parts) > 2:
+            self.chains[cname].policy = parts[2]
+
+    # -- the end
+
+    def finish(self) -> None:
+        """A table left open is reported; positions go back to the original text; the paste's notes."""
+        lines = self.lines
+        table = self.table
+        if table is not None and not self.fragment:
+            last = lines[-1] if lines[-1] else (lines[-2] if len(lines) > 1 else "")
+            at = len(lines) - 1 if lines[-1] else len(lines) - 2
+            if self.paste.partial:
+                # A paste that says it leaves lines out (`...`, `| grep`, `| head`): the missing COMMIT is part of
+                # what it left out, not a damaged file. Read what is there; the notes say it is partial.
+                self.err(at, last, f"table {table.name!r} has no COMMIT: the pasted text is partial (elided or filtered)",
+                         "the trace covers what the text shows; paste the whole `iptables-save` output for a complete answer",
+                         col=0, severity="warning")
+            else:
+                self.err(at, last, f"table {table.name!r} has no COMMIT: the dump ends early",
+                         "the dump looks truncated (an interrupted copy?); take it again, or pass --lenient to trace what "
+                         "is there", col=0)
+        self.diags[:] = self.paste.line_map.restore_all(self.diags)
+        self.rs.notes[:0] = [*self.paste.notes, *self.paste.elision_notes("chains and rules")]
+
+
+#: the commands a dump line may start with (-D, -R, -Z and -E are reported as unsupported)
+_COMMANDS = {"-A", "-I", "-N", "-X", "-F", "-P", "-D", "-R", "-Z", "-E"}
 
 
 def parse_all_rules(result: ParseResult) -> None:
@@ -589,39 +388,35 @@ def parse_all_rules(result: ParseResult) -> None:
     g = iptables_grammar()
     for t in rs.tables.values():
         for c in list(t.chains.values()):
-            parser = getattr(c._parse, "__self__", None)
-            if isinstance(parser, _RuleParser):
+            parser = c.rule_parser
+            if isinstance(parser, RuleParser):
                 parser.validate = True
             # Parse without keeping: a 10k-Service dump's 323,000 parsed rules would hold ~500 MB.
-            had_raw = c._raw is not None
-            for i, raw in enumerate(c.raw):
-                r = c._parse(c, i + 1, raw)
+            for i, raw in enumerate(c.raw_rules()):
+                r = c.parse_rule(i + 1, raw)
                 tg = r.target
                 if tg is None or tg.name in g.targets or tg.name in t.chains:
                     continue
-                col = r.text.find(f" {tg.name}") + 2 if f" {tg.name}" in r.text else 0
-                if tg.name.isupper() and not tg.name.startswith("KUBE-") and "-" not in tg.name and len(tg.name) <= 12:
-                    result.diagnostics.append(Diagnostic("warning", f"unknown target {tg.name!r}", r.source, r.line, col, r.text, len(tg.name),
-                                                         "kept; a trace that reaches it is marked assumed"))
-                else:
-                    result.diagnostics.append(Diagnostic("warning", f"jump to chain {tg.name!r}, which is not in this input", r.source, r.line, col,
-                                                         r.text, len(tg.name),
-                                                         "a partial dump (kube-proxy partial sync, or a grep)? a trace stops there and says so"))
-            if not had_raw:
-                c._raw = None
+                result.diagnostics.append(_unknown_target(r, tg.name))
+
+
+def _unknown_target(r: Rule, name: str) -> Diagnostic:
+    col = r.text.find(f" {name}") + 2 if f" {name}" in r.text else 0
+    if name.isupper() and not name.startswith("KUBE-") and "-" not in name and len(name) <= 12:
+        return Diagnostic("warning", f"unknown target {name!r}", r.source, r.line, col, r.text, len(name),
+                          "kept; a trace that reaches it is marked assumed")
+    return Diagnostic("warning", f"jump to chain {name!r}, which is not in this input", r.source, r.line, col,
+                      r.text, len(name),
+                      "a partial dump (kube-proxy partial sync, or a grep)? a trace stops there and says so")
 
 
 def chain_from_lines(table: str, name: str, texts: list[str], source: str) -> Chain:
     """A chain built from rule texts that are not in any file (kptrace's own assumptions)."""
     diags: list[Diagnostic] = []
-    parser = _RuleParser(iptables_grammar(), source, diags)
+    parser = RuleParser(iptables_grammar(), source, diags)
 
     def parse(chain: Chain, number: int, raw: RawRule) -> Rule:
         r = parser.parse(chain, number, raw)
         return Rule(r.table, r.chain, r.number, r.base, r.matches, r.target, r.text, r.source, 0, None, synthetic=True)
 
-    policy = "ACCEPT" if name in BUILTIN_CHAINS.get(table, ()) else None
-    chain = Chain(name, table, policy=policy, source=source, line=0, declared=True, lines=list(texts), parse=parse)
-    chain._idx.extend(range(len(texts)))
-    chain._raw = [RawRule(0, t) for t in texts]
-    return chain
+    return Chain.of_texts(name, table, texts, source=source, parse=parse)

@@ -81,11 +81,11 @@ def check_rules(rs: Ruleset, *, values: bool = True) -> None:
             if not len(chain):
                 continue
             targets = edges[chain.name] = set()
-            parser = getattr(chain._parse, "__self__", None)
-            lines = chain._lines
+            parser = chain.rule_parser
             # The chain's line indices, read directly: chain.texts() builds a list per chain, and a
             # 10k-Service dump has 111,000 chains (this loop: 1.3 s -> 0.5 s).
-            for i, idx in enumerate(chain._idx):
+            lines, indices = chain.loaded_lines()
+            for i, idx in enumerate(indices):
                 text = lines[idx]
                 if text[0] == "[":
                     text = text[text.index("]") + 1:].lstrip()
@@ -100,7 +100,7 @@ def check_rules(rs: Ruleset, *, values: bool = True) -> None:
                 if values and parser is not None and hasattr(parser, "validate"):
                     parser.validate = True
                     try:
-                        rule = chain._parse(chain, i + 1, chain.raw[i])
+                        rule = chain.parse_rule(i + 1, chain.raw[i])
                     finally:
                         parser.validate = False
                     tg = rule.target

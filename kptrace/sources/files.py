@@ -4,23 +4,15 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 
 from kptrace.errors import Diagnostic, InputError, ParseError
+from kptrace.model.source import SourceText
 
-__all__ = ["DEFAULT_MAX_BYTES", "SourceText", "read_source"]
+__all__ = ["DEFAULT_MAX_BYTES", "read_source"]
 
 #: The largest real dumps (5,000 nodes, 10k Services x 10 endpoints) are about 50 MB; a file ten times
 #: that is far more likely a mistake (a core file, a pcap, a log) than a node's rules.
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class SourceText:
-    """Raw text of one input and the name errors use for it (the path, or ``<stdin>``)."""
-
-    name: str
-    text: str
 
 
 def _human(n: int) -> str:
