@@ -53,7 +53,7 @@ def diff(
         b_paths, a_paths = [sides[0]], [sides[1]]
     bdp = _load(b_paths, node_ips, lenient, max_size)
     adp = _load(a_paths, node_ips, lenient, max_size)
-    progress = _progress() if output is OutputFormat.rich else None
+    progress = _progress() if output is not OutputFormat.json else None
     report = diff_dataplanes(bdp, adp, sources=tuple(src), full=full, progress=progress)
     if progress is not None:
         progress(-1, -1)
@@ -107,7 +107,7 @@ def _nodes(directory, src, full, node_ips, lenient, max_size, output, junit) -> 
     loaded, failed = {}, []
     groups: list[list[str]] = []  # nodes that behave alike, the first one compared with the others
     reports: dict[str, object] = {}
-    show = _progress_bar(len(names)) if output is OutputFormat.rich else None
+    show = _progress_bar(len(names)) if output is not OutputFormat.json else None
     for i, n in enumerate(names):
         try:
             loaded[n] = load_bundle(os.path.join(directory, n), lenient=lenient)

@@ -83,7 +83,7 @@ def verify(
         raise typer.BadParameter("kptrace verify sends tcp or udp", param_hint="--proto")
     console = stdout_console()
     progress = None
-    if output is OutputFormat.rich and len(packets) > 1:
+    if output is not OutputFormat.json and len(packets) > 1:
         progress = lambda label: stderr_console().print(f"[dim]verifying {label}[/]", highlight=False)  # noqa: E731
     results = run_verify(dp, packets, connections=connections, confidence=confidence, progress=progress)
     if output is OutputFormat.json:

@@ -7,9 +7,9 @@ from xml.sax.saxutils import quoteattr
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from kptrace.checks.diff import MODE_PROBES, Behaviour, Change, DiffReport
+from kptrace.render.layout import NOTE, WRAP, Column, Grid, print_grid, terminal_view
 
 __all__ = ["DIFF_SCHEMA", "diff_json", "diff_junit", "render_diff"]
 
@@ -17,49 +17,55 @@ DIFF_SCHEMA = "kptrace/diff/v1"
 
 
 def render_diff(console: Console, results: list[tuple[str, DiffReport]], reference: str | None = None) -> None:
-    if reference:
-        console.print(f"[bold]reference node[/] {escape(reference)} (the one the others agree with most)")
-    for label, r in results:
-        head = f"{label}: " if label else ""
-        if not r.changes:
-            same = f" and {r.identical} Service ports with identical rules" if r.identical else ""
-            console.print(f"[green]✓[/] {escape(head)}no behaviour changed in {r.compared} entry point x origin pairs{same} "
-                          f"({escape(', '.join(r.before))} -> {escape(', '.join(r.after))})", highlight=False)
-        else:
-            services = {c.service for c in r.changes if not c.probe.special}
-            probes = {c.probe.special for c in r.changes if c.probe.special}
-            where = ", ".join(x for x in (f"{len(services)} Service port{'s' * (len(services) != 1)}" if services else "",
-                                          f"{len(probes)} known proxy-mode difference{'s' * (len(probes) != 1)}" if probes else "") if x)
-            same = f"{r.identical} Service ports with identical rules, " if r.identical else ""
-            console.print(f"[bold red]✗[/] {escape(head)}{len(r.changes)} change{'s' * (len(r.changes) != 1)} ({where}); "
-                          f"{same}{r.unchanged} of {r.compared} entry point x origin pairs unchanged "
-                          f"({escape(', '.join(r.before))} -> {escape(', '.join(r.after))})", highlight=False)
-            t = Table(show_edge=False, header_style="bold", show_lines=False)
-            t.add_column("service", overflow="fold")
-            t.add_column("entry point", no_wrap=True)
-            t.add_column("from", no_wrap=True)
-            t.add_column("before", overflow="fold")
-            t.add_column("after", overflow="fold")
-            t.add_column("cause", overflow="fold", ratio=1)
-            last = object()
-            notes: dict[str, int] = {}
-            for c in sorted(r.changes, key=lambda c: (c.service or "~", c.probe.family, c.probe.address or "", c.probe.port, c.probe.origin)):
-                name = c.service or ("(" + MODE_PROBES[c.probe.special][0] + ")" if c.probe.special else "?")
-                shown = escape(name) if name != last else ""
-                last = name
-                origin = c.probe.origin + (f" ({c.probe.source})" if c.probe.source else "")
-                rules = ", ".join(x for x in (c.before_rule and f"before {c.before_rule}", c.after_rule and f"after {c.after_rule}") if x)
-                note = (c.explanation + (" " if c.explanation and rules else "") + (f"({rules})" if rules else "")).strip()
-                mark = ""
-                if note:
-                    mark = f" [{notes.setdefault(note, len(notes) + 1)}]"
-                t.add_row(shown, escape(f"{c.probe.protocol} {c.probe.dst}"), escape(origin), escape(c.before.summary()),
-                          escape(c.after.summary()), escape(c.cause + mark))
-            console.print(t)
-            for note, n in notes.items():
-                console.print(f"  [{n}] {escape(note)}", highlight=False)
-        for n in r.notes:
-            console.print(f"[dim]note: {escape(n)}[/]", highlight=False)
+    """Per comparison, one line of totals and a table of the changes grouped by Service; the causes' long
+    explanations are numbered under the table, each said once."""
+    with terminal_view(console):
+        if reference:
+            console.print(f"[bold]reference node[/] {escape(reference)} (the one the others agree with most)")
+        for label, r in results:
+            _summary(console, label, r)
+            if r.changes:
+                grid, notes = _changes(r)
+                print_grid(console, grid)
+                for note, number in notes.items():
+                    console.print(f"  [{number}] {escape(note)}", highlight=False)
+            for n in r.notes:
+                console.print(f"[dim]note: {escape(n)}[/]", highlight=False)
+
+
+def _summary(console: Console, label: str, r: DiffReport) -> None:
+    head = f"{label}: " if label else ""
+    sides = f"({escape(', '.join(r.before))} -> {escape(', '.join(r.after))})"
+    if not r.changes:
+        same = f" and {r.identical} Service ports with identical rules" if r.identical else ""
+        console.print(f"[green]✓[/] {escape(head)}no behaviour changed in {r.compared} entry point x origin pairs{same} {sides}",
+                      highlight=False)
+        return
+    services = {c.service for c in r.changes if not c.probe.special}
+    probes = {c.probe.special for c in r.changes if c.probe.special}
+    where = ", ".join(x for x in (f"{len(services)} Service port{'s' * (len(services) != 1)}" if services else "",
+                                  f"{len(probes)} known proxy-mode difference{'s' * (len(probes) != 1)}" if probes else "") if x)
+    same = f"{r.identical} Service ports with identical rules, " if r.identical else ""
+    console.print(f"[bold red]✗[/] {escape(head)}{len(r.changes)} change{'s' * (len(r.changes) != 1)} ({where}); "
+                  f"{same}{r.unchanged} of {r.compared} entry point x origin pairs unchanged {sides}", highlight=False)
+
+
+def _changes(r: DiffReport) -> tuple[Grid, dict[str, int]]:
+    """The changes as rows, and the explanations their causes refer to ([n] -> text)."""
+    grid = Grid([Column("service", WRAP), Column("entry point", WRAP), Column("from", WRAP), Column("before", WRAP),
+                 Column("after", WRAP), Column("cause", NOTE)])
+    last: object = object()
+    notes: dict[str, int] = {}
+    for c in sorted(r.changes, key=lambda c: (c.service or "~", c.probe.family, c.probe.address or "", c.probe.port, c.probe.origin)):
+        name = c.service or ("(" + MODE_PROBES[c.probe.special][0] + ")" if c.probe.special else "?")
+        shown = name if name != last else ""
+        last = name
+        origin = c.probe.origin + (f" ({c.probe.source})" if c.probe.source else "")
+        rules = ", ".join(x for x in (c.before_rule and f"before {c.before_rule}", c.after_rule and f"after {c.after_rule}") if x)
+        note = (c.explanation + (" " if c.explanation and rules else "") + (f"({rules})" if rules else "")).strip()
+        mark = f" [{notes.setdefault(note, len(notes) + 1)}]" if note else ""
+        grid.add_row(shown, f"{c.probe.protocol} {c.probe.dst}", origin, c.before.summary(), c.after.summary(), c.cause + mark)
+    return grid, notes
 
 
 def _behaviour(b: Behaviour) -> dict[str, Any]:

@@ -28,64 +28,79 @@ from xml.sax.saxutils import escape as xml_escape
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.text import Text
 
 from kptrace.checks.drift import Finding, NodeReport
+from kptrace.render.layout import NOTE, WRAP, Column, Grid, print_grid, terminal_view
 
-__all__ = ["DRIFT_SCHEMA", "drift_json", "drift_junit", "render_drift"]
+__all__ = ["DRIFT_SCHEMA", "drift_json", "drift_junit", "finding_json", "render_drift"]
 
 DRIFT_SCHEMA = "kptrace/drift/v1"
 _STYLE = {"error": "red", "warning": "yellow"}
 
 
 def render_drift(console: Console, reports: list[NodeReport], errors: list[tuple[str, str]], *, show_evidence: bool = True) -> None:
-    for r in reports:
-        n_ports = len(r.ports)
-        if not r.findings:
-            console.print(f"[green]✓[/] [bold]{escape(r.node)}[/]: {n_ports} Service port{'s' if n_ports != 1 else ''} in sync "
-                          f"with the API [dim]({escape(', '.join(r.sources))})[/]", highlight=False)
-        else:
-            errs = sum(f.severity == "error" for f in r.findings)
-            console.print(f"[red]✗[/] [bold]{escape(r.node)}[/]: {len(r.findings)} finding{'s' if len(r.findings) != 1 else ''} "
-                          f"({errs} error{'s' if errs != 1 else ''}, {len(r.findings) - errs} warning{'s' if len(r.findings) - errs != 1 else ''}) "
-                          f"in {n_ports} Service ports [dim]({escape(', '.join(r.sources))})[/]", highlight=False)
-            table = Table(show_edge=False, header_style="bold", pad_edge=False)
-            for col in ("service", "kind", "endpoint / entry", "detail"):
-                table.add_column(col, overflow="fold")
-            last = None
-            for f in sorted(r.findings, key=lambda f: (f.service, f.family, f.kind, f.endpoint or f.entry or "")):
-                key = (f.service, f.protocol, f.family)
-                name = "" if key == last else f"{f.service} ({f.protocol}{', IPv6' if f.family == 6 else ''})"
-                if key != last and last is not None:
-                    table.add_section()
-                last = key
-                detail = escape(f.detail)
-                if show_evidence and f.evidence:
-                    detail += "".join(f"\n[dim]{escape(ev.location)}: {escape(_short(ev.text))}[/]" for ev in f.evidence[:3])
-                    if len(f.evidence) > 3:
-                        detail += f"\n[dim]... and {len(f.evidence) - 3} more rules[/]"
-                table.add_row(escape(name), f"[{_STYLE[f.severity]}]{f.kind}[/]", escape(f.endpoint or f.entry or ""), detail)
-            console.print(table)
-        for i in r.ignored[:5]:
-            console.print(f"  [dim]ignored {escape(i.service)}: {escape(i.reason)}[/]", highlight=False)
-        if len(r.ignored) > 5:
-            console.print(f"  [dim]... and {len(r.ignored) - 5} more Services kube-proxy ignores (see --output json)[/]")
-        for n in r.notes:
-            console.print(f"  [dim]note: {escape(n)}[/]", highlight=False)
-    for node, message in errors:
-        console.print(f"[red]✗[/] [bold]{escape(node)}[/]: not checked: {escape(message)}", highlight=False)
-    if len(reports) + len(errors) > 1:
-        total = sum(len(r.findings) for r in reports)
-        clean = sum(1 for r in reports if not r.findings)
-        console.print(f"{len(reports)} node{'s' if len(reports) != 1 else ''} checked: {clean} in sync, {len(reports) - clean} with drift "
-                      f"({total} finding{'s' if total != 1 else ''})" + (f"; {len(errors)} not checked" if errors else ""))
+    """Per node a line of totals and its findings, grouped by Service port, with the rules that show each."""
+    with terminal_view(console):
+        for r in reports:
+            _node_summary(console, r)
+            if r.findings:
+                print_grid(console, _findings(r, show_evidence))
+            for i in r.ignored[:5]:
+                console.print(f"  [dim]ignored {escape(i.service)}: {escape(i.reason)}[/]", highlight=False)
+            if len(r.ignored) > 5:
+                console.print(f"  [dim]... and {len(r.ignored) - 5} more Services kube-proxy ignores (see --output json)[/]")
+            for n in r.notes:
+                console.print(f"  [dim]note: {escape(n)}[/]", highlight=False)
+        for node, message in errors:
+            console.print(f"[red]✗[/] [bold]{escape(node)}[/]: not checked: {escape(message)}", highlight=False)
+        if len(reports) + len(errors) > 1:
+            total = sum(len(r.findings) for r in reports)
+            clean = sum(1 for r in reports if not r.findings)
+            console.print(f"{len(reports)} node{'s' if len(reports) != 1 else ''} checked: {clean} in sync, {len(reports) - clean} with drift "
+                          f"({total} finding{'s' if total != 1 else ''})" + (f"; {len(errors)} not checked" if errors else ""))
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
+
+def _node_summary(console: Console, r: NodeReport) -> None:
+    sources = f"[dim]({escape(', '.join(r.sources))})[/]"
+    if not r.findings:
+        console.print(f"[green]✓[/] [bold]{escape(r.node)}[/]: {_plural(len(r.ports), 'Service port')} in sync with the API {sources}",
+                      highlight=False)
+        return
+    errs = sum(f.severity == "error" for f in r.findings)
+    console.print(f"[red]✗[/] [bold]{escape(r.node)}[/]: {_plural(len(r.findings), 'finding')} ({_plural(errs, 'error')}, "
+                  f"{_plural(len(r.findings) - errs, 'warning')}) in {len(r.ports)} Service ports {sources}", highlight=False)
+
+
+def _findings(r: NodeReport, show_evidence: bool) -> Grid:
+    grid = Grid([Column("service", WRAP), Column("kind"), Column("endpoint / entry", WRAP), Column("detail", NOTE)])
+    last = None
+    for f in sorted(r.findings, key=lambda f: (f.service, f.family, f.kind, f.endpoint or f.entry or "")):
+        key = (f.service, f.protocol, f.family)
+        name = "" if key == last else f"{f.service} ({f.protocol}{', IPv6' if f.family == 6 else ''})"
+        if key != last and last is not None:
+            grid.add_section()
+        last = key
+        detail = Text(f.detail)
+        if show_evidence and f.evidence:
+            for ev in f.evidence[:3]:
+                detail.append(f"\n{ev.location}: {_short(ev.text)}", style="dim")
+            if len(f.evidence) > 3:
+                detail.append(f"\n... and {len(f.evidence) - 3} more rules", style="dim")
+        grid.add_row(name, Text(f.kind, style=_STYLE[f.severity]), f.endpoint or f.entry or "", detail)
+    return grid
 
 
 def _short(text: str, width: int = 140) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _finding(f: Finding) -> dict[str, Any]:
+def finding_json(f: Finding) -> dict[str, Any]:
+    """One finding in the drift JSON schema (also inside ``svc -o json``'s expected view)."""
     return {"kind": f.kind, "severity": f.severity, "node": f.node, "service": f.service, "protocol": f.protocol,
             "family": f.family, "endpoint": f.endpoint, "entry": f.entry, "detail": f.detail,
             "evidence": [{"location": e.location, "text": e.text} for e in f.evidence], "expected_from": f.expected_from}
@@ -102,7 +117,7 @@ def drift_json(reports: list[NodeReport], errors: list[tuple[str, str]], *, clus
         "kube_proxy": kube_proxy,
         "nodes": [{"node": r.node, "sources": r.sources, "ports_checked": len(r.ports), "findings": len(r.findings),
                    "ignored": [{"service": i.service, "reason": i.reason} for i in r.ignored], "notes": r.notes} for r in reports],
-        "findings": [_finding(f) for r in reports for f in r.findings],
+        "findings": [finding_json(f) for r in reports for f in r.findings],
         "services": [{"node": r.node, "service": p.service, "protocol": p.protocol, "family": p.family, "findings": p.findings,
                       "expected": {"endpoints": _l(p.expected), "local_endpoints": _l(p.expected_local)},
                       "actual": {"endpoints": _l(p.actual), "local_endpoints": _l(p.actual_local)}}

@@ -17,6 +17,7 @@ Schema ``kptrace/trace/v1``::
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
 
@@ -75,7 +76,7 @@ def _frac(p: Fraction | None) -> float | None:
     return float(p) if p is not None else None
 
 
-def service_json(views: list[ServiceView], notes: list[str] = (), *, drift=None, counters=None) -> dict[str, Any]:
+def service_json(views: list[ServiceView], notes: Sequence[str] = (), *, drift=None, counters=None) -> dict[str, Any]:
     out = _service_json(views, notes)
     for v, d in zip(views, out["services"]):
         c = (counters or {}).get(id(v))
@@ -87,7 +88,7 @@ def service_json(views: list[ServiceView], notes: list[str] = (), *, drift=None,
                                "predicted": float(e.predicted) if e.predicted is not None else None, "rule": e.location}
                               for e in c.endpoints]}
     if drift is not None:
-        from kptrace.render.drift import _finding
+        from kptrace.render.drift import finding_json
 
         for v, d in zip(views, out["services"]):
             port = next((p for p in drift.ports if p.hash == v.hash and p.family == v.family), None)
@@ -96,12 +97,12 @@ def service_json(views: list[ServiceView], notes: list[str] = (), *, drift=None,
                 "in_api": port is not None and port.expected is not None,
                 "endpoints": list(port.expected) if port is not None and port.expected is not None else None,
                 "local_endpoints": list(port.expected_local) if port is not None and port.expected_local is not None else None,
-                "findings": [_finding(f) for f in drift.findings if f.hash == v.hash and f.family == v.family],
+                "findings": [finding_json(f) for f in drift.findings if f.hash == v.hash and f.family == v.family],
             }
     return out
 
 
-def _service_json(views: list[ServiceView], notes: list[str] = ()) -> dict[str, Any]:
+def _service_json(views: list[ServiceView], notes: Sequence[str] = ()) -> dict[str, Any]:
     return {
         "schema": SERVICE_SCHEMA,
         "services": [{

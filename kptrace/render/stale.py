@@ -6,9 +6,9 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from kptrace.checks.stale import StaleReport, delete_command
+from kptrace.render.layout import NOTE, WRAP, Column, Grid, print_grid, terminal_view
 
 __all__ = ["STALE_SCHEMA", "render_stale", "stale_json"]
 
@@ -16,36 +16,39 @@ STALE_SCHEMA = "kptrace/conntrack/v1"
 
 
 def render_stale(console: Console, r: StaleReport, source: str) -> None:
-    if not r.stale:
-        console.print(f"[green]✓[/] no stale entries: {r.entries} read from {escape(source)}, {r.service_entries} to Service "
-                      "entry points of this node, all going where the rules lead now", highlight=False)
-    else:
-        black = sum(s.blackholed for s in r.stale)
-        console.print(f"[bold red]✗[/] {len(r.stale)} stale entr{'ies' if len(r.stale) != 1 else 'y'} ({black} blackholed) of "
-                      f"{r.service_entries} to Service entry points ({r.entries} read from {escape(source)})", highlight=False)
-        t = Table(show_edge=False, header_style="bold")
-        for col in ("service", "entry point", "still sent to", "proto", "entries", "what it means"):
-            t.add_column(col, overflow="fold")
-        groups: dict[tuple, list] = {}
-        for s in r.stale:
-            groups.setdefault((s.service or "", s.dst, s.endpoint, s.entry.protocol), []).append(s)
-        for (svc, dst, ep, proto), items in sorted(groups.items()):
-            black = sum(x.blackholed for x in items)
-            meaning = (f"{black} blackholed" if black else "") + (", " if black and black < len(items) else "") + \
-                (f"{len(items) - black} old connection{'s' * (len(items) - black != 1)} kept" if len(items) > black else "")
-            t.add_row(escape(svc or "? (no Service now)"), escape(dst), escape(ep), proto, str(len(items)), escape(meaning))
-        console.print(t)
-        console.print("[bold]Why[/]")
-        seen = set()
-        for s in r.stale:
-            if s.reason not in seen:
-                seen.add(s.reason)
-                console.print(f"  {escape(s.reason)}", highlight=False)
-        console.print("[bold]To clear them[/] (run on the node; kptrace changes nothing):")
-        for cmd in dict.fromkeys(delete_command(s) for s in r.stale):
-            console.print(f"  {escape(cmd)}", highlight=False, soft_wrap=True)
-    for n in r.notes:
-        console.print(f"[dim]note: {escape(n)}[/]", highlight=False)
+    """The stale entries grouped by Service, entry point and endpoint; why each is stale; the commands that clear them."""
+    with terminal_view(console):
+        if not r.stale:
+            console.print(f"[green]✓[/] no stale entries: {r.entries} read from {escape(source)}, {r.service_entries} to Service "
+                          "entry points of this node, all going where the rules lead now", highlight=False)
+        else:
+            black = sum(s.blackholed for s in r.stale)
+            console.print(f"[bold red]✗[/] {len(r.stale)} stale entr{'ies' if len(r.stale) != 1 else 'y'} ({black} blackholed) of "
+                          f"{r.service_entries} to Service entry points ({r.entries} read from {escape(source)})", highlight=False)
+            print_grid(console, _groups(r))
+            console.print("[bold]Why[/]")
+            for reason in dict.fromkeys(s.reason for s in r.stale):
+                console.print(f"  {escape(reason)}", highlight=False)
+            console.print("[bold]To clear them[/] (run on the node; kptrace changes nothing):")
+            for cmd in dict.fromkeys(delete_command(s) for s in r.stale):
+                console.print(f"  {escape(cmd)}", highlight=False, soft_wrap=True)
+        for n in r.notes:
+            console.print(f"[dim]note: {escape(n)}[/]", highlight=False)
+
+
+def _groups(r: StaleReport) -> Grid:
+    grid = Grid([Column("service", WRAP), Column("entry point"), Column("still sent to"), Column("proto"),
+                 Column("entries", justify="right"), Column("what it means", NOTE)])
+    groups: dict[tuple, list] = {}
+    for s in r.stale:
+        groups.setdefault((s.service or "", s.dst, s.endpoint, s.entry.protocol), []).append(s)
+    for (svc, dst, ep, proto), items in sorted(groups.items()):
+        black = sum(x.blackholed for x in items)
+        kept = len(items) - black
+        meaning = ", ".join(x for x in (f"{black} blackholed" if black else "",
+                                        f"{kept} old connection{'s' * (kept != 1)} kept" if kept else "") if x)
+        grid.add_row(svc or "? (no Service now)", dst, ep, proto, str(len(items)), meaning)
+    return grid
 
 
 def stale_json(r: StaleReport, source: str) -> dict[str, Any]:
