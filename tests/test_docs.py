@@ -74,3 +74,218 @@ def test_version_from_an_installed_wheel(tmp_path):
     assert where.stdout.startswith(str(target)), where.stdout + where.stderr
     res = subprocess.run([str(target / "bin/kptrace"), "--version"], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert res.returncode == 0 and res.stdout.strip() == f"kptrace {_init_version()}", res.stderr
+
+
+# ---------------------------------------------------------------------------------------------------- README.md
+
+
+def _fenced_blocks(text: str) -> list[tuple[str, list[str]]]:
+    """Every fenced code block of a markdown text: (info string, its lines)."""
+    return [(m.group(1), m.group(2).split("\n")) for m in re.finditer(r"^```(\w*)\n(.*?)\n```$", text, re.M | re.S)]
+
+
+def test_readme_is_a_front_page_under_10_kb():
+    size = len(README.read_bytes())
+    assert size < 10 * 1024, f"README.md is {size} bytes: move reference text into docs/"
+    headings = re.findall(r"^## (.+)$", README.read_text(), re.M)
+    for h in ("Quick start", "Install", "Pictures", "Documentation"):
+        assert h in headings, h
+
+
+def test_quick_start_is_the_first_block_of_two_lines_and_ci_runs_the_second():
+    text = README.read_text()
+    info, lines = _fenced_blocks(text)[0]
+    assert text.index("## Quick start") < text.index("```"), "the quick start is the first fenced block"
+    assert len(lines) == 2, lines
+    first, second = lines
+    ci = [line for line in (ROOT / ".ci/run").read_text().splitlines() if line and not line.startswith(("#", "set ", "cd ", "export "))]
+    assert ci == [second], ".ci/run must run exactly the quick start's second line"
+    # the first line's kptrace command works and says what the quick start promises
+    _, _, command = first.partition(" && .venv/bin/kptrace ")
+    assert command.startswith("svc "), first
+    res = subprocess.run([sys.executable, "-m", "kptrace", *command.split()], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    assert "yaobank/summary" in res.stdout
+
+
+#: Commands the README shows that need root or run forever: their outputs were copied from a real run by hand.
+_NOT_RUN = ("sudo ", "kptrace monitor ", "curl ")
+
+
+def _commands_and_outputs(lines: list[str]) -> list[tuple[str, list[str]]]:
+    """A console block's `$ command` lines (with `\\` continuations) and the output lines shown under each."""
+    runs: list[tuple[str, list[str]]] = []
+    i = 0
+    while i < len(lines):
+        if lines[i].startswith("$ "):
+            cmd = lines[i][2:]
+            while cmd.endswith("\\"):
+                i += 1
+                cmd = cmd[:-1] + lines[i].strip()
+            runs.append((re.sub(r"\s+#.*$", "", cmd).strip(), []))
+        elif runs:
+            runs[-1][1].append(lines[i])
+        i += 1
+    return runs
+
+
+def _readme_examples() -> list[tuple[str, list[str]]]:
+    out = []
+    for info, lines in _fenced_blocks(README.read_text()):
+        if info == "console":
+            out += [(c, o) for c, o in _commands_and_outputs(lines) if not c.startswith(_NOT_RUN)]
+    return out
+
+
+def test_readme_shows_an_example_of_every_command():
+    from kptrace.cli.main import app
+
+    commands = {c.name or c.callback.__name__ for c in app.registered_commands}
+    assert len(commands) >= 9, commands
+    shown = {m.group(1) for info, lines in _fenced_blocks(README.read_text()) if info == "console"
+             for line in lines for m in [re.match(r"\$ (?:sudo )?kptrace (\w+)", line)] if m}
+    assert commands <= shown, f"README lacks an example of {sorted(commands - shown)}"
+
+
+_TOKEN = re.compile(r"[^\s\u2500-\u257f]+")  # words between whitespace and box-drawing characters
+
+
+@pytest.mark.parametrize("command, shown", _readme_examples(), ids=lambda x: x.split()[1] if isinstance(x, str) else "")
+def test_readme_examples_are_real_output(command, shown):
+    """Every word the README shows under a command (but `...`) is printed by that command now, so no output there is
+    invented or stale. Words, not lines: a table's borders and wrapping follow the terminal, its words do not. When
+    this fails, run the command again (COLUMNS=100) and paste its output into README.md."""
+    args = command.split()[1:]
+    want = [line for line in shown if line.strip() and line.strip() != "..."]
+    assert want, command
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    res = subprocess.run([sys.executable, "-m", "kptrace", *args], capture_output=True, text=True, cwd=ROOT, env=env)
+    printed = set(_TOKEN.findall(res.stdout + res.stderr))
+    stale = [(line.strip(), word) for line in want for word in _TOKEN.findall(line) if word not in printed]
+    assert not stale, f"README's output of `{command}` has words it no longer prints: {stale[:5]}"
+
+
+_LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def _slug(heading: str) -> str:
+    """The anchor mkdocs' toc gives a heading (its default slugify)."""
+    text = re.sub(r"[`*_]", "", heading)
+    text = re.sub(r"[^\w\s-]", "", text).strip().lower()
+    return re.sub(r"[-\s]+", "-", text)
+
+
+def test_readme_links_resolve():
+    links = _LINK.findall(README.read_text())
+    assert any(link.startswith("docs/") for link in links)
+    for link in links:
+        if re.match(r"\w+://", link):
+            continue
+        path, _, anchor = link.partition("#")
+        target = ROOT / path
+        assert target.exists(), f"README links to {link}, which does not exist"
+        if anchor:
+            assert target.suffix == ".md", link
+            slugs = {_slug(h) for h in re.findall(r"^#+ (.+)$", target.read_text(), re.M)}
+            assert anchor in slugs, f"README links to {link}: {path} has no heading with that anchor"
+
+
+# ---------------------------------------------------------------------------------------------------- docs/
+
+
+def _nav_pages(nav) -> list[str]:
+    pages = []
+    for item in nav:
+        value = next(iter(item.values())) if isinstance(item, dict) else item
+        pages += _nav_pages(value) if isinstance(value, list) else [value]
+    return pages
+
+
+def _mkdocs_config() -> dict:
+    import yaml
+
+    return yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+
+
+def test_every_docs_page_is_in_the_nav_and_every_nav_entry_is_a_page():
+    nav = _nav_pages(_mkdocs_config()["nav"])
+    pages = sorted(str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md"))
+    assert sorted(nav) == pages, f"not in the nav: {sorted(set(pages) - set(nav))}; missing: {sorted(set(nav) - set(pages))}"
+    assert len(nav) == len(set(nav))
+
+
+def test_mkdocs_builds_strictly(tmp_path):
+    """Broken links, anchors that no heading makes, and pages left out of the nav fail the build."""
+    pytest.importorskip("mkdocs", reason="the test extra installs mkdocs (pip install -e '.[test]')")
+    config = _mkdocs_config()
+    assert set(config["validation"].values()) == {"warn"}  # with --strict, every one of these fails the build
+    # never -q: it hides the warnings that --strict counts, and the build passes whatever is broken
+    res = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(ROOT / "mkdocs.yml"),
+                          "-d", str(tmp_path / "site")], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (tmp_path / "site/commands/packet/index.html").exists()
+
+
+def test_mkdocs_strict_build_fails_on_a_broken_link(tmp_path):
+    """The strict build is a real gate: the same config with one page linking to a page that does not exist fails."""
+    pytest.importorskip("mkdocs", reason="the test extra installs mkdocs (pip install -e '.[test]')")
+    import shutil
+
+    shutil.copytree(DOCS, tmp_path / "docs")
+    (tmp_path / "docs/exit-codes.md").write_text((DOCS / "exit-codes.md").read_text() + "\n[gone](no-such-page.md)\n")
+    (tmp_path / "mkdocs.yml").write_text((ROOT / "mkdocs.yml").read_text())
+    res = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode != 0 and "no-such-page.md" in res.stdout + res.stderr
+
+
+def test_collect_page_lists_every_command_a_bundle_runs():
+    from kptrace.sources.bundle import BUNDLE_COMMANDS, NFT_COMMANDS
+
+    page = " ".join((DOCS / "commands/collect.md").read_text().split())
+    for c in (*BUNDLE_COMMANDS, *NFT_COMMANDS):
+        assert f"`{' '.join(c.argv)}`" in page, c
+        assert c.file in page, c.file
+
+
+_JSON_EXAMPLE = re.compile(r"<!-- kptrace-json: (.+?) -->\n```json\n(.*?)\n```", re.S)
+#: Objects whose keys are data (Service names, finding kinds), not fields.
+_MAPS = {("by_service",), ("by_service", "*", "endpoints"), ("summary", "by_kind")}
+
+
+def _fields(doc, path=()) -> set[tuple[str, ...]]:
+    """Every field path of a JSON document, lists read through (their elements' fields), maps by their values."""
+    out = set()
+    if isinstance(doc, dict):
+        if path in _MAPS:
+            return {path + ("*",)} | {f for v in doc.values() for f in _fields(v, path + ("*",))}
+        for k, v in doc.items():
+            out |= {path + (k,)} | _fields(v, path + (k,))
+    elif isinstance(doc, list):
+        for v in doc:
+            out |= _fields(v, path)
+    return out
+
+
+_EXAMPLES = _JSON_EXAMPLE.findall((DOCS / "json.md").read_text())
+
+
+def test_json_page_has_an_example_of_every_schema():
+    import json
+
+    schemas = {json.loads(body)["schema"] for _, body in _EXAMPLES}
+    assert schemas == {"kptrace/trace/v1", "kptrace/service/v1", "kptrace/parse/v1", "kptrace/drift/v1",
+                       "kptrace/diff/v1", "kptrace/conntrack/v1"}
+
+
+@pytest.mark.parametrize("command, body", _EXAMPLES, ids=[c.split()[1] for c, _ in _EXAMPLES])
+def test_json_page_shows_the_fields_each_command_prints(command, body):
+    import json
+
+    shown = json.loads(body)
+    res = subprocess.run([sys.executable, "-m", "kptrace", *command.split()[1:]], capture_output=True, text=True, cwd=ROOT)
+    real = json.loads(res.stdout)
+    assert real["schema"] == shown["schema"]
+    undocumented, gone = _fields(real) - _fields(shown), _fields(shown) - _fields(real)
+    assert not undocumented, f"docs/json.md lacks these fields of `{command}`: {sorted(undocumented)[:8]}"
+    assert not gone, f"docs/json.md shows fields `{command}` no longer prints: {sorted(gone)[:8]}"
