@@ -8,6 +8,8 @@ Snapshots (tests/cases/listings/{ok,errors,realworld}/*.out) are refreshed with 
 from __future__ import annotations
 
 import doctest
+import importlib
+import pkgutil
 import re
 import tomllib
 from fractions import Fraction
@@ -16,24 +18,25 @@ from pathlib import Path
 import pytest
 from conftest import CASES, FIXTURES, ROOT
 
-import kptrace.parsers.iptables_list as iptables_list
+import kptrace.parsers.listing as iptables_list
 from kptrace.errors import ParseError, format_diagnostic
 from kptrace.load import load_dumps
 from kptrace.model.addr import format_addr, parse_endpoint
 from kptrace.model.dataplane import Dataplane
 from kptrace.model.source import SourceText
 from kptrace.parsers.detect import cannot_tell, detect_format, detect_variant
-from kptrace.parsers.iptables_list import (
+from kptrace.parsers.iptables_save import ParseResult, chain_from_lines, parse_all_rules, parse_iptables_save
+from kptrace.parsers.listing import (
     EAGER_RULES,
     LISTING_FORMATS,
     ListingResult,
-    _pp_scan,
-    _scan,
     listing_grammar,
     parse_iptables_list,
     save_string,
 )
-from kptrace.parsers.iptables_save import ParseResult, chain_from_lines, parse_all_rules, parse_iptables_save
+from kptrace.parsers.listing.fallback import pp_scan
+from kptrace.parsers.listing.scan import scan_text
+from kptrace.parsers.listing.structure import rule_fields
 from kptrace.tracer.defaults import plan_packet, resolve_affinity, trace_packet
 from kptrace.tracer.kubeproxy import add_standard_jumps
 from kptrace.tracer.packet import Origin
@@ -142,7 +145,7 @@ def test_the_fast_path_and_the_general_path_agree(path):
     """The fast path (columns by str.split, texts read once per distinct text) and the general one (each
     column placed, each phrase mapped back to the line) write the same rule."""
     got = _read(path, lenient=True)
-    listing = next(c for t in got.ruleset.tables.values() for c in t.chains.values())._lines._listing
+    listing = next(c for t in got.ruleset.tables.values() for c in t.chains.values()).loaded_lines()[0].listing
     for b in listing.blocks:
         if b.kind == "L":
             for i in b.rules:
@@ -155,12 +158,12 @@ def _rule_texts(paths):
     g = listing_grammar()
     for path in paths:
         got = _read(path, lenient=True)
-        listing = next(c for t in got.ruleset.tables.values() for c in t.chains.values())._lines._listing
+        listing = next(c for t in got.ruleset.tables.values() for c in t.chains.values()).loaded_lines()[0].listing
         for b in listing.blocks:
             if b.kind != "L":
                 continue
             for i in b.rules:
-                found = listing._fields(listing.lines[i].rstrip(), b.layout)
+                found = rule_fields(listing.lines[i].rstrip(), b.layout)
                 if found and found[1]:
                     cols, rest, _ = found
                     rest = rest[6:].lstrip() if rest.startswith("[goto]") else rest
@@ -177,8 +180,8 @@ def test_the_regular_expressions_and_the_pyparsing_grammar_read_alike():
     g = listing_grammar()
     compared = 0
     for where, text, target in _rule_texts(L_FILES + REAL):
-        fast = _scan(text, g, target)
-        pp = _pp_scan(text, g, target)
+        fast = scan_text(text, g, target)
+        pp = pp_scan(text, g, target)
         if fast.fail is not None and '*/ ' in text:
             continue  # the zoo's comment with " */" in it
         assert fast.fail is None, where
@@ -199,7 +202,7 @@ def test_every_phrase_of_the_grammar_is_in_a_fixture():
     tool's output (the zoo holds a rule for each)."""
     g = listing_grammar()
     seen = {(h.module.name, h.phrase.pattern) for _, text, target in _rule_texts(L_FILES + REAL)
-            for h in _scan(text, g, target).hits if h.phrase is not None}
+            for h in scan_text(text, g, target).hits if h.phrase is not None}
     every = {(m.name, ph.pattern) for m in (*g.matches.values(), *g.targets.values())
              for ph in (*([m.head] if m.head else ()), *m.phrases)}
     assert every - seen == UNSHOWN
@@ -489,7 +492,10 @@ def test_the_public_api():
     assert iptables_list.__all__ == sorted(iptables_list.__all__)
     for name in iptables_list.__all__:
         assert getattr(iptables_list, name).__doc__ or name.isupper()
-    assert doctest.testmod(iptables_list).failed == 0
+    modules = [iptables_list] + [importlib.import_module(f"{iptables_list.__name__}.{m.name}")
+                                 for m in pkgutil.iter_modules(iptables_list.__path__)]
+    results = [doctest.testmod(m) for m in modules]
+    assert sum(r.failed for r in results) == 0 and sum(r.attempted for r in results) > 0
     got = _read(LISTINGS / "bootcamp/nat.L-n.txt")
     assert isinstance(got, ParseResult) and isinstance(got, ListingResult)
     assert got.forms == ("-L -n",)
@@ -531,7 +537,8 @@ def test_a_big_listing_is_read_lazily():
         for i in range(EAGER_RULES + 1)) + "\n"
     big = parse_iptables_list(chain, "big.txt")
     c = big.ruleset.chain("filter", "BIG")
-    assert c._lines._cache.count(None) == len(c._lines._cache)  # nothing read yet
+    lines = c.loaded_lines()[0]
+    assert lines.translated == 0  # nothing read yet
     n = EAGER_RULES
     assert c.rule_at(n).text == f"-A BIG -d 10.{n // 65536}.{n // 256 % 256}.{n % 256}/32 -p tcp -m tcp --dport {n % 65535 + 1} -j ACCEPT"
-    assert c._lines._cache.count(None) == len(c._lines._cache) - 1
+    assert lines.translated == 1

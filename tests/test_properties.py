@@ -214,9 +214,10 @@ def use_dataplane(dp: Dataplane) -> None:
 
 def _views(dp: Dataplane, query: str, state=None, node: str | None = None):
     if dp.ipvs is not None:
+        from kptrace.checks.expected import expected_ports
         from kptrace.tracer.services_ipvs import ipvs_service_views
 
-        return ipvs_service_views(dp, query, state, node)
+        return ipvs_service_views(dp, query, state, node, expected_ports=expected_ports)
     from kptrace.tracer.services import service_views
 
     return service_views(dp, query)
@@ -286,7 +287,7 @@ def _read_save(text: str, source: str, lenient: bool):
 
 
 def _read_listing(text: str, source: str, lenient: bool):
-    from kptrace.parsers.iptables_list import parse_iptables_list
+    from kptrace.parsers.listing import parse_iptables_list
 
     return parse_iptables_list(text, source, lenient=lenient)
 
@@ -328,22 +329,18 @@ class Reader:
 
 
 def _nft_readers() -> list[Reader]:
-    """The nftables readers, once they exist (kptrace/parsers/nft_text.py, nft_json.py)."""
+    """The nftables readers (kptrace/parsers/nft/: text.py, json_doc.py)."""
     import importlib
 
     rows = []
-    for module, fn, takes, structured in (
-        ("nft_text", "parse_nft_text", _of_variant("nft"), False),
-        ("nft_json", "parse_nft_json", _of_variant("nft-json"), True),
+    for name, module, fn, takes, structured in (
+        ("nft-text", "text", "parse_nft_text", _of_variant("nft"), False),
+        ("nft-json", "json_doc", "parse_nft_json", _of_variant("nft-json"), True),
     ):
-        try:
-            mod = importlib.import_module(f"kptrace.parsers.{module}")
-        except ImportError:
-            continue
-        parse = getattr(mod, fn, None)
-        if parse is not None:
-            rows.append(Reader(module.replace("_", "-"), lambda text, source, lenient, parse=parse: parse(text, source, lenient=lenient),
-                               takes, _use_nft(mod), structured=structured))
+        mod = importlib.import_module(f"kptrace.parsers.nft.{module}")
+        parse = getattr(mod, fn)
+        rows.append(Reader(name, lambda text, source, lenient, parse=parse: parse(text, source, lenient=lenient),
+                           takes, _use_nft(mod), structured=structured))
     return rows
 
 
@@ -602,7 +599,7 @@ _SLICE_LIST_LABEL = ('{"kind": "EndpointSlice", "addressType": "IPv4", "endpoint
 
 
 @_settings(60)
-@example(reader=_reader("iptables-list"), lenient=False,  # fixed: IndexError in iptables_list._address_option
+@example(reader=_reader("iptables-list"), lenient=False,  # fixed: IndexError in the listing reader's _address_option
          text="Chain X (1 references)\ntarget     prot opt source               destination\nACCEPT     0 !  --  0.0.0.0/0            0.0.0.0/0\n")
 @example(reader=_reader("cluster-state"), text="[" * 1000, lenient=False)  # fixed: RecursionError in json
 @example(reader=_reader("cluster-state"), text="- " * 1000 + "x", lenient=False)  # fixed: RecursionError in walk
