@@ -189,18 +189,21 @@ def print_grid(console: Console, grid: Grid) -> None:
 
 
 def print_tree(console: Console, tree: Tree) -> None:
-    """A tree with guide lines on a terminal; indented plain text elsewhere."""
-    if console.is_terminal:
-        console.print(tree)
+    """A tree with guide lines on a terminal (each line whole with ``-o wide``); indented plain text elsewhere."""
+    if console.is_terminal and not console.soft_wrap:
+        console.print(tree)  # rich's own: wraps each label under its guides
         return
+    guides = ("├── ", "└── ", "│   ", "    ") if console.is_terminal else ("    ",) * 4
 
-    def walk(node: Tree, depth: int) -> None:
+    def walk(node: Tree, lead: str, branch: str, below: str) -> None:
+        """``branch``: this node's guide; ``below``: what its children's guides hang from."""
         label = node.label if isinstance(node.label, Text) else Text.from_markup(str(node.label))
-        console.print(Text.assemble("    " * depth, label), soft_wrap=True, highlight=False)
-        for child in node.children:
-            walk(child, depth + 1)
+        console.print(Text.assemble((lead + branch, "dim"), label), soft_wrap=True, highlight=False)
+        for n, child in enumerate(node.children):
+            last = n == len(node.children) - 1
+            walk(child, lead + below, guides[1] if last else guides[0], guides[3] if last else guides[2])
 
-    walk(tree, 0)
+    walk(tree, "", "", "")
 
 
 def print_panel(console: Console, content: Text) -> None:

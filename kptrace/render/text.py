@@ -15,7 +15,7 @@ from kptrace.tracer.kubeproxy import masquerade_reason
 from kptrace.tracer.result import Outcome, Step, Trace, nice_fraction
 from kptrace.tracer.services import ServiceView
 
-__all__ = ["render_diagnostics", "render_service", "render_trace", "share_text"]
+__all__ = ["render_diagnostics", "render_inventory", "render_service", "render_trace", "render_verify", "share_text", "shared_suffix"]
 
 _VERDICT_STYLE = {"ACCEPT": "green", "DROP": "bold red", "REJECT": "bold red", "INCOMPLETE": "yellow"}
 
