@@ -87,7 +87,8 @@ def _load_texts(sources: Iterable[SourceText], *, node_ips: Iterable[str], lenie
             ipsets = parse_ipset(src.text, src.name, lenient=lenient)
             continue
         if fmt == "nft":  # nftables: text (listing or kube-proxy's transaction) or -j JSON, one model
-            from kptrace.parsers.nft import parse_nft_json, parse_nft_text
+            from kptrace.parsers.nft_json import parse_nft_json
+            from kptrace.parsers.nft_text import parse_nft_text
 
             read = parse_nft_json if src.text.lstrip().startswith("{") else parse_nft_text
             got = read(src.text, src.name, lenient=lenient)
@@ -139,7 +140,7 @@ def _load_texts(sources: Iterable[SourceText], *, node_ips: Iterable[str], lenie
         _drop_iptables_nft_copies(nft, rulesets)
         if full:  # `kptrace parse`: every rule and element read and its values checked now
             from kptrace.model.nft_values import check_ruleset
-            from kptrace.parsers.nft import parse_all_rules as read_all_nft
+            from kptrace.parsers.nft_text import parse_all_rules as read_all_nft
 
             read_all_nft(nft)
             nft.diagnostics.extend(check_ruleset(nft))

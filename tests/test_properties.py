@@ -214,10 +214,9 @@ def use_dataplane(dp: Dataplane) -> None:
 
 def _views(dp: Dataplane, query: str, state=None, node: str | None = None):
     if dp.ipvs is not None:
-        from kptrace.checks.expected import expected_ports
         from kptrace.tracer.services_ipvs import ipvs_service_views
 
-        return ipvs_service_views(dp, query, state, node, expected_ports=expected_ports)
+        return ipvs_service_views(dp, query, state, node)
     from kptrace.tracer.services import service_views
 
     return service_views(dp, query)
@@ -329,18 +328,22 @@ class Reader:
 
 
 def _nft_readers() -> list[Reader]:
-    """The nftables readers (kptrace/parsers/nft/: text.py, json_doc.py)."""
+    """The nftables readers, once they exist (kptrace/parsers/nft_text.py, nft_json.py)."""
     import importlib
 
     rows = []
-    for name, module, fn, takes, structured in (
-        ("nft-text", "text", "parse_nft_text", _of_variant("nft"), False),
-        ("nft-json", "json_doc", "parse_nft_json", _of_variant("nft-json"), True),
+    for module, fn, takes, structured in (
+        ("nft_text", "parse_nft_text", _of_variant("nft"), False),
+        ("nft_json", "parse_nft_json", _of_variant("nft-json"), True),
     ):
-        mod = importlib.import_module(f"kptrace.parsers.nft.{module}")
-        parse = getattr(mod, fn)
-        rows.append(Reader(name, lambda text, source, lenient, parse=parse: parse(text, source, lenient=lenient),
-                           takes, _use_nft(mod), structured=structured))
+        try:
+            mod = importlib.import_module(f"kptrace.parsers.{module}")
+        except ImportError:
+            continue
+        parse = getattr(mod, fn, None)
+        if parse is not None:
+            rows.append(Reader(module.replace("_", "-"), lambda text, source, lenient, parse=parse: parse(text, source, lenient=lenient),
+                               takes, _use_nft(mod), structured=structured))
     return rows
 
 
