@@ -214,9 +214,10 @@ def use_dataplane(dp: Dataplane) -> None:
 
 def _views(dp: Dataplane, query: str, state=None, node: str | None = None):
     if dp.ipvs is not None:
+        from kptrace.checks.expected import expected_ports
         from kptrace.tracer.services_ipvs import ipvs_service_views
 
-        return ipvs_service_views(dp, query, state, node)
+        return ipvs_service_views(dp, query, state, node, expected_ports=expected_ports)
     from kptrace.tracer.services import service_views
 
     return service_views(dp, query)

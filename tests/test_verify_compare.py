@@ -10,8 +10,9 @@ import pytest
 from conftest import CASES, FIXTURES
 
 from kptrace.checks.verify import compare
-from kptrace.lab.netns import KernelFlow, KernelObservation, _trace_ended, parse_conntrack, parse_nft_trace, parse_trace
+from kptrace.lab.netns import _trace_ended, parse_conntrack, parse_nft_trace, parse_trace
 from kptrace.load import load_dumps
+from kptrace.model.kernel import KernelFlow, KernelObservation
 from kptrace.tracer.defaults import plan_packet, trace_packet
 from kptrace.tracer.packet import Origin
 

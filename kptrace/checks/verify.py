@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from statistics import NormalDist
 
-from kptrace.lab.netns import KernelFlow, KernelObservation
+from kptrace.model.kernel import KernelFlow, KernelObservation
 from kptrace.tracer.result import Outcome, Trace
 
 __all__ = ["OutcomeCheck", "VerifyResult", "compare", "connections_needed", "outcome_key"]

@@ -14,7 +14,7 @@ import sys
 
 import typer
 
-from kptrace.cli.common import stderr_console, stdout_console
+from kptrace.cli.common import runner_targets, stderr_console, stdout_console
 from kptrace.errors import EXIT_ENVIRONMENT, EXIT_PARTIAL
 
 
@@ -38,25 +38,11 @@ def collect(
 ) -> None:
     if sum(map(bool, (local, ssh, nodes or all_nodes))) != 1:
         raise typer.BadParameter("say where the rules are: --local, --ssh HOST, or --node NAME / --all-nodes", param_hint="--local")
-    from kptrace.sources.bundle import LocalRunner, collect_many
+    from kptrace.sources.bundle import collect_many
 
-    targets = []
-    if local:
-        name = node or os.uname().nodename
-        targets.append((name, LocalRunner))
-    elif nodes or all_nodes:
-        from kptrace.sources.kube import KubeRunner, api, node_names
-
-        core = api(kubeconfig, context)
-        for name in (node_names(core) if all_nodes else nodes):
-            targets.append((name, lambda name=name: KubeRunner(core, name, selector=selector)))
-    else:
-        from kptrace.sources.ssh import SSHRunner, parse_target
-
-        for text in ssh:
-            t = parse_target(text)
-            targets.append((t.host, lambda t=t: SSHRunner(t, config_path=ssh_config, accept_new_host_key=accept_new_host_key,
-                                                          timeout=timeout)))
+    targets = runner_targets(local=local, ssh=ssh, nodes=nodes, all_nodes=all_nodes, name=node if local else None,
+                             kubeconfig=kubeconfig, context=context, selector=selector, ssh_config=ssh_config,
+                             accept_new_host_key=accept_new_host_key, timeout=timeout)
     names = [n for n, _ in targets]
     if len(set(names)) != len(names):
         raise typer.BadParameter("two targets have the same node name", param_hint="--ssh")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import os
 from enum import Enum
+from typing import Any, Callable, Sequence
 
 import typer
 from rich.console import Console
@@ -120,6 +122,21 @@ def warn_diagnostics(diagnostics, limit: int = 5) -> None:
         render_diagnostics(stderr_console(), warnings, limit=limit)
 
 
+def parse_dst(text: str) -> tuple[int, int, int]:
+    """--dst IP:PORT as (family, address, port), or a usage error that says what is wrong with it."""
+    from kptrace.model.addr import parse_endpoint
+
+    try:
+        fam, addr, port = parse_endpoint(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not IP:PORT (IPv6 as [addr]:port)", param_hint="--dst") from None
+    if port is None:
+        raise typer.BadParameter(f"{text!r} has no port: give IP:PORT (IPv6 as [addr]:port)", param_hint="--dst")
+    if not 1 <= port <= 65535:
+        raise typer.BadParameter(f"{text!r}: port {port} is out of range (1-65535)", param_hint="--dst")
+    return fam, addr, port
+
+
 def require_dumps(dumps: list[str]) -> None:
     if not dumps:
         raise typer.BadParameter("give the node's rules with --dump FILE (iptables-save output; - for stdin)", param_hint="--dump")
@@ -156,25 +173,41 @@ def load_input(dumps: list[str], bundle: str | None, local: bool, node_ips: list
     if bundle:
         return load_bundle(bundle, node_ips=node_ips, lenient=lenient, full=full)
 
-    from kptrace.sources.bundle import LocalRunner, collect
+    from kptrace.sources.bundle import collect
 
-    def taken(make_runner, name):
-        runner = make_runner()
-        try:
-            b = collect(runner, name)
-        finally:
-            getattr(runner, "close", lambda: None)()
-        for note in b.notes:
-            stderr_console().print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
-        return load_bundle(bundle=b, node_ips=node_ips, lenient=lenient, full=full)
+    [(name, make_runner)] = runner_targets(local=local, ssh=[ssh] if ssh else [], nodes=[node] if node else [],
+                                           kubeconfig=kubeconfig, context=context, ssh_config=ssh_config)
+    runner = make_runner()
+    try:
+        b = collect(runner, None if local else name)  # this machine: the name its bundle records (hostname)
+    finally:
+        getattr(runner, "close", lambda: None)()
+    for note in b.notes:
+        stderr_console().print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+    return load_bundle(bundle=b, node_ips=node_ips, lenient=lenient, full=full)
 
-    if node:
-        from kptrace.sources.kube import KubeRunner, api
 
-        return taken(lambda: KubeRunner(api(kubeconfig, context), node), node)
+def runner_targets(*, local: bool = False, ssh: Sequence[str] = (), nodes: Sequence[str] = (), all_nodes: bool = False,
+                   name: str | None = None, kubeconfig: str | None = None, context: str | None = None,
+                   selector: str | None = None, ssh_config: str | None = None,
+                   **ssh_options: Any) -> list[tuple[str, Callable[[], Any]]]:
+    """(node name, runner factory) for each node to read, from the first given of: this machine (``local``,
+    named ``name`` or the hostname), SSH targets (named by host, or ``name`` for a single one; ``ssh_options``
+    go to ``SSHRunner``), or nodes through the Kubernetes API (``nodes``, or every node with ``all_nodes``).
+    The runners are made when a factory is called, so that each node's connection opens in its own worker.
+    """
+    if local:
+        from kptrace.sources.bundle import LocalRunner
+
+        return [(name or os.uname().nodename, LocalRunner)]
     if ssh:
         from kptrace.sources.ssh import SSHRunner, parse_target
 
-        target = parse_target(ssh)
-        return taken(lambda: SSHRunner(target, config_path=ssh_config), target.host)
-    return taken(LocalRunner, None)
+        targets = [parse_target(text) for text in ssh]
+        return [(name if name and len(ssh) == 1 else t.host,
+                 functools.partial(SSHRunner, t, config_path=ssh_config, **ssh_options)) for t in targets]
+    from kptrace.sources.kube import KubeRunner, api, node_names
+
+    core = api(kubeconfig, context)
+    kube_options: dict[str, Any] = {"selector": selector} if selector else {}  # else KubeRunner's own default
+    return [(n, functools.partial(KubeRunner, core, n, **kube_options)) for n in (node_names(core) if all_nodes else nodes)]

@@ -16,7 +16,7 @@ import tempfile
 import typer
 
 from kptrace.cli.common import (ContextOpt, KubeconfigOpt, LenientOpt, MaxSizeOpt, NodeIpOpt, OutputFormat, OutputOpt, SshConfigOpt,
-                                parse_size, stderr_console, stdout_console, warn_diagnostics)
+                                parse_size, runner_targets, stderr_console, stdout_console, warn_diagnostics)
 from kptrace.errors import EXIT_ENVIRONMENT, EXIT_FINDINGS, EXIT_PARTIAL, InputError, KptraceError
 
 
@@ -228,24 +228,10 @@ def _load_bundle(path: str, node_ips, lenient: bool):
 
 def _collect(local, ssh, nodes, all_nodes, node_name, kubeconfig, context, selector, ssh_config, parallel, out_dir):
     """Read the nodes into bundles in ``out_dir``; yields (node, path, error)."""
-    from kptrace.sources.bundle import LocalRunner, collect_many
+    from kptrace.sources.bundle import collect_many
 
-    targets = []
-    if local:
-        targets.append((node_name or os.uname().nodename, LocalRunner))
-    elif ssh:
-        from kptrace.sources.ssh import SSHRunner, parse_target
-
-        for text in ssh:
-            t = parse_target(text)
-            name = node_name if (node_name and len(ssh) == 1) else t.host
-            targets.append((name, lambda t=t: SSHRunner(t, config_path=ssh_config)))
-    else:
-        from kptrace.sources.kube import KubeRunner, api, node_names
-
-        core = api(kubeconfig, context)
-        for name in (node_names(core) if all_nodes else nodes):
-            targets.append((name, lambda name=name: KubeRunner(core, name, selector=selector)))
+    targets = runner_targets(local=local, ssh=ssh, nodes=nodes, all_nodes=all_nodes, name=node_name, kubeconfig=kubeconfig,
+                             context=context, selector=selector, ssh_config=ssh_config)
     for r in collect_many(targets, out_dir, parallel=parallel):
         for note in r.notes:
             stderr_console().print(f"note: {r.name}: {note}", highlight=False, markup=False, soft_wrap=True)

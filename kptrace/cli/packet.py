@@ -10,24 +10,10 @@ from __future__ import annotations
 import typer
 
 from kptrace.cli.common import (BundleOpt, DumpOpt, IpsetOpt, IpvsOpt, LenientOpt, LocalOpt, MaxSizeOpt, NodeIpOpt, OutputFormat, OutputOpt, ProtoOpt,
-                                ContextOpt, KubeconfigOpt, NodeOpt, SshConfigOpt, SshOpt, load_input, stdout_console,
+                                ContextOpt, KubeconfigOpt, NodeOpt, SshConfigOpt, SshOpt, load_input, parse_dst, stdout_console,
                                 warn_diagnostics)
 from kptrace.errors import EXIT_FINDINGS
 from kptrace.tracer.packet import Origin
-
-
-def _endpoint(text: str):
-    from kptrace.model.addr import parse_endpoint
-
-    try:
-        fam, addr, port = parse_endpoint(text)
-    except ValueError:
-        raise typer.BadParameter(f"{text!r} is not IP:PORT (IPv6 as [addr]:port)", param_hint="--dst") from None
-    if port is None:
-        raise typer.BadParameter(f"{text!r} has no port: give IP:PORT (IPv6 as [addr]:port)", param_hint="--dst")
-    if not 1 <= port <= 65535:
-        raise typer.BadParameter(f"{text!r}: port {port} is out of range (1-65535)", param_hint="--dst")
-    return fam, addr, port
 
 
 def packet(
@@ -60,7 +46,7 @@ def packet(
     from kptrace.model.addr import format_addr
     from kptrace.tracer.defaults import plan_packet, resolve_affinity, trace_packet
 
-    fam, addr, port = _endpoint(dst)
+    fam, addr, port = parse_dst(dst)
     if src is not None:
         try:
             from kptrace.model.addr import parse_addr

@@ -59,12 +59,13 @@ def svc(
 
         state = expected_state(cluster_state, kubeconfig, context, max_size)
     if dp.ipvs is not None:
+        from kptrace.checks.expected import expected_ports
         from kptrace.tracer.services_ipvs import ipvs_service_views
 
         node_for = node_name
         if state is None and bundle:
             state, node_for = _bundle_cluster_state(bundle)
-        views = ipvs_service_views(dp, query, state, node_for)
+        views = ipvs_service_views(dp, query, state, node_for, expected_ports=expected_ports)
     else:
         views = service_views(dp, query)
     if node_name and state is not None:

@@ -19,6 +19,7 @@ from kptrace.cli.common import (
     NodeIpOpt,
     OutputFormat,
     OutputOpt,
+    parse_dst,
     parse_size,
     require_dumps,
     stderr_console,
@@ -73,10 +74,9 @@ def verify(
     if all_services:
         packets = packets_for_all_services(dp)
     else:
-        from kptrace.cli.packet import _endpoint
         from kptrace.model.addr import format_addr
 
-        fam, addr, port = _endpoint(dst)
+        fam, addr, port = parse_dst(dst)
         plan = plan_packet(dp, format_addr(fam, addr), port, src=src, origin=origin, proto=proto.lower())
         packets = [VerifyPacket(f"{plan.packet}", plan)]
     if proto.lower() not in ("tcp", "udp"):

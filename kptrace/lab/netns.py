@@ -25,13 +25,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from kptrace.errors import EnvironmentProblem, KptraceError
+from kptrace.model.kernel import KernelFlow, KernelObservation
 
-__all__ = ["KernelFlow", "KernelObservation", "Lab", "TOOLS", "TRACE_TABLE", "kernel_handles", "parse_nft_trace",
-           "parse_trace"]
+__all__ = ["Lab", "TOOLS", "TRACE_TABLE", "kernel_handles", "parse_nft_trace", "parse_trace"]
 
 TOOLS = ("ip", "iptables-nft-restore", "iptables-nft", "conntrack", "xtables-monitor")
 NFT_TOOLS = ("ip", "nft", "iptables-nft-restore", "conntrack")
@@ -106,28 +105,6 @@ else:
     except OSError as e:
         print("REJECT" if e.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EACCES) else "ERROR %s" % e.errno)
 """
-
-
-@dataclass(frozen=True, slots=True)
-class KernelFlow:
-    """Where the kernel sent one connection: its destination after NAT and whether its source was rewritten."""
-
-    verdict: str  # ACCEPT (conntrack has it) | DROP | REJECT
-    dst: str | None  # "ip:port" after DNAT (the original destination when there was none); None if blocked
-    snat: bool | None  # source rewritten; None in a prediction that cannot say
-
-
-@dataclass(slots=True)
-class KernelObservation:
-    flows: Counter = field(default_factory=Counter)  # KernelFlow -> connections
-    sent: int = 0
-    #: (table, chain, rule text or "policy X"); from nft monitor trace (table "FAMILY NAME"), the rule's
-    #: handle (an int) instead of its text
-    path: list[tuple[str, str, object]] = field(default_factory=list)
-    path_raw: list[str] = field(default_factory=list)
-    probe_verdict: str = ""
-    notes: list[str] = field(default_factory=list)
-    tracer: str = "xtables-monitor"
 
 
 def check_environment(nft: bool = False) -> None:

@@ -21,12 +21,12 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from kptrace.errors import KptraceError
-from kptrace.sources.kube import _LISTINGS, _configuration, _list_all
+from kptrace.sources.kube import RESOURCE_LISTINGS, configuration, list_all
 
 __all__ = ["Watcher", "api_client"]
 
 #: resource -> its listing (client call, kind) in kptrace.sources.kube
-LISTINGS = {listing.resource: listing for listing in _LISTINGS}
+LISTINGS = {listing.resource: listing for listing in RESOURCE_LISTINGS}
 
 
 class _Gone(Exception):
@@ -38,7 +38,7 @@ class WatchError(Exception):
 
 
 def api_client(kubeconfig: str | None, context: str | None) -> client.ApiClient:
-    cfg = _configuration(kubeconfig, context)
+    cfg = configuration(kubeconfig, context)
     cfg.retries = False  # the watcher's own backoff decides when to try again
     return client.ApiClient(cfg)
 
@@ -107,7 +107,7 @@ class Watcher(threading.Thread):
                 self.stop.wait(self.backoff.next())
 
     def _list(self) -> None:
-        version, items = _list_all(self.call, self.listing, self.host, self.page_size, self.api_timeout)
+        version, items = list_all(self.call, self.listing, self.host, self.page_size, self.api_timeout)
         changed = self.cache.replace(self.resource, items)
         self.version = version
         self.metrics.relists.labels(self.resource).inc()

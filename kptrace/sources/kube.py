@@ -20,7 +20,8 @@ from kubernetes.stream import stream
 from kptrace.errors import EnvironmentProblem, KptraceError
 from kptrace.sources.bundle import CommandResult
 
-__all__ = ["KubeRunner", "api", "fetch_cluster_state", "kube_proxy_pod", "node_names"]
+__all__ = ["RESOURCE_LISTINGS", "KubeRunner", "api", "configuration", "fetch_cluster_state", "kube_proxy_pod", "list_all",
+           "node_names"]
 
 DEFAULT_SELECTOR = "k8s-app=kube-proxy"
 DEFAULT_NAMESPACE = "kube-system"
@@ -31,7 +32,7 @@ class KubeNodeError(KptraceError):
     exit_code = 5
 
 
-def _configuration(kubeconfig: str | None, context: str | None) -> client.Configuration:
+def configuration(kubeconfig: str | None, context: str | None) -> client.Configuration:
     """Kubeconfig (``--kubeconfig``, $KUBECONFIG, ~/.kube/config) and ``--context``, else the in-cluster config."""
     cfg = client.Configuration()
     try:
@@ -50,8 +51,8 @@ def _configuration(kubeconfig: str | None, context: str | None) -> client.Config
 
 
 def api(kubeconfig: str | None = None, context: str | None = None) -> client.CoreV1Api:
-    """The core API client for ``kubeconfig`` and ``context`` (see :func:`_configuration`)."""
-    return client.CoreV1Api(client.ApiClient(_configuration(kubeconfig, context)))
+    """The core API client for ``kubeconfig`` and ``context`` (see :func:`configuration`)."""
+    return client.CoreV1Api(client.ApiClient(configuration(kubeconfig, context)))
 
 
 def _status_message(e: ApiException) -> str:
@@ -74,7 +75,7 @@ def _api_error(e: ApiException, what: str) -> KptraceError:
 
 def node_names(core: client.CoreV1Api) -> list[str]:
     """The names of the cluster's nodes (paged, raw JSON: see :func:`_get_page`)."""
-    _, nodes = _list_all(core.list_node, _NODES, core.api_client.configuration.host, 500, 30.0)
+    _, nodes = list_all(core.list_node, _NODES, core.api_client.configuration.host, 500, 30.0)
     return [n["metadata"]["name"] for n in nodes]
 
 
@@ -162,7 +163,7 @@ class _Listing:
 _NODES = _Listing("nodes", "Node", "v1", "list nodes (core API group)", "CoreV1Api", "list_node")
 
 #: The order of ``kubectl get services,endpointslices,nodes``.
-_LISTINGS = (
+RESOURCE_LISTINGS = (
     _Listing("services", "Service", "v1", "list services (core API group)", "CoreV1Api", "list_service_for_all_namespaces"),
     _Listing("endpointslices", "EndpointSlice", "discovery.k8s.io/v1", "list endpointslices (discovery.k8s.io API group)",
              "DiscoveryV1Api", "list_endpoint_slice_for_all_namespaces"),
@@ -185,21 +186,21 @@ def fetch_cluster_state(kubeconfig: str | None = None, context: str | None = Non
     Each list is read in pages of ``page_size``; an API server silent for ``timeout`` seconds is an error.
     Raises :class:`EnvironmentProblem` when the API cannot be reached or read (a missing permission names it).
     """
-    cfg = _configuration(kubeconfig, context)
+    cfg = configuration(kubeconfig, context)
     # Our own loop retries what is worth retrying (5xx); urllib3's default would resend a timed-out request 3 times.
     cfg.retries = False
     items: list[dict] = []
     versions: dict[str, str] = {}
     with client.ApiClient(cfg) as api_client:
-        for listing in _LISTINGS:
+        for listing in RESOURCE_LISTINGS:
             list_page = getattr(getattr(client, listing.api_class)(api_client), listing.method)
-            versions[listing.resource], found = _list_all(list_page, listing, cfg.host, page_size, timeout)
+            versions[listing.resource], found = list_all(list_page, listing, cfg.host, page_size, timeout)
             items += found
     return {"apiVersion": "v1", "kind": "List",
             "metadata": {"resourceVersion": "", "kptrace/resourceVersions": versions}, "items": items}
 
 
-def _list_all(list_page, listing: _Listing, host: str, page_size: int, timeout: float) -> tuple[str, list[dict]]:
+def list_all(list_page, listing: _Listing, host: str, page_size: int, timeout: float) -> tuple[str, list[dict]]:
     """Every item of one list (kind and apiVersion added), page by page, and the list's resourceVersion."""
     for _ in range(2):  # an expired continue token: relist from the start once, as kubectl does
         items: list[dict] = []

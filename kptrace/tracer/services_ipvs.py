@@ -10,6 +10,7 @@ API with ``--node-name``, or the ``cluster.json`` a bundle collected through the
 from __future__ import annotations
 
 from fractions import Fraction
+from typing import Any, Callable
 
 from kptrace.errors import InputError, NotFoundError
 from kptrace.model.addr import parse_endpoint
@@ -22,7 +23,13 @@ from kptrace.tracer.services import Endpoint, EntryPoint, EntryTrace, ServiceVie
 __all__ = ["ipvs_service_views"]
 
 
-def ipvs_service_views(dp: Dataplane, query: str, state=None, node: str | None = None) -> list[ServiceView]:
+def ipvs_service_views(dp: Dataplane, query: str, state=None, node: str | None = None, *,
+                       expected_ports: Callable[..., tuple[list[Any], list[Any]]] | None = None) -> list[ServiceView]:
+    """The views of the Services ``query`` names (NAMESPACE/NAME[:PORT], or an address).
+
+    A name is found through ``state``, with ``expected_ports`` (``checks.expected.expected_ports``, passed in:
+    the tracer does not depend on checks) giving the ports kube-proxy programs on ``node``.
+    """
     ipvs = dp.ipvs
     query = query.strip()
     groups: list[tuple[str | None, str, list[tuple[str, object]], object]] = []  # (spn, proto, [(kind, vs)], expected port)
@@ -31,8 +38,8 @@ def ipvs_service_views(dp: Dataplane, query: str, state=None, node: str | None =
             raise NotFoundError(f"{query}: IPVS holds no Service names", hint="give the ClusterIP[:PORT], or the cluster state: "
                                 "--cluster-state FILE (kubectl get services,endpointslices,nodes -A -o json) or --node-name NODE "
                                 "(live API); a bundle collected through the API carries it")
-        from kptrace.checks.expected import expected_ports
-
+        if expected_ports is None:
+            raise TypeError("ipvs_service_views: a Service name needs expected_ports (checks.expected.expected_ports)")
         ns_name, _, port_q = query.partition(":")
         for fam in sorted({vs.family or 4 for vs in ipvs}):
             for e in expected_ports(state, node or "", fam)[0]:
