@@ -147,22 +147,22 @@ def test_readme_shows_an_example_of_every_command():
     assert commands <= shown, f"README lacks an example of {sorted(commands - shown)}"
 
 
-_TOKEN = re.compile(r"[^\s\u2500-\u257f]+")  # words between whitespace and box-drawing characters
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @pytest.mark.parametrize("command, shown", _readme_examples(), ids=lambda x: x.split()[1] if isinstance(x, str) else "")
 def test_readme_examples_are_real_output(command, shown):
-    """Every word the README shows under a command (but `...`) is printed by that command now, so no output there is
-    invented or stale. Words, not lines: a table's borders and wrapping follow the terminal, its words do not. When
-    this fails, run the command again (COLUMNS=100) and paste its output into README.md."""
+    """Every line the README shows under a command (but `...`) is a line the command prints now, as a terminal of
+    100 columns shows it, so no output there is invented or stale. When this fails, run the command again in such a
+    terminal (`COLUMNS=100 FORCE_COLOR=1 NO_COLOR=1 kptrace ...`, escapes removed) and paste its output."""
     args = command.split()[1:]
-    want = [line for line in shown if line.strip() and line.strip() != "..."]
+    want = [line.rstrip() for line in shown if line.strip() and line.strip() != "..."]
     assert want, command
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    env = {**os.environ, "COLUMNS": "100", "FORCE_COLOR": "1", "NO_COLOR": "1"}  # a terminal, without colour
     res = subprocess.run([sys.executable, "-m", "kptrace", *args], capture_output=True, text=True, cwd=ROOT, env=env)
-    printed = set(_TOKEN.findall(res.stdout + res.stderr))
-    stale = [(line.strip(), word) for line in want for word in _TOKEN.findall(line) if word not in printed]
-    assert not stale, f"README's output of `{command}` has words it no longer prints: {stale[:5]}"
+    printed = {line.rstrip() for line in _ANSI.sub("", res.stdout + "\n" + res.stderr).splitlines()}
+    stale = [line for line in want if line not in printed]
+    assert not stale, f"README's output of `{command}` has lines it no longer prints: {stale[:3]}"
 
 
 _LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
