@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 
 from kptrace.model.dataplane import Dataplane
-from kptrace.model.kube import SERVICE_CHAIN_PREFIXES, chain_hash_of, service_chain_hash
+from kptrace.model.kube import SERVICE_CHAIN_PREFIXES, chain_hash_of, entry_point_kind, service_chain_hash
 from kptrace.model.programmed import ChainEndpoint, Entry, Evidence, Programmed, ProgrammedPort
 from kptrace.model.rules import Chain, Ruleset
 from kptrace.parsers.tokens import rule_tokens
@@ -106,18 +106,11 @@ def _read_family(fam: int, rs: Ruleset, ports: dict, unnamed: list[Entry], only:
             p.spn = p.spn or _spn(comment)
             p.protocol = p.protocol or proto
             dst = _addr(f.get("-d"))
-            if cname == "KUBE-NODEPORTS":
-                if dst is not None and dst.startswith("127."):
-                    continue  # the localhost-NodePort twin of the next rule
-                kind, dst = "NodePort", None
-            elif target.startswith("KUBE-FW-") or "loadbalancer IP" in comment:
-                kind = "LoadBalancerIP"
-            elif "external IP" in comment:
-                kind = "ExternalIP"
-            elif target.startswith(("KUBE-EXT-", "KUBE-XLB-")):
-                kind = "ExternalIP/LoadBalancerIP"
-            else:
-                kind = "ClusterIP"
+            kind = entry_point_kind(cname, target, comment, dst)
+            if kind is None:
+                continue  # the localhost-NodePort twin of the next rule
+            if kind == "NodePort":
+                dst = None
             p.entries.append(Entry(kind, dst, port, proto, target, comment, Evidence(f"{chain.source}:{raw.line}", raw.text)))
 
     # Filter verdicts: "has no endpoints" REJECT, "has no local endpoints" DROP, health-check ACCEPT.

@@ -11,7 +11,8 @@ from __future__ import annotations
 import base64
 import hashlib
 
-__all__ = ["SERVICE_CHAIN_PREFIXES", "chain_hash_of", "endpoint_chain", "service_chain_hash", "service_chains"]
+__all__ = ["ENTRY_POINT_KINDS", "SERVICE_CHAIN_PREFIXES", "chain_hash_of", "endpoint_chain", "entry_point_kind",
+           "service_chain_hash", "service_chains"]
 
 #: Per-Service-port chains; all share one hash and differ only in the prefix.
 SERVICE_CHAIN_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-XLB-")
@@ -42,3 +43,38 @@ def chain_hash_of(chain: str) -> str | None:
         if chain.startswith(p):
             return chain[len(p):]
     return None
+
+
+#: What an entry rule (a jump from nat KUBE-SERVICES / KUBE-NODEPORTS into a Service's chains) can be.
+#: "ExternalIP/LoadBalancerIP": a jump to KUBE-EXT-/KUBE-XLB- whose comment does not say which.
+ENTRY_POINT_KINDS = ("ClusterIP", "ExternalIP", "LoadBalancerIP", "ExternalIP/LoadBalancerIP", "NodePort")
+
+
+def entry_point_kind(chain: str, target: str, comment: str | None, dst: str | None) -> str | None:
+    """Which entry point a jump into a Service's chains is: from the chain it sits in, its target, its comment
+    and its ``-d`` address; None for the ``127.0.0.1`` NodePort twin of the rule after it.
+
+    kube-proxy writes the comments ``"NS/SVC:PORT cluster IP"``, ``"... external IP"`` and ``"... loadbalancer
+    IP"`` (the same words in every release since 1.2; the case is not trusted, hand-made rules vary):
+
+    >>> entry_point_kind("KUBE-SERVICES", "KUBE-SVC-X", "ns/web:http cluster IP", "10.96.0.10")
+    'ClusterIP'
+    >>> entry_point_kind("KUBE-SERVICES", "KUBE-EXT-X", "ns/web:http external IP", "192.0.2.7")
+    'ExternalIP'
+    >>> entry_point_kind("KUBE-SERVICES", "KUBE-EXT-X", "ns/web:http LoadBalancer IP", "198.51.100.1")
+    'LoadBalancerIP'
+    >>> entry_point_kind("KUBE-NODEPORTS", "KUBE-EXT-X", "ns/web:http", None)
+    'NodePort'
+    >>> entry_point_kind("KUBE-NODEPORTS", "KUBE-SVC-X", "ns/web:http", "127.0.0.0/8") is None
+    True
+    """
+    if chain == "KUBE-NODEPORTS":
+        return None if dst is not None and dst.startswith("127.") else "NodePort"
+    said = (comment or "").lower()
+    if target.startswith("KUBE-FW-") or "loadbalancer ip" in said:
+        return "LoadBalancerIP"
+    if "external ip" in said:
+        return "ExternalIP"
+    if target.startswith(("KUBE-EXT-", "KUBE-XLB-")):
+        return "ExternalIP/LoadBalancerIP"
+    return "ClusterIP"

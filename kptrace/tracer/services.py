@@ -13,7 +13,7 @@ from fractions import Fraction
 from kptrace.errors import InputError, NotFoundError
 from kptrace.model.addr import is_uint, parse_addr, parse_cidr, parse_endpoint
 from kptrace.model.dataplane import Dataplane
-from kptrace.model.kube import SERVICE_CHAIN_PREFIXES, chain_hash_of, service_chain_hash
+from kptrace.model.kube import SERVICE_CHAIN_PREFIXES, chain_hash_of, entry_point_kind, service_chain_hash
 from kptrace.model.rules import Chain, Rule, Ruleset
 from kptrace.tracer.defaults import ASSUMED_NODE_IP, plan_packet, trace_packet
 from kptrace.tracer.packet import Origin
@@ -294,25 +294,15 @@ def _filter_rules_for(rs: Ruleset, spn: str | None, addresses: tuple[str, ...]) 
 
 def _classify(r: Rule, proto: str) -> EntryPoint | None:
     tgt = r.target.name if r.target else ""
-    comment = (r.comment or "").lower()
     dst = r.base_option("-d")
     addr = dst.value.split("/")[0] if dst is not None and not dst.negated else None
     port = _dport(r)
     if port is None:
         return None
-    if r.chain == "KUBE-NODEPORTS":
-        if addr is not None and addr.startswith("127."):
-            return None  # the localhost-NodePort twin of the rule below it
-        kind, addr = "NodePort", None
-    elif tgt.startswith("KUBE-FW-") or "loadbalancer ip" in comment:
-        kind = "LoadBalancerIP"
-    elif "external ip" in comment:
-        kind = "ExternalIP"
-    elif tgt.startswith(("KUBE-EXT-", "KUBE-XLB-")):
-        kind = "ExternalIP/LoadBalancerIP"
-    else:
-        kind = "ClusterIP"
-    return EntryPoint(kind, addr, port, proto, tgt, r.location, r.text)
+    kind = entry_point_kind(r.chain, tgt, r.comment, addr)
+    if kind is None:
+        return None  # the localhost-NodePort twin of the rule below it
+    return EntryPoint(kind, None if kind == "NodePort" else addr, port, proto, tgt, r.location, r.text)
 
 
 def _endpoints_of(rs: Ruleset, chain_name: str) -> list[tuple[str, str]]:
