@@ -23,7 +23,8 @@ class Endpoint(NamedTuple):
     """One endpoint of one Service port as kube-proxy holds it (endpointslicecache.go).
 
     A NamedTuple rather than a frozen dataclass: as immutable, and a 100k-endpoint cluster builds
-    100k of them (frozen dataclasses' __init__ cost 1.2 s of a 10k-Service check; benchmarks/drift.py)."""
+    100k of them (frozen dataclasses' __init__ cost 1.2 s of a 10k-Service check;
+    benchmarks/run.py, the "kptrace drift, 10k Services" row)."""
 
     ip: str
     port: int
