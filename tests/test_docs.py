@@ -289,3 +289,17 @@ def test_json_page_shows_the_fields_each_command_prints(command, body):
     undocumented, gone = _fields(real) - _fields(shown), _fields(shown) - _fields(real)
     assert not undocumented, f"docs/json.md lacks these fields of `{command}`: {sorted(undocumented)[:8]}"
     assert not gone, f"docs/json.md shows fields `{command}` no longer prints: {sorted(gone)[:8]}"
+
+
+_REPO_PATH = re.compile(r"(?<![\w/.-])((?:kptrace|tests|benchmarks|fixtures|grammars|deploy|scripts|docs)/[\w./*-]*\w)")
+
+
+def test_paths_the_docs_name_exist():
+    """A file or folder the README, docs/ or CONTRIBUTING.md names is there: when code moves, its docs move with it."""
+    texts = {p: p.read_text() for p in (README, ROOT / "CONTRIBUTING.md", *DOCS.rglob("*.md"))}
+    named = {(p.relative_to(ROOT), m) for p, text in texts.items() for m in _REPO_PATH.findall(text)}
+    assert len(named) > 50
+    missing = sorted((str(p), m) for p, m in named
+                     if not re.search(r"/v\d+$|NAME", m)  # JSON schema names, placeholders
+                     and not any(ROOT.glob(m)))
+    assert not missing, f"named in the docs but not in the repository: {missing[:10]}"
