@@ -51,7 +51,7 @@ EXIT_ENVIRONMENT = 5
 EXIT_PARTIAL = 6
 EXIT_INTERNAL = 70
 
-#: Documented in ``kptrace --help`` and the README; keep the three in step (a test checks).
+#: Documented in ``kptrace --help`` and docs/exit-codes.md; keep the three in step (tests check).
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",
     EXIT_FINDINGS: "the command ran and found problems: drift (see drift --fail-on), a behaviour change (diff), stale conntrack "

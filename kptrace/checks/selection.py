@@ -98,7 +98,7 @@ CURRENT = Profile()
 
 def profile_for_version(version: str | None) -> Profile:
     """The behaviours of kube-proxy ``MAJOR.MINOR`` (``None``/``current``: today's). Version
-    boundaries are approximate (~) and documented in the README.
+    boundaries are approximate (~) and documented in docs/commands/drift.md.
 
     >>> profile_for_version("1.29").topology_needs_annotation
     True

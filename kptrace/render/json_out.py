@@ -1,4 +1,4 @@
-"""JSON views of traces, Service views and parse summaries. Versioned schemas; documented in the README.
+"""JSON views of traces, Service views and parse summaries. Versioned schemas; documented in docs/json.md.
 
 Schema ``kptrace/trace/v1``::
 
