@@ -403,6 +403,13 @@ class NftChain:
             self._rules = tuple(parse(self, i + 1, e) for i, e in enumerate(self._entries))
         return self._rules
 
+    def text_at(self, index: int) -> str | None:
+        """Rule ``index``'s text (0-based) as the input wrote it, without parsing it; None where the input has no
+        text to read (``nft -j``: its text would be rendered from the parsed rule) or the rules are parsed."""
+        if self._rules is not None or not hasattr(self._reader, "lines"):
+            return None
+        return self._reader.text(self._entries[index])[1]
+
     def texts(self) -> list[tuple[int, str]]:
         """``(line, text)`` of every rule, without parsing them (JSON: rendered, so parsed)."""
         text = self._reader.text

@@ -139,7 +139,7 @@ class _CompiledChain:
     wildcard (always tried), so the index can only narrow, never skip a rule that could match.
     """
 
-    __slots__ = ("chain", "rules", "index", "wild", "_cache", "_compile", "_srcs", "_has_text")
+    __slots__ = ("chain", "rules", "index", "wild", "_cache", "_compile", "_srcs", "_has_text", "_nft_text")
 
     def __init__(self, chain: Chain, compile_rule) -> None:
         self.chain = chain
@@ -150,7 +150,8 @@ class _CompiledChain:
         self.wild: list[int] = []
         self._cache: dict[int, list[int]] = {}
         self._srcs: dict[int, int | None] = {}  # rule -> the plain "-s host" its text requires (passes_over)
-        self._has_text = isinstance(chain, Chain)  # iptables text to read ahead of parsing; nft chains have none
+        self._has_text = isinstance(chain, Chain)  # iptables text to read ahead of parsing
+        self._nft_text = not self._has_text and hasattr(chain, "text_at")  # an nft chain's text (None for nft -j)
         if n < _INDEX_THRESHOLD or not self._has_text:  # nft chains are scanned: their long lists are hashed maps
             self.wild = range(n)
         else:
@@ -172,13 +173,15 @@ class _CompiledChain:
     def passes_over(self, i: int, src: int) -> bool:
         """Whether rule ``i``, not yet compiled, cannot match a packet from ``src``: its text says
         ``-s OTHER_HOST``. Such a rule is left unparsed (every KUBE-SEP chain's hairpin rule is one)."""
-        if not self._has_text:
-            return False
         srcs = self._srcs
         if i in srcs:
             other = srcs[i]
-        else:
+        elif self._has_text:
             other = srcs[i] = _plain_addr(self.chain.text_at(i), " -s ")
+        elif self._nft_text:
+            other = srcs[i] = _nft_plain_saddr(self.chain.text_at(i))
+        else:
+            return False
         return other is not None and other != src
 
     def candidates(self, dst: int) -> list[int] | range:
@@ -191,6 +194,26 @@ class _CompiledChain:
             if len(self._cache) < 4096:
                 self._cache[dst] = c
         return c
+
+
+def _nft_plain_saddr(text: str | None) -> int | None:
+    """The host address an nft rule begins by requiring (``ip saddr 10.0.0.1 ...``, kube-proxy's hairpin rule in
+    every endpoint chain), read from its text; None when it does not begin so plainly. A rule that requires
+    another source cannot match, whatever follows: the walk passes over it unparsed (benchmarks/run.py:
+    a 10-endpoint first trace of the classic layout parses 12 rules instead of 22)."""
+    if text is None or not text.startswith(("ip saddr ", "ip6 saddr ")):
+        return None
+    start = text.index(" saddr ") + 7
+    end = text.find(" ", start)
+    if end < 0:
+        return None
+    try:
+        v, addr = parse_addr(text[start:end])
+    except ValueError:
+        return None
+    if (v == 4) != text.startswith("ip "):
+        return None
+    return addr
 
 
 def _plain_dst(text: str) -> int | None:
@@ -223,6 +246,10 @@ def _plain_addr(text: str, opt: str) -> int | None:
 
 class Tracer:
     """Traces packets through one address family's ruleset. Compiled chains are cached across traces."""
+
+    #: Walk a base chain once for states that differ only in their destination where that cannot change the
+    #: walk (:meth:`_shared_walks`); off only in tests that compare the shared walks with separate ones.
+    share_walks = True
 
     def __init__(self, ruleset: Ruleset, node_ips: tuple[str, ...] = (), *, assumed_local: tuple[str, ...] = (),
                  affinity: frozenset[str] = frozenset(), remote: tuple[Cidr, ...] = (), routes: tuple[dict, ...] = (),
@@ -404,13 +431,17 @@ class Tracer:
             self._compiled[key] = cc
         return cc
 
+    def _nft_rules(self):
+        """The nft rule compiler (tracer/nft.py), made on first use: an iptables trace never imports it."""
+        if self._nft_compiler is None:
+            from kptrace.tracer.nft import NftCompiler
+
+            self._nft_compiler = NftCompiler(self, self._nft_tables)
+        return self._nft_compiler
+
     def _compile_rule(self, rule: Rule) -> _CompiledRule:
         if not isinstance(rule, Rule):  # an nft rule (model/nft.py)
-            if self._nft_compiler is None:
-                from kptrace.tracer.nft import NftCompiler
-
-                self._nft_compiler = NftCompiler(self, self._nft_tables)
-            checks, action = self._nft_compiler.compile(rule, f"{rule.family} {rule.table}")
+            checks, action = self._nft_rules().compile(rule, f"{rule.family} {rule.table}")
             return _CompiledRule(rule, tuple(checks), None, "", action)
         jump = None
         tgt = rule.target
@@ -551,7 +582,7 @@ class Tracer:
                     todo.append(s)
             if manip is not None:
                 manips_run.add(manip)
-            if len(todo) > 1 and not self._reads_dst(table, chain):
+            if len(todo) > 1 and self.share_walks and (table in self._nft_tables or not self._reads_dst(table, chain)):
                 nxt.extend(self._shared_walks(todo, table, chain, hook))
             else:
                 for s in todo:
@@ -572,18 +603,43 @@ class Tracer:
         destination (:meth:`_reads_dst`), the walks are identical, so one is walked and its effects are
         applied to the others (benchmarks/: a 10-endpoint trace through read chains 0.94 -> 0.76 ms).
         """
+        nft = self._nft_rules() if table in self._nft_tables else None
         groups: dict[tuple, list[_St]] = {}
         for s in states:
             key = (s.src, s.sport, s.proto_num, s.mark, s.ctmark, s.dnat is None, s.snat, s.masq, s.recent,
                    s.iif, s.oif, frozenset(s.nat_done))
+            if nft is not None:
+                key += (s.pinned, s.orig, s.notrack)
             groups.setdefault(key, []).append(s)
         out: list[_St] = []
         for members in groups.values():
             rep = members[0]
             path_len, assumptions_len, prob = len(rep.path), len(rep.assumptions), rep.prob
-            results = self._table(rep, table, top, hook)
+            if nft is None:
+                results = self._table(rep, table, top, hook)
+                others = members[1:]
+            else:
+                # nft rules are not analysed ahead: the walk records each decision that reads the destination,
+                # and a state that takes them all the same way shares it (tracer/nft.py, NftCompiler.replay).
+                record: list = []
+                nft.recorder, nft.tainted = record, False
+                try:
+                    results = self._table(rep, table, top, hook)
+                finally:
+                    nft.recorder = None
+                if nft.tainted:
+                    others = []
+                    for other in members[1:]:
+                        out.extend(self._table(other, table, top, hook))
+                else:
+                    others = []
+                    for other in members[1:]:
+                        if nft.replay(record, other):
+                            others.append(other)
+                        else:
+                            out.extend(self._table(other, table, top, hook))
             out.extend(results)
-            for other in members[1:]:
+            for other in others:
                 for r in results:
                     # The usual walk does not branch: then the other state itself takes the effects.
                     n = other if len(results) == 1 else other.copy()
@@ -596,6 +652,7 @@ class Tracer:
                     n.snat, n.masq, n.notrack, n.recent = r.snat, r.masq, r.notrack, r.recent
                     n.verdict, n.reason = r.verdict, r.reason
                     n.nat_done = set(r.nat_done)
+                    n.pinned = r.pinned
                     out.append(n)
         return out
 

@@ -49,6 +49,52 @@ class NftCompiler:
         self.tracer = tracer
         self.family = tracer.family
         self.tables = tables  # table key ("ip kube-proxy") -> NftTable
+        # While the engine walks one of several states that differ only in their destination (the n endpoints
+        # of a Service after DNAT, in FORWARD and POSTROUTING), every decision that reads the destination is
+        # recorded here, so that the others can be checked against it instead of walked (replay()).
+        self.recorder: list | None = None
+        self.tainted = False  # a rule read the destination in a way replay() cannot check
+
+    # ------------------------------------------------------------ sharing walks between destinations
+
+    def replay(self, record: list, st) -> bool:
+        """Whether state ``st`` takes every recorded destination-reading decision the way the recorded walk
+        did: then its walk is that walk (the states differ in nothing else), and need not be done again."""
+        for entry in record:
+            kind = entry[0]
+            if kind == 0:  # a match
+                _, table_key, m, rule_key, result = entry
+                if self._compare(table_key, m, st, rule_key) != result:
+                    return False
+            elif kind == 1:  # a verdict map's lookup
+                _, table_key, e, rule_key, result = entry
+                if self._vmap_get(table_key, e, st, rule_key) != result:
+                    return False
+            elif self.tracer.egress_address(st.dst) != entry[1]:  # masquerade's address
+                return False
+        return True
+
+    def _taint(self, st, ctx) -> bool:
+        """First check of a rule that reads the destination in a way replay() cannot repeat (a DNAT, a fib
+        daddr): while a walk is recorded, it cannot stand for the others."""
+        if self.recorder is not None:
+            self.tainted = True
+        return True
+
+    def _compare_recorded(self, table_key: str, m: Match, st, rule_key: int):
+        r = self._compare(table_key, m, st, rule_key)
+        rec = self.recorder
+        if rec is not None:
+            rec.append((0, table_key, m, rule_key, r))
+        return r
+
+    def _vmap_get(self, table_key: str, e: Vmap, st, rule_key: int):
+        """The verdict map's element for the packet, None for none, or the reason its key is unknown."""
+        try:
+            key = self._value(e.key, st, rule_key)
+        except _Unknowable as u:
+            return u
+        return self._map_get(table_key, e.mapping, key)
 
     # ------------------------------------------------------------ values of the packet
 
@@ -193,10 +239,15 @@ class NftCompiler:
         checks: list = []
         statements: list = []
         fork = None
+        if _taints(rule.exprs):
+            checks.append(self._taint)
         for e in rule.exprs:
             t = type(e)
             if t is Match:
-                checks.append(lambda st, ctx, m=e: self._compare(table_key, m, st, rule_key))
+                if _reads_dst(e.left):
+                    checks.append(lambda st, ctx, m=e: self._compare_recorded(table_key, m, st, rule_key))
+                else:
+                    checks.append(lambda st, ctx, m=e: self._compare(table_key, m, st, rule_key))
             elif t is Xt and e.kind == "match" and e.name == "comment":
                 continue  # a comment matches every packet (nft -j shows iptables' -m comment as an xt match)
             elif t is Xt and e.kind == "match":
@@ -260,12 +311,12 @@ class NftCompiler:
                     st.assumptions.append(f"verdict {k} at {rule.location} not modelled")
                     return "ACCEPT", k, True
                 if t is Vmap:
-                    try:
-                        key = self._value(e.key, st, rule_key)
-                    except _Unknowable as u:
-                        st.assumptions.append(f"{u.reason} at {rule.location}: assumed no element")
+                    v = self._vmap_get(table_key, e, st, rule_key)
+                    if self.recorder is not None and _reads_dst(e.key):
+                        self.recorder.append((1, table_key, e, rule_key, v))
+                    if type(v) is _Unknowable:
+                        st.assumptions.append(f"{v.reason} at {rule.location}: assumed no element")
                         return "NOMATCH", "", False
-                    v = self._map_get(table_key, e.mapping, key)
                     if not isinstance(v, Verdict):
                         return "NOMATCH", "", False  # no element: the kernel skips the rule
                     if v.kind in ("jump", "goto"):
@@ -341,6 +392,8 @@ class NftCompiler:
             st.masq = True
             st.nat_done.add("src")
             egress = self.tracer.egress_address(st.dst)
+            if self.recorder is not None:
+                self.recorder.append((2, egress))
             if egress is None:
                 st.snat = "MASQUERADE"
                 return "ACCEPT", pre + "masquerade (source becomes the egress interface's address)", True
@@ -390,6 +443,63 @@ class NftCompiler:
             return "ACCEPT", pre + f"snat to {st.snat}", True
         st.assumptions.append(f"{e.kind} not modelled")
         return "ACCEPT", pre + e.kind, True
+
+
+_DST_FIELDS = frozenset({"daddr", "dport"})
+_PLAIN_FIELDS = frozenset({"saddr", "daddr", "sport", "dport"})
+_PLAIN_META = frozenset({"l4proto", "nfproto", "iifname", "oifname"})
+
+
+def _reads_dst(e) -> bool:
+    """Whether expression ``e`` reads the packet's destination address or port."""
+    t = type(e)
+    if t is Payload:
+        return e.field in _DST_FIELDS
+    if t is Fib:
+        return "daddr" in e.flags
+    if t is Concat:
+        return any(_reads_dst(i) for i in e.items)
+    if t is Binop:
+        return _reads_dst(e.left) or _reads_dst(e.right)
+    return False
+
+
+def _replayable(e) -> bool:
+    """Whether ``e`` reads only what a walk of FORWARD or POSTROUTING leaves as it was (addresses, ports,
+    protocol, interfaces), and nothing with side effects: then it can be evaluated again for another state."""
+    t = type(e)
+    if t is Payload:
+        return e.field in _PLAIN_FIELDS
+    if t is Meta:
+        return e.key in _PLAIN_META
+    if t is Value:
+        return True
+    if t is Concat:
+        return all(_replayable(i) for i in e.items)
+    if t is Binop:
+        return _replayable(e.left) and type(e.right) is Value
+    return False
+
+
+def _taints(exprs) -> bool:
+    """Whether a rule reads the destination in a way :meth:`NftCompiler.replay` cannot check: anything but a
+    plain match, a verdict map's key, and masquerade (whose address replay() compares)."""
+    for e in exprs:
+        t = type(e)
+        if t is Match:
+            if _reads_dst(e.left) and (not _replayable(e.left) or (type(e.right) is SetRef
+                                                                   and e.right.name.startswith("affinity-"))):
+                return True
+        elif t is Vmap:
+            if _reads_dst(e.key) and not _replayable(e.key):
+                return True
+        elif t is Nat:
+            if e.kind != "masquerade":
+                return True
+        elif t is Mangle:
+            if _reads_dst(e.value):
+                return True
+    return False
 
 
 def _numgens(e) -> list[Numgen]:
