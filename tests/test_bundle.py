@@ -55,6 +55,7 @@ def node_ns():
         subprocess.run(["ip", "netns", "del", sink], capture_output=True)
 
 
+@pytest.mark.netns
 def test_collect_local_reads_the_nodes_real_state(node_ns, tmp_path):
     out = tmp_path / "snap" / "node1"
     res = _ns([sys.executable, "-m", "kptrace", "collect", "--local", "-o", str(tmp_path / "snap"), "--node-name", "node1"], node_ns,
@@ -70,6 +71,7 @@ def test_collect_local_reads_the_nodes_real_state(node_ns, tmp_path):
     assert not [n for n in os.listdir(tmp_path / "snap") if n.startswith(".")], "a partial bundle was left behind"
 
 
+@pytest.mark.netns
 def test_masquerade_address_from_the_bundles_routes_is_the_kernels(node_ns, tmp_path):
     out = tmp_path / "snap" / "node1"
     _ns([sys.executable, "-m", "kptrace", "collect", "--local", "-o", str(tmp_path / "snap"), "--node-name", "node1"], node_ns,
@@ -88,6 +90,7 @@ def test_masquerade_address_from_the_bundles_routes_is_the_kernels(node_ns, tmp_
     assert kernel == predicted
 
 
+@pytest.mark.netns
 def test_svc_reads_a_bundle(node_ns, tmp_path, capsys, monkeypatch):
     out = tmp_path / "snap" / "node1"
     _ns([sys.executable, "-m", "kptrace", "collect", "--local", "-o", str(tmp_path / "snap"), "--node-name", "node1"], node_ns,
@@ -153,6 +156,7 @@ def test_not_a_bundle(tmp_path):
         read_bundle(str(tmp_path / "half"))
 
 
+@pytest.mark.netns
 def test_packet_local_reads_this_node(node_ns):
     # `kptrace packet --local` on the node itself: its rules, its addresses (no --node-ip), its routes.
     res = _ns([sys.executable, "-m", "kptrace", "packet", "--dst", "198.19.40.210:80", "--from", "node", "--local", "-o", "json"],

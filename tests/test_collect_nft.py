@@ -83,6 +83,7 @@ def _outcomes(dp, flow) -> list[tuple]:
     return sorted((o.verdict, o.dnat, o.probability, o.masquerade, tuple(o.assumptions)) for o in trace.outcomes)
 
 
+@pytest.mark.netns
 @pytest.mark.parametrize("scenario", ["mixed-1.37", "mixed-classic", "dualstack-1.37"])
 def test_a_collected_nftables_node_traces_as_its_dumps(nft_node, tmp_path, scenario):
     ns = nft_node(scenario)
@@ -120,6 +121,7 @@ def test_a_collected_nftables_node_traces_as_its_dumps(nft_node, tmp_path, scena
     assert not differ, f"{len(differ)} of {len(data['flow'])} flows:\n  " + "\n  ".join(differ[:10])
 
 
+@pytest.mark.netns
 def test_packet_with_the_bundle_is_packet_with_the_dumps(nft_node, tmp_path, run):
     ns = nft_node("mixed-1.37")
     assert _collect(ns, tmp_path / "snap").returncode == 0
@@ -166,6 +168,7 @@ def fake_kube_proxy(tmp_path):
         p.wait()
 
 
+@pytest.mark.netns
 def test_the_mode_kube_proxy_is_configured_with_wins_and_a_disagreement_is_said(nft_node, fake_kube_proxy, tmp_path):
     ns = nft_node("overall-1.37")
     fake_kube_proxy("--hostname-override=node1", "--proxy-mode=nftables",
@@ -181,6 +184,7 @@ def test_the_mode_kube_proxy_is_configured_with_wins_and_a_disagreement_is_said(
     assert "nft-ruleset.nft" in b.files  # kube-proxy's table is not in iptables-save: saved whatever the mode
 
 
+@pytest.mark.netns
 def test_nftables_mode_without_nft_is_a_reported_partial_collection(nft_node, fake_kube_proxy, tmp_path):
     ns = nft_node("mixed-1.37")
     fake_kube_proxy("--proxy-mode", "nftables")
@@ -200,6 +204,7 @@ def test_nftables_mode_without_nft_is_a_reported_partial_collection(nft_node, fa
     assert b.meta["incomplete"].startswith("kube-proxy runs in nftables mode") and "CNI-FORWARD" in b.files["iptables-save.txt"]
 
 
+@pytest.mark.netns
 def test_no_permission_to_read_the_rules_is_a_clear_error(nft_node, tmp_path):
     ns = nft_node("mixed-1.37")
     # root without CAP_NET_ADMIN: the kernel refuses both nft and iptables-save

@@ -401,6 +401,7 @@ def test_mutated_lines_never_raise_anything_but_a_parse_error(line, mutations, l
 # ---------------------------------------------------------------- the kernel, live
 
 
+@pytest.mark.netns
 def test_a_live_table_reads_the_same_in_every_form():
     """A table made now in a network namespace (TCP, UDP, IPv4, IPv6): conntrack -L, -o extended, -o xml and
     /proc/net/nf_conntrack read into the same entries."""

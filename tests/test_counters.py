@@ -30,6 +30,7 @@ def _save_counters(ns: str) -> str:
     return subprocess.run(["ip", "netns", "exec", ns, "iptables-nft-save", "-c"], capture_output=True, text=True, check=True).stdout
 
 
+@pytest.mark.netns
 def test_counts_the_kernel_made_match_the_prediction_and_since_takes_the_difference(run, tmp_path):
     require_netns("iptables-nft-restore", "conntrack", "xtables-monitor")
     from kptrace.lab.netns import Lab

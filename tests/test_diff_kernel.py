@@ -16,6 +16,8 @@ from kptrace.load import load_dumps
 from kptrace.tracer.defaults import ASSUMED_NODE_IP, plan_packet
 from kptrace.tracer.packet import Origin
 
+pytestmark = pytest.mark.netns  # every test here runs in network namespaces (root)
+
 CONFIDENCE = 0.99999
 NODE = ["192.168.0.2"]
 

@@ -58,12 +58,14 @@ def _check(dp) -> None:
     assert any(r.status == "agree" for r in results)
 
 
+@pytest.mark.netns
 @pytest.mark.parametrize("dumps,node_ips", [pytest.param(d, n, id=i) for i, d, n in FIXTURE_CASES])
 def test_fixture_agrees_with_the_kernel(dumps, node_ips):
     require_netns("iptables-nft-restore", "conntrack", "xtables-monitor", "nfacct")
     _check(load_dumps([str(FIXTURES / d) for d in dumps], node_ips=node_ips, full=True))
 
 
+@pytest.mark.netns
 @pytest.mark.parametrize("args", [pytest.param(a, id=i) for i, a in SYNTHETIC_CASES])
 def test_synthetic_dump_agrees_with_the_kernel(args, tmp_path):
     require_netns("iptables-nft-restore", "conntrack", "xtables-monitor")

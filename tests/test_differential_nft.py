@@ -28,6 +28,8 @@ from kptrace.model.addr import format_addr, parse_endpoint
 from kptrace.tracer.defaults import plan_packet
 from kptrace.tracer.packet import Origin
 
+pytestmark = pytest.mark.netns  # every test here runs in network namespaces (root)
+
 NFT = FIXTURES / "nft"
 SCENARIOS = sorted(p.name.removesuffix(".expect.toml") for p in NFT.glob("*-*.expect.toml"))
 CONFIDENCE = 0.99999

@@ -83,6 +83,7 @@ def modern_nodes():
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
+@pytest.mark.netns
 def test_all_nodes_collects_through_kube_proxy_pods_and_checks_each(run, tmp_path, modern_nodes):
     # node1 holds node1's rules (in sync); node2 holds node1's rules too (drift: node1's local endpoints are not local
     # there); node3 has no kube-proxy pod (reported, the others still checked: exit 6)

@@ -6,6 +6,7 @@ the ones the ``test`` extra installs; each test fails with the tool's own report
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import subprocess
 import sys
@@ -31,3 +32,36 @@ def test_mypy_finds_nothing():
     # the configuration ([tool.mypy] in pyproject.toml) names the package and the modules still being cleaned
     res = _run("mypy")
     assert res.returncode == 0, f"mypy:\n{res.stdout}{res.stderr}"
+
+
+def _kernel_tests(path: Path) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:
+    """Tests that reach conftest's require_netns: directly, through a helper of the file, or through a fixture."""
+    tree = ast.parse(path.read_text(), str(path))
+    funcs: dict[str, tuple[ast.FunctionDef | ast.AsyncFunctionDef, set[str], set[str]]] = {}
+    for n in ast.walk(tree):
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            calls = {c.func.id for c in ast.walk(n) if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)}
+            funcs[n.name] = (n, calls, {a.arg for a in n.args.args})
+    kernel = {name for name, (_, calls, _) in funcs.items() if "require_netns" in calls}
+    grew = True
+    while grew:
+        before = len(kernel)
+        kernel |= {name for name, (_, calls, args) in funcs.items() if (calls | args) & kernel}
+        grew = len(kernel) > before
+    return [funcs[name][0] for name in sorted(kernel) if name.startswith("test_")]
+
+
+def _marked_netns(path: Path, test: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    module = ast.parse(path.read_text(), str(path))
+    for n in module.body:
+        if isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "pytestmark" for t in n.targets):
+            if "pytest.mark.netns" in ast.unparse(n.value):
+                return True
+    return any(ast.unparse(d).startswith("pytest.mark.netns") for d in test.decorator_list)
+
+
+def test_every_kernel_test_is_marked_netns():
+    # so that `pytest -m "not netns"` runs none of them (pyproject declares the marker)
+    unmarked = [f"{p.relative_to(ROOT)}:{t.lineno}: {t.name}" for p in sorted((ROOT / "tests").glob("test_*.py"))
+                for t in _kernel_tests(p) if not _marked_netns(p, t)]
+    assert not unmarked, "kernel tests without @pytest.mark.netns (or a module pytestmark):\n" + "\n".join(unmarked)

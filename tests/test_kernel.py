@@ -24,6 +24,8 @@ from kptrace.load import load_dumps
 from kptrace.tracer.defaults import plan_packet, trace_packet
 from kptrace.tracer.packet import Origin
 
+pytestmark = pytest.mark.netns  # every test here runs in network namespaces (root)
+
 SAMPLES = sorted(p for p in FIXTURES.glob("samples/*.rules*"))
 
 

@@ -52,6 +52,7 @@ def _run(args, capsys, monkeypatch):
     return code, out, err
 
 
+@pytest.mark.netns
 def test_svc_through_the_api_execs_in_the_nodes_kube_proxy_pod(node_namespaces, tmp_path, capsys, monkeypatch):
     with StandIn({"node1": node_namespaces(0)}, missing_tools={"ipvsadm", "ipvsadm-save"}) as api:
         code, out, err = _run(["svc", "yaobank/summary", "--node", "node1", "--kubeconfig", api.kubeconfig(tmp_path / "kc"),
@@ -64,6 +65,7 @@ def test_svc_through_the_api_execs_in_the_nodes_kube_proxy_pod(node_namespaces, 
     assert "ipvsadm" in err and "not found" in err or "not installed" in err  # a tool the pod lacks is a note
 
 
+@pytest.mark.netns
 def test_collect_all_nodes_with_one_without_kube_proxy(node_namespaces, tmp_path, capsys, monkeypatch):
     nodes = {"node1": node_namespaces(0), "node2": node_namespaces(1), "node3": None}
     with StandIn(nodes) as api:
@@ -77,6 +79,7 @@ def test_collect_all_nodes_with_one_without_kube_proxy(node_namespaces, tmp_path
     assert "KUBE-SVC-OIQIZJVJK6E34BR4" in b.files["iptables-save.txt"]
 
 
+@pytest.mark.netns
 def test_exec_forbidden_says_which_permission(node_namespaces, tmp_path, capsys, monkeypatch):
     with StandIn({"node1": node_namespaces(0)}, forbid_exec=True) as api:
         code, out, err = _run(["collect", "--node", "node1", "--kubeconfig", api.kubeconfig(tmp_path / "kc"),
@@ -91,6 +94,7 @@ def test_no_kubeconfig_is_a_clear_error(tmp_path, capsys, monkeypatch):
     assert code == 5 and "kubeconfig" in err
 
 
+@pytest.mark.netns
 def test_collect_through_the_api_saves_an_nftables_nodes_ruleset(node_namespaces, tmp_path, capsys, monkeypatch):
     require_netns("nft")
     ns = node_namespaces(0, nft=str(FIXTURES / "nft" / "overall-classic.knft"))

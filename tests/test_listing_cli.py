@@ -43,6 +43,7 @@ def test_counters_of_an_exact_listing_are_the_dumps(run):
     assert listed["counters"]["total"] == saved["counters"]["total"] == 153
 
 
+@pytest.mark.netns
 def test_one_pasted_chain_from_stdin_gives_the_shares_and_says_what_is_missing(run, tmp_path):
     """`iptables -t nat -L KUBE-SVC-… -n -v | kptrace svc --dump - yaobank/summary`, with the real tool's text."""
     require_netns("iptables-nft-restore")

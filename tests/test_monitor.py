@@ -392,6 +392,7 @@ def _argv(rule: str) -> list[str]:
     return shlex.split(rule)
 
 
+@pytest.mark.netns
 def test_deployment_mode_reads_every_node_through_kube_proxy_pods(tmp_path, node_netns):
     # node1 in sync; node2 holds node1's rules (its "local" endpoints are node1's: drift); node3 joins later
     with StandIn({"node1": node_netns(0), "node2": node_netns(1)}, objects=_objects(STATE), bookmark_interval=0.5,
@@ -414,6 +415,7 @@ def test_deployment_mode_reads_every_node_through_kube_proxy_pods(tmp_path, node
             m.wait_for("node3 gone", lambda s: value(s, "kptrace_nodes") == 2)
 
 
+@pytest.mark.netns
 def test_daemonset_mode_reads_its_own_node(tmp_path, node_netns):
     # the DaemonSet's pod: --local in the node's network namespace, the node's name from $NODE_NAME (downward API)
     ns = node_netns(0)

@@ -18,6 +18,8 @@ from conftest import FIXTURES, ROOT, require_netns
 
 from kptrace.sources.bundle import read_bundle
 
+pytestmark = pytest.mark.netns  # every test here runs in network namespaces (root)
+
 SAMPLE = FIXTURES / "samples" / "yaobank.rules"
 
 

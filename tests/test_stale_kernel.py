@@ -84,6 +84,7 @@ def _table(flows, r: Run, flagged) -> str:
                      f"{'FLAGGED' if f.key in flagged else ''}" for f in flows)
 
 
+@pytest.mark.netns
 def test_the_kernel_keeps_open_flows_on_their_endpoint(ran):
     """The lab did what the scenario needs: every open flow's next packet reached the endpoint its first did (the
     conntrack entry, not the new rules), and each change left flows on a removed endpoint and on a current one."""
@@ -102,6 +103,7 @@ def test_the_kernel_keeps_open_flows_on_their_endpoint(ran):
     assert all(f.next in now[f.key] for f in closed), _table(closed, ran, set())
 
 
+@pytest.mark.netns
 def test_kptrace_flags_exactly_the_open_flows_sent_to_a_removed_endpoint(ran, run):
     flows, now = ran.flows, ran.now
     report = _kptrace(run, ran)
@@ -126,6 +128,7 @@ def test_kptrace_flags_exactly_the_open_flows_sent_to_a_removed_endpoint(ran, ru
                                        f"--reply-src {f.next.rsplit(':', 1)[0].strip('[]')}"), s["command"]
 
 
+@pytest.mark.netns
 def test_kptrace_does_not_flag_closed_tcp_connections(ran, run):
     flagged = {_key(s) for s in _kptrace(run, ran)["stale"]}
     wrong = [f for f in ran.flows if f.closed and f.key in flagged and f.next in ran.now[f.key]]
@@ -137,6 +140,7 @@ def _orig(line: str) -> tuple:
     return (line.split()[0], *[w for w in line.split() if w.split("=")[0] in ("src", "dst", "sport", "dport")][:4])
 
 
+@pytest.mark.netns
 def test_an_entry_listed_twice_counts_once(ran, run, request):
     """A plain `conntrack -L` lists both families with conntrack-tools 1.4.7 (this lab's); older ones listed IPv4
     only (projectcalico/felix#622, 2015; untangle/ngfw_src#397 met the change). So the pair kptrace asks for,
@@ -149,6 +153,7 @@ def test_an_entry_listed_twice_counts_once(ran, run, request):
     assert report["entries"] == len({_orig(line) for line in lines})
 
 
+@pytest.mark.netns
 def test_the_printed_commands_clear_exactly_the_stale_entries(ran, run):
     """Each `conntrack -D` kptrace prints, run in the node: the flagged open flows' entries are gone and nothing
     else is; a stale UDP flow's next packet then goes where the rules lead now (a current endpoint, or nowhere

@@ -196,7 +196,8 @@ def test_shared_suffix_counts_only_identical_steps():
     paths = [(d, *tail) for d in dnat]
     assert shared_suffix(paths, [0, 0]) == 2
     # a step whose result names the endpoint (here SNAT to it) differs, and so does everything before it
-    other = [(dnat[0], tail[0], _step("KUBE-POSTROUTING", 1, "SNAT to 10.0.0.1")), (dnat[1], tail[0], _step("KUBE-POSTROUTING", 1, "SNAT to 10.0.0.2"))]
+    other = [(dnat[0], tail[0], _step("KUBE-POSTROUTING", 1, "SNAT to 10.0.0.1")),
+             (dnat[1], tail[0], _step("KUBE-POSTROUTING", 1, "SNAT to 10.0.0.2"))]
     assert shared_suffix(other, [0, 0]) == 0
     # the same rule taken with a different probability is a different step
     rnd = [(dnat[0], tail[0]._replace(probability=Fraction(1, 2))), (dnat[1], tail[0])]
