@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import doctest
 import ipaddress
 import random
 from fractions import Fraction
 
 import pytest
 
-import kptrace.errors
-import kptrace.model.addr
-import kptrace.model.kube
-import kptrace.parsers.detect
-import kptrace.parsers.iptables_save
-import kptrace.tracer.matchers
-import kptrace.tracer.result
 from kptrace.model.addr import parse_addr, parse_cidr
 from kptrace.model.kube import endpoint_chain, service_chain_hash
 from kptrace.tracer.matchers import kernel_probability
-
-
-@pytest.mark.parametrize("module", [kptrace.errors, kptrace.model.addr, kptrace.model.kube, kptrace.parsers.detect,
-                                    kptrace.parsers.iptables_save, kptrace.tracer.matchers, kptrace.tracer.result])
-def test_docstring_examples(module):
-    result = doctest.testmod(module)
-    assert result.attempted > 0 and result.failed == 0
 
 
 def test_fast_ipv4_parsing_agrees_with_ipaddress():
