@@ -250,17 +250,26 @@ def _signature(p: ProgrammedPort | None) -> tuple | None:
 
 # ------------------------------------------------------------------ tracing
 
-def behaviour(dp: Dataplane, probe: Probe) -> Behaviour:
+def probe_trace(dp: Dataplane, probe: Probe):
+    """The trace of ``probe`` on ``dp`` (a NodePort on the node's first address, or a stand-in one): what
+    :func:`behaviour` reads, and what ``diff --graph`` draws."""
     from kptrace.tracer.defaults import ASSUMED_NODE_IP, plan_packet, trace_packet
     from kptrace.tracer.packet import Origin
 
-    fam = probe.family
-    node_ips = dp.node_ips_of(fam)
-    dst = probe.address or (node_ips[0] if node_ips else ASSUMED_NODE_IP[fam])
+    node_ips = dp.node_ips_of(probe.family)
+    dst = probe.address or (node_ips[0] if node_ips else ASSUMED_NODE_IP[probe.family])
     plan = plan_packet(dp, dst, probe.port, origin=Origin(probe.origin), proto=probe.protocol, src=probe.source)
     if probe.address is None and not node_ips:
         plan = type(plan)(plan.packet, tuple(set(plan.assumed_local) | {dst}), plan.notes)
-    trace = trace_packet(dp, plan)
+    return trace_packet(dp, plan)
+
+
+def behaviour(dp: Dataplane, probe: Probe) -> Behaviour:
+    from kptrace.tracer.defaults import ASSUMED_NODE_IP
+
+    node_ips = dp.node_ips_of(probe.family)
+    dst = probe.address or (node_ips[0] if node_ips else ASSUMED_NODE_IP[probe.family])
+    trace = probe_trace(dp, probe)
     merged: dict[tuple, list] = {}
     assumed = False
     for o in trace.outcomes:

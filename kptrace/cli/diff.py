@@ -14,6 +14,7 @@ import os
 import typer
 
 from kptrace.cli.common import LenientOpt, MaxSizeOpt, NodeIpOpt, OutputFormat, OutputOpt, parse_size, stderr_console, stdout_console
+from kptrace.cli.options import GraphOpt, HtmlOpt
 from kptrace.errors import EXIT_FINDINGS
 
 
@@ -30,16 +31,23 @@ def diff(
     node_ips: list[str] = NodeIpOpt,
     junit: str = typer.Option(None, "--junit", help="Also write a JUnit XML report (one test case per entry point and origin).",
                               show_default=False),
+    graph: str = GraphOpt,
+    html: str = HtmlOpt,
     lenient: bool = LenientOpt,
     max_size: str = MaxSizeOpt,
     output: OutputFormat = OutputOpt,
 ) -> None:
     from kptrace.checks.diff import diff_dataplanes
 
+    if graph or html:
+        from kptrace.cli.options import check_picture_tools
+
+        check_picture_tools(graph)
+    pictures = (graph, html)
     if nodes:
         if sides or before or after:
             raise typer.BadParameter("--nodes compares the bundles in one directory: give no other sides", param_hint="--nodes")
-        return _nodes(nodes, src, full, node_ips, lenient, max_size, output, junit)
+        return _nodes(nodes, src, full, node_ips, lenient, max_size, output, junit, pictures)
     sides = list(sides or [])
     if (before or after) and sides:
         raise typer.BadParameter("give the sides either as BEFORE AFTER or with --before/--after", param_hint="--before")
@@ -57,7 +65,7 @@ def diff(
     report = diff_dataplanes(bdp, adp, sources=tuple(src), full=full, progress=progress)
     if progress is not None:
         progress(-1, -1)
-    _emit([("", report)], output, junit)
+    _emit([("", report)], output, junit, pictures=pictures, sides={"": (bdp, adp)})
     if report.changes:
         raise typer.Exit(EXIT_FINDINGS)
 
@@ -88,7 +96,7 @@ def _progress():
     return show
 
 
-def _nodes(directory, src, full, node_ips, lenient, max_size, output, junit) -> None:
+def _nodes(directory, src, full, node_ips, lenient, max_size, output, junit, pictures=(None, None)) -> None:
     """Every node bundle in DIRECTORY against the majority: nodes are grouped by behaviour (a node is in a
     group when it has no change against the group's first node), the largest group is the reference, and
     every node outside it is compared with that group's first node. An unreadable bundle is reported; the
@@ -141,7 +149,8 @@ def _nodes(directory, src, full, node_ips, lenient, max_size, output, junit) -> 
     for n in names:
         if n in loaded and n != ref:
             results.append((f"{ref} -> {n}", reports[n]))
-    _emit(results, output, junit, reference=ref)
+    _emit(results, output, junit, reference=ref, pictures=pictures,
+          sides={f"{ref} -> {n}": (loaded[ref], loaded[n]) for n in names if n in loaded and n != ref})
     if failed or any(r.changes for _, r in results):
         raise typer.Exit(EXIT_FINDINGS)
 
@@ -167,8 +176,13 @@ def _progress_bar(total: int):
     return show
 
 
-def _emit(results, output, junit, reference: str | None = None) -> None:
-    if output is OutputFormat.json:
+def _emit(results, output, junit, reference: str | None = None, pictures=(None, None), sides=None) -> None:
+    graph, html = pictures
+    if graph or html:
+        _pictures(results, graph, html, reference, sides or {})
+    if graph in ("-", "dot:-", "mmd:-"):
+        pass  # stdout holds the graph
+    elif output is OutputFormat.json:
         from kptrace.render.diff import diff_json
         from kptrace.render.json_out import dumps
 
@@ -182,3 +196,32 @@ def _emit(results, output, junit, reference: str | None = None) -> None:
 
         with open(junit, "w") as f:
             f.write(diff_junit(results))
+
+
+def _pictures(results, graph, html, reference, sides) -> None:
+    """The changed entry points traced again on both sides, drawn as one graph (--graph) and put with the
+    tables in the HTML report (--html)."""
+    from kptrace.checks.diff import probe_trace
+    from kptrace.cli.options import write_pictures
+    from kptrace.render.graph import change_graph
+
+    changes = []
+    for label, report in results:
+        bdp, adp = sides[label]
+        for c in report.changes[: max(0, 12 - len(changes))]:  # change_graph draws twelve; the rest is counted
+            title = f"{label + ': ' if label else ''}{c.service or '?'} {c.probe.dst}"
+            changes.append((title, c.probe, *(probe_trace(dp, c.probe) if _has_rules(dp, c.probe.family) else None
+                                              for dp in (bdp, adp))))
+    total = sum(len(r.changes) for _, r in results)
+    changes.extend((("", None, None, None),) * (total - len(changes)))  # counted, not drawn
+
+    def report(svg, dot):
+        from kptrace.render.html import diff_html
+
+        return diff_html(results, reference=reference, svg=svg, dot=dot)
+
+    write_pictures(change_graph(changes), graph, html, report)
+
+
+def _has_rules(dp, family: int) -> bool:
+    return family in dp.rulesets or dp.nft is not None or dp.ipvs is not None

@@ -17,6 +17,7 @@ import typer
 
 from kptrace.cli.common import (ContextOpt, KubeconfigOpt, LenientOpt, MaxSizeOpt, NodeIpOpt, OutputFormat, OutputOpt, SshConfigOpt,
                                 parse_size, runner_targets, stderr_console, stdout_console, warn_diagnostics)
+from kptrace.cli.options import HtmlOpt
 from kptrace.errors import EXIT_ENVIRONMENT, EXIT_FINDINGS, EXIT_PARTIAL, InputError, KptraceError
 
 
@@ -48,6 +49,7 @@ def drift(
                                 "finding), error, never; or a comma-separated list of kinds."),
     junit: str = typer.Option(None, "--junit", help="Also write a JUnit XML report (one test case per node x Service port).",
                               show_default=False),
+    html: str = HtmlOpt,
     node_ips: list[str] = NodeIpOpt,
     conntrack_tables: list[str] = typer.Option([], "--conntrack", help="With --dump: the node's `conntrack -L` (repeatable); "
                                                "stale entries become stale-conntrack findings (bundles carry their own).",
@@ -124,6 +126,10 @@ def drift(
 
         with open(junit, "w") as f:
             f.write(drift_junit(reports, errors))
+    if html:
+        from kptrace.render.html import drift_html, write_html
+
+        write_html(html, drift_html(reports, errors, cluster_state=state.source, kube_proxy=profile.version))
     if output is OutputFormat.json:
         from kptrace.render.drift import drift_json
         from kptrace.render.json_out import dumps as to_json

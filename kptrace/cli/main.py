@@ -40,7 +40,7 @@ def _root(
 
 
 def _register() -> None:
-    from kptrace.cli import collect, conntrack, diff, drift, monitor, packet, parse, svc, verify
+    from kptrace.cli import collect, conntrack, diff, drift, monitor, node, packet, parse, svc, verify
 
     app.command("packet", help=packet.__doc__)(packet.packet)
     app.command("svc", help=svc.__doc__)(svc.svc)
@@ -51,6 +51,7 @@ def _register() -> None:
     app.command("diff", help=diff.__doc__)(diff.diff)
     app.command("conntrack", help=conntrack.__doc__)(conntrack.conntrack)
     app.command("monitor", help=monitor.__doc__)(monitor.monitor)
+    app.command("node", help=node.__doc__)(node.node)
 
 
 _register()

@@ -11,25 +11,15 @@ from __future__ import annotations
 
 import typer
 
-from kptrace.cli.common import (BundleOpt, DumpOpt, IpsetOpt, IpvsOpt, LenientOpt, LocalOpt, MaxSizeOpt, NodeIpOpt, OutputFormat, OutputOpt,
-                                ContextOpt, KubeconfigOpt, NodeOpt, SshConfigOpt, SshOpt, load_input, stdout_console,
-                                warn_diagnostics)
+from kptrace.cli.common import LenientOpt, MaxSizeOpt, OutputFormat, OutputOpt, stdout_console, warn_diagnostics
+from kptrace.cli.options import SOURCE_OPTIONS, GraphOpt, HtmlOpt, NodeSource, node_source_options
 from kptrace.errors import EXIT_FINDINGS
 
 
+@node_source_options
 def svc(
     query: str = typer.Argument(..., help="NAMESPACE/NAME[:PORT], ClusterIP[:PORT] or a kube-proxy chain name.", show_default=False),
-    dumps: list[str] = DumpOpt,
-    ipvs: str = IpvsOpt,
-    ipset: str = IpsetOpt,
-    bundle: str = BundleOpt,
-    local: bool = LocalOpt,
-    ssh: str = SshOpt,
-    ssh_config: str = SshConfigOpt,
-    node: str = NodeOpt,
-    kubeconfig: str = KubeconfigOpt,
-    context: str = ContextOpt,
-    node_ips: list[str] = NodeIpOpt,
+    source: NodeSource = SOURCE_OPTIONS,
     node_name: str = typer.Option(None, "--node-name", help="Compare with the Kubernetes API as this node (adds the expected "
                                   "endpoints and any drift; live API unless --cluster-state).", show_default=False),
     cluster_state: str = typer.Option(None, "--cluster-state", help="Expected state from a file (`kubectl get "
@@ -41,6 +31,8 @@ def svc(
     tables: list[str] = typer.Option([], "--conntrack", help="The node's `conntrack -L` (repeatable): show the Service's "
                                      "stale entries (a bundle's own tables are used when it has them).", show_default=False),
     paths: bool = typer.Option(False, "--paths", help="Also show the rule path of every outcome."),
+    graph: str = GraphOpt,
+    html: str = HtmlOpt,
     strict: bool = typer.Option(False, "--strict", help=f"Exit {EXIT_FINDINGS} when there are warnings."),
     lenient: bool = LenientOpt,
     max_size: str = MaxSizeOpt,
@@ -48,8 +40,12 @@ def svc(
 ) -> None:
     from kptrace.tracer.services import service_views
 
-    dp = load_input(dumps, bundle, local, node_ips, lenient=lenient, max_size=max_size, ssh=ssh, ssh_config=ssh_config,
-                    node=node, kubeconfig=kubeconfig, context=context, ipvs=ipvs, ipset=ipset)
+    kubeconfig, context, bundle = source.kubeconfig, source.context, source.bundle
+    if graph or html:
+        from kptrace.cli.options import check_picture_tools
+
+        check_picture_tools(graph)
+    dp = source.load(lenient=lenient, max_size=max_size)
     warn_diagnostics(dp.diagnostics)
     drift = state = None
     if cluster_state and not node_name and dp.ipvs is None:
@@ -90,7 +86,14 @@ def svc(
                          hint="take both snapshots with `iptables-save -c` (or `iptables -L -n -v -x`; nftables mode: "
                                   "kube-proxy's rules with `counter`, listed by `nft list ruleset`)")
     stale = _stale_by_view(dp, views, tables, bundle, lenient)
-    if output is OutputFormat.json:
+    if graph or html:
+        from kptrace.cli.options import write_pictures
+        from kptrace.render.graph import service_graph
+
+        write_pictures(service_graph(views), graph, html, lambda svg, dot: _html(views, dp, svg, dot))
+    if graph in ("-", "dot:-", "mmd:-"):
+        pass  # stdout holds the graph
+    elif output is OutputFormat.json:
         from kptrace.render.json_out import dumps as to_json, service_json
 
         out = service_json(views, dp.notes, drift=drift, counters=counters)
@@ -115,6 +118,12 @@ def svc(
     if strict and (any(v.warnings for v in views) or (drift is not None and drift.findings)
                    or any(c is not None and c.skewed for c in counters.values())):
         raise typer.Exit(EXIT_FINDINGS)
+
+
+def _html(views, dp, svg, dot):
+    from kptrace.render.html import service_html
+
+    return service_html(views, svg=svg, dot=dot, notes=dp.notes)
 
 
 def _stale_by_view(dp, views, tables, bundle, lenient):
