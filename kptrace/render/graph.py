@@ -207,12 +207,17 @@ def _base(location: str) -> str:
     return os.path.basename(location)
 
 
+def _where(s: Step) -> str:
+    """A step's place for a label: ``file:line``, or ``file rule #N`` where the input has no lines (``nft -j``)."""
+    if s.line or not s.rule:
+        return _base(s.location)
+    return f"{_base(s.source)} rule #{s.rule}"
+
+
 def _chain_node(b: _Builder, s: Step, change: str) -> str:
     if s.table == "ipvs":
-        return b.node(f"ipvs/{s.chain}", "ipvs", (f"IPVS {s.chain}", _base(s.location)), s.location, change=change)
-    return b.node(
-        f"{s.table}/{s.chain}", "chain", (f"{s.table}/{s.chain}", _base(s.location)), s.location, change=change
-    )
+        return b.node(f"ipvs/{s.chain}", "ipvs", (f"IPVS {s.chain}", _where(s)), s.location, change=change)
+    return b.node(f"{s.table}/{s.chain}", "chain", (f"{s.table}/{s.chain}", _where(s)), s.location, change=change)
 
 
 _NFT_LOOKUP = re.compile(r"(\bv?map\s+)?@([\w.-]+)")
@@ -295,7 +300,7 @@ def _add_outcome(
                     visited.add(nid)
                     current = nid
             for lid, kind, text in _lookups(s):
-                b.node(lid, kind, (text, _base(s.location)), s.location, change=change)
+                b.node(lid, kind, (text, _where(s)), s.location, change=change)
                 if kind == "map" and s.note.startswith(("goto ", "jump ")) and "vmap" in s.text:
                     b.edge(current, lid, f"#{s.rule}" if s.rule else "", share, change=change, trace=trace)
                     visited.add(lid)
