@@ -27,6 +27,8 @@ import kptrace.model.ipvs
 import kptrace.parsers.detect
 import kptrace.parsers.ipset
 import kptrace.parsers.ipvsadm
+import kptrace.parsers.ipvsadm.grammar
+import kptrace.parsers.linereader
 from kptrace.errors import ParseError, format_diagnostic
 from kptrace.model.ipvs import IPSet, IPSets, IPVSTable, MemberError, RealServer, VirtualService, canonical_member
 from kptrace.parsers.detect import VARIANTS, detect_format, detect_variant
@@ -386,7 +388,8 @@ def test_ipset_lookups():
     assert "allow-list" in features and features.get("nope") is None and len(features) == 4
 
 
-@pytest.mark.parametrize("module", [kptrace.model.ipvs, kptrace.parsers.detect, kptrace.parsers.ipvsadm, kptrace.parsers.ipset])
+@pytest.mark.parametrize("module", [kptrace.model.ipvs, kptrace.parsers.detect, kptrace.parsers.ipvsadm,
+                                    kptrace.parsers.ipvsadm.grammar, kptrace.parsers.ipset, kptrace.parsers.linereader])
 def test_docstring_examples(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0

@@ -32,14 +32,13 @@ from __future__ import annotations
 import functools
 import re
 import tomllib
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+from kptrace.errors import ParseError
 from kptrace.model.addr import is_uint
-from kptrace.errors import Diagnostic, ParseError
 from kptrace.model.ipvs import IPSet, IPSets, Location, MemberError, MemberMeta, canonical_member
-from kptrace.parsers.detect import find_variant_paste, wrong_format
 from kptrace.parsers.grammar import grammar_path
-from kptrace.parsers.paste import clean_paste
+from kptrace.parsers.linereader import Cut, LineReader, cleaned, diagnose, paused_gc
 
 __all__ = ["IpsetGrammar", "ipset_grammar", "line_grammar", "parse_ipset"]
 
@@ -112,27 +111,11 @@ def line_grammar(kind: str, dimensions: tuple[str, ...] | None = None):
     raise ValueError(f"no grammar for line kind {kind!r}")
 
 
+_ELEMENT_WORD = re.compile(r"[^\s,]+")
+
+
 def _diagnose(line: str, kind: str, dimensions: tuple[str, ...] | None) -> tuple[int, int, str]:
-    import pyparsing as pp
-
-    try:
-        line_grammar(kind, dimensions).parse_string(line, parse_all=True)
-    except pp.ParseBaseException as e:
-        loc = e.loc
-        m = re.compile(r"[^\s,]+").match(line, loc) if loc < len(line) else None
-        length = (m.end() - loc) if m else 1
-        found = m.group(0) if m else ""
-        msg = e.msg
-        if msg == "Expected end of text":
-            msg = f"unknown option {found!r}"
-        elif msg.startswith("Expected"):
-            msg = "expected " + msg[len("Expected "):] + (f", found {found!r}" if found else ", found the end of the line")
-        return loc + 1, length, msg
-    return 0, 0, ""
-
-
-class _Cut(Exception):
-    pass
+    return diagnose(line_grammar(kind, dimensions), line, lambda found: f"unknown option {found!r}", _ELEMENT_WORD)
 
 
 class _Set:
@@ -159,37 +142,19 @@ class _Set:
         self.elided: list[int] = []  # line numbers of elisions ("...") among its members
 
 
-class _Reader:
+class _Reader(LineReader):
+    LAST_LINE = ("members after this line are missing", "ipset ends every line; check that the copy is whole")
+
     def __init__(self, text: str, source: str, elided: frozenset[int] = frozenset()) -> None:
+        super().__init__(text, source)
         self.g = ipset_grammar()
-        self.source = source
         self.elided = elided  # indexes of the lines a paste elided ("...")
         self.elided_outside: list[int] = []  # ... before any set
-        if "\r" in text:
-            text = text.replace("\r\n", "\n")
-        self.ends_with_newline = text.endswith("\n")
-        self.lines = text.split("\n")
-        if self.ends_with_newline:
-            self.lines.pop()
-        self.diags: list[Diagnostic] = []
-        self.notes: list[str] = []
         self.sets: dict[str, _Set] = {}
         self.current: _Set | None = None  # the set the last line belonged to
-        self.cut = False  # the input ends in the middle of a line
 
-    def problem(self, severity: str, idx: int, message: str, hint: str = "", col: int = 0, length: int = 0) -> None:
-        self.diags.append(Diagnostic(severity, message, self.source, idx + 1, col, self.lines[idx], length, hint))
-
-    def refuse(self, idx: int, kind: str, dims: tuple[str, ...] | None, hint: str) -> None:
-        line = self.lines[idx]
-        col, length, msg = _diagnose(line, kind, dims)
-        if not col:
-            col, length, msg = 1, max(1, len(line.split()[0]) if line.split() else 1), "this line does not fit here"
-        if idx == len(self.lines) - 1 and not self.ends_with_newline:
-            msg = f"the input ends in the middle of a line ({msg})"
-            hint = "the output looks cut off (an interrupted copy?); take it again, or pass --lenient to read what is there"
-            self.cut = True
-        self.problem("error", idx, msg, hint, col, length)
+    def diagnosis(self, line: str, kind: str, variant: Any) -> tuple[int, int, str]:
+        return _diagnose(line, kind, variant)
 
     def elide(self, idx: int) -> None:
         """An elided line: members of the set it is in (or sets before the first) may be missing."""
@@ -232,10 +197,10 @@ class _Reader:
                 i += 1
                 continue
             if i + 1 >= n:
-                raise _Cut
+                raise Cut
             val = toks[i + 1]
             if kind == "int" and not is_uint(val):
-                raise _Cut
+                raise Cut
             if kind == "family":
                 if val not in _FAMILIES:
                     col = line.find(" " + val) + 2
@@ -249,7 +214,7 @@ class _Reader:
         try:
             m = canonical_member(elem, st.dims)
         except MemberError:
-            raise _Cut from None
+            raise Cut from None
         if st.family is not None and st.dims and st.dims[0] in ("ip", "net") \
                 and (":" in m.partition(",")[0]) != (st.family == 6):
             line = self.lines[idx]
@@ -277,10 +242,10 @@ class _Reader:
             kind = table.get(name)
             arity = 0 if kind == "flag" else 1
             if kind is None or (arity and i + 1 >= n):
-                raise _Cut
+                raise Cut
             val = opts[i + 1] if arity else ""
             if kind == "int" and not is_uint(val):
-                raise _Cut
+                raise Cut
             if name in ("timeout", "packets", "bytes"):
                 if name == "timeout":
                     timeout = int(val)
@@ -356,13 +321,6 @@ class _Reader:
         toks = line.split()
         return not toks or toks[0] in ("Name:", "create") or (toks[0] == "add" and len(toks) > 1 and toks[1] != name)
 
-    def check_last_line(self) -> None:
-        lines = self.lines
-        if not self.ends_with_newline and lines and lines[-1].strip() \
-                and not any(d.line == len(lines) and d.severity == "error" for d in self.diags):
-            self.problem("warning", len(lines) - 1, "the input does not end with a newline: if it was cut off here, "
-                         "members after this line are missing", "ipset ends every line; check that the copy is whole")
-
 
 class _SaveReader(_Reader):
     """``ipset save``: create lines, each followed by its set's add lines."""
@@ -389,7 +347,7 @@ class _SaveReader(_Reader):
                     try:
                         self.member(st, toks[2], toks[3:], idx)
                         continue
-                    except _Cut:
+                    except Cut:
                         pass
                 self.refuse(idx, "add", st.dims if st is not None and toks[1:2] == [st.name] else None,
                             "an add line is add SETNAME ELEMENT [options]")
@@ -408,7 +366,7 @@ class _SaveReader(_Reader):
                 self.set_type(new, toks[2], idx, 9 + len(name))
                 try:
                     self.header_options(new, toks[3:], idx, line)
-                except _Cut:
+                except Cut:
                     self.refuse(idx, "create", None, "a create line is create SETNAME TYPE [options]")
                     continue
                 sets[name] = new
@@ -450,7 +408,7 @@ class _ListReader(_Reader):
                     toks = self.tokens(line)
                     try:
                         self.member(st, toks[0], toks[1:], idx)
-                    except (_Cut, IndexError):
+                    except (Cut, IndexError):
                         self.refuse(idx, "member", st.dims, f"a member of a {st.type} set")
                     continue
                 in_members = False
@@ -496,7 +454,7 @@ class _ListReader(_Reader):
             elif key == "Header":
                 try:
                     self.header_options(st, self.tokens(value), idx, line)
-                except _Cut:
+                except Cut:
                     self.problem("error", idx, "a header option lacks its value", "Header: family inet hashsize 1024 ...",
                                  len(line) + 1, 1)
             elif key == "Members":
@@ -521,26 +479,15 @@ def parse_ipset(text: str, source: str = "-", *, lenient: bool = False) -> IPSet
     >>> sets["KUBE-NODE-PORT-TCP"].contains("30080"), sets["KUBE-NODE-PORT-TCP"].options["range"]
     (True, '0-65535')
     """
-    import gc
-
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with paused_gc():
         return _parse(text, source, lenient)
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _parse(text: str, source: str, lenient: bool) -> IPSets:
     # What a paste adds is taken away first (kptrace/parsers/paste.py); lines stay where they were.
-    paste = clean_paste(text, source).only("ipset")
+    paste, kind = cleaned(text, source, "ipset", ("ipset-save", "ipset-list"), "ipset output",
+                          "kptrace reads `ipset save` and `ipset list` output here")
     text = paste.text
-    found = find_variant_paste(paste)
-    kind = found[0] if found else None
-    if kind is not None and kind not in ("ipset-save", "ipset-list"):
-        raise ParseError([paste.line_map.restore(wrong_format(text, source, found, "ipset output",
-                                                               "kptrace reads `ipset save` and `ipset list` output here"))])
     variant = "list" if kind == "ipset-list" else "save"
     elided = frozenset(n - 1 for n in paste.elisions)
     reader = _ListReader(text, source, elided) if variant == "list" else _SaveReader(text, source, elided)
@@ -548,7 +495,7 @@ def _parse(text: str, source: str, lenient: bool) -> IPSets:
     sets = reader.finish(variant, bool(paste.filtered))
     if not sets and not any(d.severity == "error" for d in reader.diags):
         reader.notes.append(f"{source}: no sets")
-    result = IPSets(sets, source, tuple(paste.line_map.restore_all(reader.diags)), tuple(paste.notes) + tuple(reader.notes),
+    result = IPSets(sets, source, reader.diagnostics(paste), tuple(paste.notes) + tuple(reader.notes),
                     variant)
     if not lenient and result.errors:
         raise ParseError(list(result.diagnostics))
