@@ -11,7 +11,9 @@ make_kernel_cases.py), two real-world fragments (fixtures/realworld/036, 040) an
 from __future__ import annotations
 
 import doctest
+import importlib
 import json
+import pkgutil
 import subprocess
 import time
 from pathlib import Path
@@ -22,8 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import kptrace.model.nft as model
-import kptrace.parsers.nft_json as nft_json
-import kptrace.parsers.nft_text as nft_text
+import kptrace.parsers.nft as nft
 from kptrace.errors import KptraceError, ParseError, format_diagnostic
 from kptrace.model.nft import (
     AnonMap,
@@ -53,8 +54,10 @@ from kptrace.model.nft import (
     format_nft,
     format_stmt,
 )
-from kptrace.parsers.nft_json import parse_nft_json
-from kptrace.parsers.nft_text import _diagnose, parse_all_rules, parse_nft_text, read_statements
+from kptrace.parsers.nft import parse_all_rules, parse_nft_json, parse_nft_text
+from kptrace.parsers.nft.declarations import diagnose
+from kptrace.parsers.nft.lines import INTERNAL
+from kptrace.parsers.nft.shapes import read_statements
 
 NFT = CASES / "nft"
 UPSTREAM = sorted((FIXTURES / "upstream").glob("*.nft"))
@@ -484,10 +487,10 @@ def test_declaration_grammar_agrees_with_the_fast_reader():
                 for part in s.split(";"):
                     if part.strip():
                         kinds = ("chain_spec", "set_spec", "table_spec")
-                        assert any(_diagnose(k, part.strip()) is None for k in kinds), (path.name, part)
+                        assert any(diagnose(k, part.strip()) is None for k in kinds), (path.name, part)
             elif s.startswith(("add chain", "add set", "add map", "add table")):
-                assert _diagnose("command", s) is None, s
-    assert _diagnose("chain_spec", "type filter hook inputt priority 0")[:2] == (18, 6)
+                assert diagnose("command", s) is None, s
+    assert diagnose("chain_spec", "type filter hook inputt priority 0")[:2] == (18, 6)
 
 
 def test_errors_point_at_the_spot():
@@ -543,8 +546,8 @@ def _must_not_raise_but_kptrace_errors(text: str, json_form: bool) -> None:
         parse_all_rules(rs)
         canonical_view(rs)
         format_nft(rs)
-        assert not [d for d in rs.diagnostics if d.message.startswith(nft_text.INTERNAL)], \
-            "\n".join(format_diagnostic(d) for d in rs.diagnostics if d.message.startswith(nft_text.INTERNAL))
+        assert not [d for d in rs.diagnostics if d.message.startswith(INTERNAL)], \
+            "\n".join(format_diagnostic(d) for d in rs.diagnostics if d.message.startswith(INTERNAL))
 
 
 @pytest.mark.parametrize("path", ALL_INPUTS, ids=lambda p: p.parent.name + "/" + p.name)
@@ -617,13 +620,26 @@ def test_load_is_lazy_and_quick():
         assert took < 30 * reference, f"{len(lines)} lines took {took:.3f} s, splitting them {reference:.3f} s"
 
 
+NFT_MODULES = [importlib.import_module(f"kptrace.parsers.nft.{m.name}") for m in pkgutil.iter_modules(nft.__path__)]
+
+
 def test_public_api():
-    assert set(nft_text.__all__) <= set(dir(nft_text)) and "parse_nft_text" in nft_text.__all__
-    assert nft_json.__all__ == ["parse_nft_json"]
+    assert nft.__all__ == ["parse_all_rules", "parse_nft_json", "parse_nft_text"]
     assert set(model.__all__) <= set(dir(model))
+    assert len(NFT_MODULES) > 10
+    for module in NFT_MODULES:  # each module says what it offers the others, and offers it
+        assert set(module.__all__) <= set(dir(module)), module.__name__
 
 
-@pytest.mark.parametrize("module", [model, nft_text, nft_json], ids=lambda m: m.__name__)
+DOCTESTED = [m for m in [model, *NFT_MODULES] if any(t.examples for t in doctest.DocTestFinder().find(m))]
+
+
+def test_every_module_with_examples_is_doctested():
+    names = {m.__name__.rsplit(".", 1)[1] for m in DOCTESTED}
+    assert {"grammar", "atoms", "shapes", "elements", "text", "json_doc"} <= names, names
+
+
+@pytest.mark.parametrize("module", DOCTESTED, ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0

@@ -1,4 +1,4 @@
-"""Rules read by shape (kptrace/parsers/nft_text.py, "rules by shape") give exactly what the full reader
+"""Rules read by shape (kptrace/parsers/nft/shapes.py) give exactly what the full reader
 gives: the same statements, comment and problems, for every rule of every nft text fixture and of both
 benchmark layouts (gen_nft, 300 Services), and for hand-written rules where a value's order or spelling
 could differ between the two."""
@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 from conftest import CASES, FIXTURES
 
-import kptrace.parsers.nft_text as nft_text
-from kptrace.parsers.nft_text import _read_tokens, _tokens, parse_nft_text, read_statements
+from kptrace.parsers.nft import parse_nft_text
+from kptrace.parsers.nft.atoms import tokens
+from kptrace.parsers.nft.shapes import read_statements, shape_cache
+from kptrace.parsers.nft.statements import read_tokens
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXTS = sorted(p for d in (FIXTURES / "nft", FIXTURES / "upstream", CASES / "nft" / "src", CASES / "nft" / "kernel")
@@ -20,7 +22,7 @@ TEXTS = sorted(p for d in (FIXTURES / "nft", FIXTURES / "upstream", CASES / "nft
 
 
 def _full(text: str, family: str):
-    return _read_tokens(text, _tokens(text), family)
+    return read_tokens(text, tokens(text), family)
 
 
 def _rule_texts(text: str, source: str):
@@ -92,7 +94,7 @@ RULES = [
 @pytest.mark.parametrize("rule", RULES)
 @pytest.mark.parametrize("family", ["ip", "ip6", "inet"])
 def test_shapes_agree_on_edge_cases(rule, family):
-    nft_text._shapes.clear()
+    shape_cache.clear()
     assert _agree([(family, rule)]) == 1
     # the same shape again with other values, after the shape is kept
     other = rule.replace("10.0.0.1", "10.9.9.9").replace("goto a", "goto z")
@@ -100,10 +102,10 @@ def test_shapes_agree_on_edge_cases(rule, family):
 
 
 def test_a_shape_is_kept_and_used():
-    nft_text._shapes.clear()
+    shape_cache.clear()
     for i in range(3):
         read_statements(f"ip saddr 10.0.0.{i} jump endpoint-{i}", "ip")
-    (build,) = nft_text._shapes.values()
+    (build,) = shape_cache.values()
     assert callable(build)
     stmts, comment, problems = read_statements("ip saddr 10.1.2.3 jump endpoint-x", "ip")
     assert (stmts[0].right.text, stmts[1].target, problems) == ("10.1.2.3", "endpoint-x", [])

@@ -329,22 +329,18 @@ class Reader:
 
 
 def _nft_readers() -> list[Reader]:
-    """The nftables readers, once they exist (kptrace/parsers/nft_text.py, nft_json.py)."""
+    """The nftables readers (kptrace/parsers/nft/: text.py, json_doc.py)."""
     import importlib
 
     rows = []
-    for module, fn, takes, structured in (
-        ("nft_text", "parse_nft_text", _of_variant("nft"), False),
-        ("nft_json", "parse_nft_json", _of_variant("nft-json"), True),
+    for name, module, fn, takes, structured in (
+        ("nft-text", "text", "parse_nft_text", _of_variant("nft"), False),
+        ("nft-json", "json_doc", "parse_nft_json", _of_variant("nft-json"), True),
     ):
-        try:
-            mod = importlib.import_module(f"kptrace.parsers.{module}")
-        except ImportError:
-            continue
-        parse = getattr(mod, fn, None)
-        if parse is not None:
-            rows.append(Reader(module.replace("_", "-"), lambda text, source, lenient, parse=parse: parse(text, source, lenient=lenient),
-                               takes, _use_nft(mod), structured=structured))
+        mod = importlib.import_module(f"kptrace.parsers.nft.{module}")
+        parse = getattr(mod, fn)
+        rows.append(Reader(name, lambda text, source, lenient, parse=parse: parse(text, source, lenient=lenient),
+                           takes, _use_nft(mod), structured=structured))
     return rows
 
 

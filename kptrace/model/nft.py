@@ -1,7 +1,7 @@
 """An nftables ruleset as values: tables, chains, sets and maps, rules as expressions.
 
 One AST for the three forms a ruleset comes in (knftables transaction text, ``nft list ruleset`` text,
-``nft -j list ruleset`` JSON): the parsers in ``kptrace/parsers/nft_text.py`` and ``nft_json.py`` both
+``nft -j list ruleset`` JSON): the parsers in ``kptrace/parsers/nft/`` (``text.py`` and ``json_doc.py``)
 produce it, and spellings are canonical at parse time, so ``mark set mark or 0x4000`` (what kube-proxy
 writes) and ``meta mark set meta mark | 0x00004000`` (what nft prints) are the same value::
 

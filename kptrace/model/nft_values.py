@@ -22,8 +22,27 @@ from typing import Any, Iterator
 
 from kptrace.errors import Diagnostic
 from kptrace.model.addr import is_uint, parse_addr
-from kptrace.model.nft import (AnonMap, AnonSet, Binop, Concat, Ct, Lookup, Mangle, Match, Meta, Nat, NftRule, NftRuleset,
-                               NftSet, Numgen, Payload, Prefix, Range, Value, Vmap)
+from kptrace.model.nft import (
+    AnonMap,
+    AnonSet,
+    Binop,
+    Concat,
+    Ct,
+    Lookup,
+    Mangle,
+    Match,
+    Meta,
+    Nat,
+    NftRule,
+    NftRuleset,
+    NftSet,
+    Numgen,
+    Payload,
+    Prefix,
+    Range,
+    Value,
+    Vmap,
+)
 
 __all__ = ["check_ruleset", "rule_has_problems", "rule_problems", "value_problems"]
 
@@ -73,8 +92,8 @@ def value_problems(vtype: str | None, value: Any) -> list[tuple[str, str]]:
         if bits is None:
             out.append((f"a prefix is not a {vtype} value", f"{value.addr}/{value.length}"))
         elif not 0 <= value.length <= bits:
-            out.append((f"prefix length /{value.length} is out of range for {'IPv4' if bits == 32 else 'IPv6'} (0-{bits})",
-                        f"/{value.length}"))
+            family = "IPv4" if bits == 32 else "IPv6"
+            out.append((f"prefix length /{value.length} is out of range for {family} (0-{bits})", f"/{value.length}"))
         return out
     if t is Range:
         return value_problems(vtype, value.lo) + value_problems(vtype, value.hi)
@@ -205,8 +224,8 @@ def rule_problems(rule: NftRule, line_text: str | None = None) -> list[Diagnosti
         for ng in _numgens(e):
             if ng.mod < 1:
                 col = text.find("mod") + 1
-                out.append(Diagnostic("error", f"numgen modulus {ng.mod} must be at least 1", rule.source, rule.line, col,
-                                      text, 3 if col else 0, "numgen random mod N picks 0..N-1"))
+                out.append(Diagnostic("error", f"numgen modulus {ng.mod} must be at least 1", rule.source, rule.line,
+                                      col, text, 3 if col else 0, "numgen random mod N picks 0..N-1"))
     return out
 
 
@@ -216,16 +235,16 @@ def element_problems(s: NftSet) -> list[Diagnostic]:
     if not types:
         return out
     lines = None
-    for key, value in s.elements:
+    for key, _ in s.elements:
         parts = key if isinstance(key, tuple) else (key,)
         if len(parts) != len(types):
             continue
         for vt, part in zip(types, parts):
-            for message, bad in value_problems(vt, part):
+            for message, _bad in value_problems(vt, part):
                 if lines is None:
                     lines = s.element_lines() if s.line else {}
-                out.append(Diagnostic("error", f"element of {s.name}: {message}", s.source, lines.get(key, s.line), 0, "", 0,
-                                      _HINTS.get(vt, "")))
+                out.append(Diagnostic("error", f"element of {s.name}: {message}", s.source, lines.get(key, s.line), 0,
+                                      "", 0, _HINTS.get(vt, "")))
     return out
 
 
@@ -258,7 +277,8 @@ _PORT_BAD = r"(?:6553[6-9]|655[4-9]\d|65[6-9]\d\d|6[6-9]\d{3}|[7-9]\d{4}|\d{6,})
 _SUSPICIOUS = (
     # an octet over 255: after a dot, or the first one (before a dot)
     re.compile(r"\.(?:(?<=[^\d.]25[6-9]\.|[^\d.]2[6-9]\d\.|[^\d.][3-9]\d\d\.|\d\d\d\d\.)\d|" + _NUM_BAD + r"\b)"),
-    re.compile(r"addr (?:!= )?(?:\{ )?\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}/(?:3[3-9]|[4-9]\d|\d{3,})\b"),  # ip saddr 10.0.0.0/33
+    # ip saddr 10.0.0.0/33
+    re.compile(r"addr (?:!= )?(?:\{ )?\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}/(?:3[3-9]|[4-9]\d|\d{3,})\b"),
     re.compile(r"port (?:!= )?" + _PORT_BAD + r"\b"),  # tcp dport 99999
     re.compile(r":" + _PORT_BAD + r"\b"),  # dnat to 10.0.0.1:70000
     re.compile(r"0x0*[1-9a-fA-F][0-9a-fA-F]{8,}\b"),  # a mark over 32 bits
@@ -305,7 +325,7 @@ def check_lines(nft: NftRuleset, source: str, lines: list[int]) -> list[Diagnost
 
 def _spans(s: NftSet, wanted: set[int]) -> bool:
     """Whether an element list written over several lines covers one of ``wanted``."""
-    for op, line, payload in s._chunks:
+    for _op, line, payload in s._chunks:
         text = payload[1] if isinstance(payload, tuple) and len(payload) == 2 and isinstance(payload[1], str) else ""
         if any(line <= w <= line + text.count("\n") for w in wanted):
             return True

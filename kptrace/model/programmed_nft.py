@@ -19,25 +19,45 @@ classic one of 1.31-1.35 and 1.36-1.37's inline one):
   ``external-`` chain (``fib saddr type local`` / ``goto local-…`` is Local).
 
 Service ports are keyed by the iptables chain hash of ``ns/name:port`` + protocol (the name nftables mode
-writes in every chain name), so the expected side (``checks/expected.py``) matches both modes alike. ``svc`` reads it too
-(``tracer/services_nft.py``).
+writes in every chain name), so the expected side (``checks/expected.py``) matches both modes alike. ``svc``
+reads it too (``tracer/services_nft.py``).
 """
 
 from __future__ import annotations
 
 import re
 
-from kptrace.model.programmed import ChainEndpoint, Entry, Evidence, ProgrammedPort
 from kptrace.model.kube import service_chain_hash
-from kptrace.model.nft import (AnonMap, AnonSet, Fib, Match, Meta, Nat, NftChain, NftRuleset, NftSet, NftTable, Numgen, Payload,
-                               Prefix, Range, SetRef, SetUpdate, Value, Verdict, Vmap)
+from kptrace.model.nft import (
+    AnonMap,
+    AnonSet,
+    Fib,
+    Match,
+    Meta,
+    Nat,
+    NftChain,
+    NftRuleset,
+    NftSet,
+    NftTable,
+    Numgen,
+    Payload,
+    Prefix,
+    Range,
+    SetRef,
+    SetUpdate,
+    Value,
+    Verdict,
+    Vmap,
+)
+from kptrace.model.programmed import ChainEndpoint, Entry, Evidence, ProgrammedPort
 
 __all__ = ["KUBE_PROXY_TABLE", "nft_chain_service", "read_nft"]
 
 KUBE_PROXY_TABLE = "kube-proxy"
 _FAMILIES = {"ip": 4, "ip6": 6}
 #: service-HASH-ns/name/proto/portname, endpoint-HASH-ns/name/proto/portname__IP/port (proxier.go's chain names)
-_CHAIN = re.compile(r"^(service|local|external|endpoint|firewall)-([A-Z2-7]{8})-([^/]+)/([^/]+)/([a-z]+)/([^_]*)(?:__(.*))?$")
+_CHAIN = re.compile(r"^(service|local|external|endpoint|firewall)-([A-Z2-7]{8})-"
+                    r"([^/]+)/([^/]+)/([a-z]+)/([^_]*)(?:__(.*))?$")
 
 
 def nft_chain_service(name: str) -> tuple[str, str, str, str | None] | None:
@@ -100,9 +120,9 @@ def _element_line(s: NftSet, key) -> int:
         return s.line
     spelled = " . ".join(p for p in parts if isinstance(p, str))
     for op, line, payload in s._chunks:
-        text = payload[1] if op == "add" and isinstance(payload, tuple) and len(payload) == 2 and isinstance(payload[1], str) else None
-        if text is None:
+        if op != "add" or not isinstance(payload, tuple) or len(payload) != 2 or not isinstance(payload[1], str):
             continue
+        text = payload[1]
         at = text.find(spelled)
         while at >= 0:  # as a whole element: not 10.0.0.1 inside 110.0.0.1 . tcp . 80
             end = at + len(spelled)
@@ -172,7 +192,15 @@ class _Ports:
 
 
 def _read_table(tb: _Table, ports: _Ports, unnamed: list[Entry], some: bool) -> None:
-    fam = tb.fam
+    by_chain = _port_chains(tb, ports)
+    _entry_points(tb, ports, by_chain)
+    _no_endpoint_verdicts(tb, ports, unnamed, some)
+    _chain_facts(tb, by_chain)
+    _firewalled_ips(tb, by_chain)
+
+
+def _port_chains(tb: _Table, ports: _Ports) -> dict[str, ProgrammedPort]:
+    """Each wanted port's service-/local-/external-/firewall- chains: chain name -> its port."""
     by_chain: dict[str, ProgrammedPort] = {}
     bases = ports.bases()
     for cname in tb.t.chains:
@@ -183,37 +211,35 @@ def _read_table(tb: _Table, ports: _Ports, unnamed: list[Entry], some: bool) -> 
         info = nft_chain_service(cname)
         if info is None or info[0] == "endpoint":
             continue
-        kind, spn, proto, _ = info
+        _, spn, proto, _ = info
         p = ports.get(spn, proto)
         if p is None:
             continue
         p.chains.append(cname)
         by_chain[cname] = p
+    return by_chain
 
+
+def _entry_points(tb: _Table, ports: _Ports, by_chain: dict[str, ProgrammedPort]) -> None:
+    """Entry points: the elements of the service-ips and service-nodeports verdict maps."""
     cluster_ips = tb.set("cluster-ips")
     firewalled = tb.set("firewall-ips")
-
-    def port_of_target(target: str | None) -> ProgrammedPort | None:
-        if not target:
-            return None
-        p = by_chain.get(target)
-        if p is None and target not in tb.t.chains:
-            info = nft_chain_service(target)
-            if info is not None and info[0] != "endpoint":  # a map element naming a chain the input lacks
-                p = ports.get(info[1], info[2])
-        return p
-
-    # Entry points: the service-ips and service-nodeports verdict maps.
     for mname in ("service-ips", "service-nodeports"):
         s = tb.set(mname)
         if s is None:
             continue
         for key, value in s.elements:
-            if type(value) is not Verdict or not isinstance(key, tuple):
+            if type(value) is not Verdict or not isinstance(key, tuple) or not value.target:
                 continue
-            p = port_of_target(value.target)
+            target = value.target
+            p = by_chain.get(target)
+            if p is None and target not in tb.t.chains:
+                info = nft_chain_service(target)
+                if info is not None and info[0] != "endpoint":  # a map element naming a chain the input lacks
+                    p = ports.get(info[1], info[2])
             if p is None:
                 continue
+            addr: str | None
             if mname == "service-nodeports":
                 if len(key) != 2 or not key[1].isdigit():
                     continue
@@ -222,7 +248,7 @@ def _read_table(tb: _Table, ports: _Ports, unnamed: list[Entry], some: bool) -> 
                 if len(key) != 3 or not key[2].isdigit():
                     continue
                 addr, proto, port = key[0], key[1], int(key[2])
-                prefix = value.target.split("-", 1)[0]
+                prefix = target.split("-", 1)[0]
                 if prefix in ("service", "local") or (cluster_ips is not None and addr in cluster_ips):
                     kind = "ClusterIP"
                 elif prefix == "firewall" or (firewalled is not None and key in firewalled):
@@ -230,9 +256,13 @@ def _read_table(tb: _Table, ports: _Ports, unnamed: list[Entry], some: bool) -> 
                 else:
                     kind = "ExternalIP/LoadBalancerIP"
             ev = tb.element_ev(s, key, f"element {mname} {{ {_key_text(key)} : {_verdict_text(value)} }}")
-            p.entries.append(Entry(kind, addr, port, proto, value.target, "", ev))
+            p.entries.append(Entry(kind, addr, port, proto, target, "", ev))
 
-    # "No endpoints" verdicts: element comments name the Service port.
+
+def _no_endpoint_verdicts(tb: _Table, ports: _Ports, unnamed: list[Entry], some: bool) -> None:
+    """"No endpoints" verdicts: elements of no-endpoint-services and no-endpoint-nodeports, whose comments
+    name the Service port (those without go to ``unnamed`` when every port is read)."""
+    cluster_ips = tb.set("cluster-ips")
     for mname in ("no-endpoint-services", "no-endpoint-nodeports"):
         s = tb.set(mname)
         if s is None:
@@ -241,14 +271,10 @@ def _read_table(tb: _Table, ports: _Ports, unnamed: list[Entry], some: bool) -> 
         for key, value in s.elements:
             if type(value) is not Verdict or not isinstance(key, tuple):
                 continue
-            target = "DROP" if value.kind == "drop" else "REJECT" if value.kind == "reject" or value.target == "reject-chain" else None
-            if target is None:
-                chain = tb.chain(value.target or "")
-                rules = chain.rules if chain is not None else ()
-                last = rules[-1].verdict if rules else None
-                target = {"drop": "DROP", "reject": "REJECT"}.get(last.kind if last is not None else "", None)
+            target = _no_endpoint_target(tb, value)
             if target is None:
                 continue
+            addr: str | None
             if mname == "no-endpoint-nodeports":
                 if len(key) != 2 or not key[1].isdigit():
                     continue
@@ -259,8 +285,8 @@ def _read_table(tb: _Table, ports: _Ports, unnamed: list[Entry], some: bool) -> 
                 addr, proto, port = key[0], key[1], int(key[2])
                 kind = "ClusterIP" if cluster_ips is not None and addr in cluster_ips else "ExternalIP/LoadBalancerIP"
             comment = comments.get(key) or ""
-            ev = tb.element_ev(s, key, f"element {mname} {{ {_key_text(key)}" + (f' comment "{comment}"' if comment else "")
-                               + f" : {_verdict_text(value)} }}")
+            said = f' comment "{comment}"' if comment else ""
+            ev = tb.element_ev(s, key, f"element {mname} {{ {_key_text(key)}{said} : {_verdict_text(value)} }}")
             e = Entry(kind, addr, port, proto, target, comment, ev)
             spn = comment.split(" ", 1)[0] if "/" in comment else None
             if spn:
@@ -270,7 +296,21 @@ def _read_table(tb: _Table, ports: _Ports, unnamed: list[Entry], some: bool) -> 
             elif not some:
                 unnamed.append(e)
 
-    # Each port's chains: endpoints, affinity, source ranges, external policy.
+
+def _no_endpoint_target(tb: _Table, value: Verdict) -> str | None:
+    """DROP or REJECT: what a no-endpoint element does (directly, or as its chain's last rule)."""
+    if value.kind == "drop":
+        return "DROP"
+    if value.kind == "reject" or value.target == "reject-chain":
+        return "REJECT"
+    chain = tb.chain(value.target or "")
+    rules = chain.rules if chain is not None else ()
+    last = rules[-1].verdict if rules else None
+    return {"drop": "DROP", "reject": "REJECT"}.get(last.kind) if last is not None else None
+
+
+def _chain_facts(tb: _Table, by_chain: dict[str, ProgrammedPort]) -> None:
+    """Each port's chains: endpoints, affinity, source ranges, external policy."""
     for cname, p in by_chain.items():
         chain = tb.chain(cname)
         kind = cname.split("-", 1)[0]
@@ -280,13 +320,18 @@ def _read_table(tb: _Table, ports: _Ports, unnamed: list[Entry], some: bool) -> 
         elif kind == "local":
             p.local = _chain_endpoints(tb, chain, p)
             p.local_chain = cname
-        elif kind in ("external", "firewall"):
+        elif kind in ("external", "firewall") and chain is not None:
             p.jumps[cname] = _targets(chain)
             if kind == "firewall":
                 p.source_ranges.extend(_source_ranges(chain))
             else:
                 p.external_policy = _external_policy(chain)
-    # the firewall chain is reached from firewall-ips (before the service-ips entry): those IPs are LoadBalancer IPs
+
+
+def _firewalled_ips(tb: _Table, by_chain: dict[str, ProgrammedPort]) -> None:
+    """The firewall chain is reached from firewall-ips (before the service-ips entry): those IPs are
+    LoadBalancer IPs."""
+    firewalled = tb.set("firewall-ips")
     for key, value in (firewalled.elements if firewalled is not None else ()):
         p = by_chain.get(value.target) if type(value) is Verdict and value.target else None
         if p is not None and isinstance(key, tuple):
@@ -359,7 +404,8 @@ def _numgen_share(ng: Numgen, pairs) -> tuple[dict[int, list], int]:
 # kube-proxy's own rule shapes in service-/local-/endpoint- chains, read from the text (counters taken out):
 # parsing 220k rules of a 10k-Service node costs ~12 s, reading their text ~0.3 s. Any other text is parsed.
 _COUNTER = re.compile(r"counter(?: packets \d+ bytes \d+)? ")
-_SKIP = re.compile(r"^(?:(?:ip6? [sd]addr (?:!= )?\S+ )*jump mark-for-masquerade|(?:meta )?mark set .*)(?: comment \"[^\"]*\")?$")
+_SKIP = re.compile(r"^(?:(?:ip6? [sd]addr (?:!= )?\S+ )*jump mark-for-masquerade|(?:meta )?mark set .*)"
+                   r"(?: comment \"[^\"]*\")?$")
 _AFFINITY = re.compile(r"^ip6? saddr @(affinity-\S+) goto (endpoint-\S+)$")
 _VMAP = re.compile(r"^numgen random mod (\d+) vmap \{ (.+) \}$")
 _VMAP_PAIR = re.compile(r"^(\d+) : goto (endpoint-\S+)$")
@@ -367,6 +413,17 @@ _DMAP = re.compile(r"^meta l4proto [a-z]+ dnat (?:ip6? )?(?:addr \. port )?to nu
 _DMAP_PAIR = re.compile(r"^(\d+) : (\S+) \. (\d+)$")
 _DNAT = re.compile(r"^meta l4proto [a-z]+ dnat (?:ip6? )?to (?:\[([0-9a-fA-F:.]+)\]|([0-9.]+)):(\d+)$")
 _UPDATE = re.compile(r"^update @(affinity-\S+) \{ ip6? saddr \}$")
+
+
+def _all_match(pattern: re.Pattern[str], items: list[str]) -> list[re.Match[str]] | None:
+    """Each item (stripped) matched by ``pattern``, or None if one is not."""
+    out = []
+    for item in items:
+        m = pattern.match(item.strip())
+        if m is None:
+            return None
+        out.append(m)
+    return out
 
 
 def _bare(text: str) -> str:
@@ -416,8 +473,8 @@ def _chain_endpoints(tb: _Table, chain: NftChain | None, p: ProgrammedPort) -> l
             continue
         m = _VMAP.match(bare)
         if m is not None:
-            pairs = [_VMAP_PAIR.match(x.strip()) for x in m.group(2).split(",")]
-            if all(pairs):
+            pairs = _all_match(_VMAP_PAIR, m.group(2).split(","))
+            if pairs is not None:
                 mod = int(m.group(1))
                 hits = [(int(x.group(1)), x.group(2)) for x in pairs if int(x.group(1)) < mod]
                 share = split.numgen(mod, len({k for k, _ in hits}))
@@ -426,13 +483,14 @@ def _chain_endpoints(tb: _Table, chain: NftChain | None, p: ProgrammedPort) -> l
                 continue
         m = _DMAP.match(bare)
         if m is not None:
-            pairs = [_DMAP_PAIR.match(x.strip()) for x in m.group(2).split(",")]
-            if all(pairs):
+            pairs = _all_match(_DMAP_PAIR, m.group(2).split(","))
+            if pairs is not None:
                 mod = int(m.group(1))
-                hits = [(int(x.group(1)), x.group(2), x.group(3)) for x in pairs if int(x.group(1)) < mod]
-                share = split.numgen(mod, len({k for k, _, _ in hits}))
+                dests = [(int(x.group(1)), x.group(2), x.group(3)) for x in pairs if int(x.group(1)) < mod]
+                share = split.numgen(mod, len({k for k, _, _ in dests}))
                 ev = ev or _ev(chain.rule_at(i))
-                out.extend(ChainEndpoint(_endpoint_text(fam, a, port), chain.name, share, ev) for _, a, port in sorted(hits))
+                out.extend(ChainEndpoint(_endpoint_text(fam, a, port), chain.name, share, ev)
+                           for _, a, port in sorted(dests))
                 continue
         m = _DNAT.match(bare)
         if m is not None:
@@ -476,7 +534,8 @@ def _rule_endpoints(tb: _Table, chain: NftChain, r, p: ProgrammedPort, split: _S
                         out.append(ChainEndpoint(_endpoint_text(fam, addr, port), chain.name, share, ev))
             elif type(x.addr) is Value:
                 port = x.port.text if type(x.port) is Value else None
-                out.append(ChainEndpoint(_endpoint_text(fam, x.addr.text, port), chain.name, split.all(conditional), ev))
+                share = split.all(conditional)
+                out.append(ChainEndpoint(_endpoint_text(fam, x.addr.text, port), chain.name, share, ev))
         elif t is Verdict and x.target and x.target.startswith("endpoint-"):
             out.append(ChainEndpoint(_dnat_of(tb, x.target, p), x.target, split.all(conditional), ev))
     if v is not None and v.kind in ("drop", "reject") and not conditional and split.remaining is not None:

@@ -27,7 +27,7 @@ ROOT = HERE.parents[2]
 sys.path.insert(0, str(ROOT))
 
 from kptrace.model.nft import format_nft  # noqa: E402
-from kptrace.parsers.nft_text import parse_nft_text  # noqa: E402
+from kptrace.parsers.nft import parse_nft_text  # noqa: E402
 
 NS = "kptrace-nftcases"
 
