@@ -303,3 +303,41 @@ def test_paths_the_docs_name_exist():
                      if not re.search(r"/v\d+$|NAME", m)  # JSON schema names, placeholders
                      and not any(ROOT.glob(m)))
     assert not missing, f"named in the docs but not in the repository: {missing[:10]}"
+
+
+_WORD = re.compile(r"[^\s\u2500-\u257f]+")  # words between whitespace and box-drawing characters
+_ELIDED = ("...", "\u2026")
+
+
+def _docs_examples() -> list[tuple[str, str, list[str]]]:
+    """Console examples in docs/ that run on files of this repository: (page, command, lines shown)."""
+    out = []
+    for page in sorted(DOCS.rglob("*.md")):
+        for info, lines in _fenced_blocks(page.read_text()):
+            if info != "console":
+                continue
+            for command, shown in _commands_and_outputs(lines):
+                args = command.split()
+                if args[0] != "kptrace" or args[1] in ("monitor", "collect", "verify") or "|" in args or "..." in args:
+                    continue  # needs root, a node or a terminal session
+                if any((re.search(r"\.[a-z][\w-]*$", a) or a.startswith(("fixtures/", "tests/", "./", "snap/")))
+                       and not (ROOT / a).exists() for a in args[2:]):
+                    continue  # an input that is not in the repository (a user's own file)
+                if any(line.strip() and line.strip() not in _ELIDED for line in shown):
+                    out.append((str(page.relative_to(DOCS)), command, shown))
+    return out
+
+
+@pytest.mark.parametrize("page, command, shown", _docs_examples(), ids=[f"{p}:{c.split()[1]}" for p, c, _ in _docs_examples()])
+def test_docs_examples_are_real_output(page, command, shown):
+    """Every word a docs/ page shows under a command is one that command prints now (words that an elision cut,
+    with `...`, aside). Words, not lines: the pages keep output abridged, and a table's layout follows the terminal."""
+    want = [line for line in shown if line.strip() and line.strip() not in _ELIDED]
+    assert want, (page, command)
+    env = {**os.environ, "COLUMNS": "100", "FORCE_COLOR": "1", "NO_COLOR": "1"}
+    res = subprocess.run([sys.executable, "-m", "kptrace", *command.split()[1:]], capture_output=True, text=True,
+                         cwd=ROOT, env=env)
+    printed = set(_WORD.findall(_ANSI.sub("", res.stdout + "\n" + res.stderr)))
+    stale = [(line.strip(), word) for line in want for word in _WORD.findall(line)
+             if word not in printed and not any(e in word for e in _ELIDED)]
+    assert not stale, f"docs/{page}: the output of `{command}` has words it no longer prints: {stale[:5]}"
