@@ -178,6 +178,7 @@ def _read_mermaid(text: str) -> tuple[dict[str, str], list[tuple[str, str, str]]
             .replace("#lt;", "<")
             .replace("#gt;", ">")
             .replace("#amp;", "&")
+            .replace("#35;", "#")
         )
 
     labels, edges = {}, []
@@ -387,10 +388,18 @@ def test_help_does_not_import_the_picture_modules():
 
 @pytest.mark.skipif(not HAVE_DOT, reason="Graphviz's dot is not installed (scripts/test installs it)")
 def test_readme_picture_is_this_commands_graph():
-    """docs/img/svc-graph.svg is what README's command draws now: the same nodes and edges (Graphviz's <title>s)."""
-    readme = (ROOT / "README.md").read_text()
-    command = re.search(r"^(kptrace svc .* --graph docs/img/svc-graph\.svg)$", readme, re.M).group(1)
-    assert "](docs/img/svc-graph.svg)" in readme
+    """docs/img/svc-graph.svg (README's picture) is what the command that made it (in README or docs/pictures.md)
+    draws now: the same nodes and edges (Graphviz's <title>s)."""
+    assert "](docs/img/svc-graph.svg)" in (ROOT / "README.md").read_text()
+    texts = [(ROOT / p).read_text() for p in ("README.md", "docs/pictures.md") if (ROOT / p).exists()]
+    found = [
+        m.group(1)
+        for t in texts
+        for m in [re.search(r"^(kptrace svc .* --graph docs/img/svc-graph\.svg)$", t, re.M)]
+        if m
+    ]
+    assert found, "the command that made docs/img/svc-graph.svg is not shown"
+    command = found[0]
     args = command.split()[1:]
     res = subprocess.run([sys.executable, "-m", "kptrace", *args[:-1], "-"], capture_output=True, text=True, cwd=ROOT)
     nodes, edges, _ = read_dot(res.stdout)

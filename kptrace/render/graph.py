@@ -683,8 +683,10 @@ def to_dot(g: Graph) -> str:
 
 
 def _mermaid_text(text: str) -> str:
+    # Mermaid reads "#name;" as an entity: a literal "#" (rule numbers: "#6") is written as one too
     return (
-        text.replace("&", "#amp;")
+        text.replace("#", "#35;")
+        .replace("&", "#amp;")
         .replace('"', "#quot;")
         .replace("<", "#lt;")
         .replace(">", "#gt;")
