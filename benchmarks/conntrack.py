@@ -89,6 +89,102 @@ def generate(path: str, entries: int, *, extended: bool = False, seed: int = 15)
                       f"{'' if unrep or rng.random() < 0.5 else '[ASSURED] '}mark=0 use=1\n")
 
 
+RULES_SERVICES = 2000  # the analysis's node: 2,000 Services (10% IPv6), 5 endpoints each, every 10th a NodePort
+
+
+def analysis_node(tmpdir: str):
+    """A node's rules for the analysis (gen_synthetic.py, iptables mode, IPv4 and IPv6) and its Service flows:
+    [(family, protocol, address, port, [endpoint (ip, port)])], read from the node's own entry points."""
+    sys.path.insert(0, HERE)
+    from gen_synthetic import generate as rules
+
+    from kptrace.checks.diff import Probe, behaviour, entry_points
+    from kptrace.load import load_dumps
+    from kptrace.model.addr import parse_endpoint
+
+    paths = []
+    for fam, n in ((4, RULES_SERVICES * 9 // 10), (6, RULES_SERVICES // 10)):
+        path = os.path.join(tmpdir, f"node{fam}.rules")
+        with open(path, "w") as f:
+            f.writelines(line + "\n" for line in rules(n, 5, 10, family=fam))
+        paths.append(path)
+    dp = load_dumps(paths, node_ips=["192.168.0.2", "2001:db8::2"])
+    flows = []
+    for (fam, proto, addr, port), _info in entry_points(dp)[0].items():
+        if addr is None:
+            continue
+        eps = sorted({o.endpoint for o in behaviour(dp, Probe(fam, proto, addr, port, "pod")).outcomes if o.endpoint})
+        flows.append((fam, proto, addr, port, [parse_endpoint(e)[1:] for e in eps]))
+    return paths, dp, flows
+
+
+def generate_flows(path: str, entries: int, flows, *, stale_share: float = 0.02, seed: int = 15) -> None:
+    """A ``conntrack -L`` table of connections from pods and nodes to ``flows``; ``stale_share`` of them to an
+    endpoint the rules no longer have (a rollout's leftovers)."""
+    from kptrace.model.addr import format_addr
+
+    rng = random.Random(seed)
+    states = [s for s, _, w in _TCP_STATES for _ in range(int(w * 100))]
+    timeouts = {s: t for s, t, _ in _TCP_STATES}
+    with open(path, "w") as f:
+        write = f.write
+        for _ in range(entries):
+            fam, proto, cip, port, eps = flows[rng.randrange(len(flows))]
+            ep_i, ep_port = eps[rng.randrange(len(eps))]
+            ep = format_addr(fam, ep_i)
+            if rng.random() < stale_share:
+                ep = f"fd00:99::{rng.randrange(1, 60000):x}" if fam == 6 else f"10.250.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+            c = rng.randrange(1, 1 << 20)
+            if fam == 6:
+                client = back = f"fd00:10::{c >> 16:x}:{c & 0xffff:x}"
+            elif c % 20 == 0:  # from the node: masqueraded
+                client, back = "192.168.0.2", f"10.{(c >> 8) & 255}.0.1"
+            else:
+                client = back = f"10.{(c >> 16) & 15}.{(c >> 8) & 255}.{c & 255}"
+            sport = rng.randrange(32768, 61000)
+            if proto == "tcp":
+                st = states[rng.randrange(len(states))]
+                to = rng.randrange(1, timeouts[st] + 1)
+                unrep = st == "SYN_SENT"
+                write(f"tcp      6 {to} {st} src={client} dst={cip} sport={sport} dport={port} "
+                      f"{'[UNREPLIED] ' if unrep else ''}src={ep} dst={back} sport={ep_port} dport={sport} "
+                      f"{'' if unrep else '[ASSURED] '}mark=0 use=1\n")
+            else:
+                write(f"udp      17 {rng.randrange(1, 120)} src={client} dst={cip} sport={sport} dport={port} "
+                      f"src={ep} dst={back} sport={ep_port} dport={sport} mark=0 use=1\n")
+
+
+def analysis_main(args) -> int:
+    """``--analysis``: the whole stale check (``find_stale`` of the table against the node's rules: reading, the
+    traces of each entry point, the check of each entry) against the str.split pass over the same table."""
+    from kptrace.checks.stale import find_stale
+    from kptrace.parsers.conntrack import read_conntrack
+
+    with tempfile.TemporaryDirectory(prefix="kptrace-ct-") as tmpdir:
+        t = time.perf_counter()
+        _paths, dp, flows = analysis_node(tmpdir)
+        path = os.path.join(tmpdir, "table.conntrack")
+        generate_flows(path, args.entries, flows)
+        print(f"node: {RULES_SERVICES:,} Services ({len(flows):,} ClusterIP ports); table: {args.entries:,} entries, "
+              f"{os.path.getsize(path) / 1e6:.0f} MB, 2% to removed endpoints; made in {time.perf_counter() - t:.1f} s")
+        best_split = best_check = float("inf")
+        stale = 0
+        for _ in range(args.repeat):
+            t = time.process_time()
+            n = split_pass(path)
+            best_split = min(best_split, time.process_time() - t)
+            t = time.process_time()
+            report = find_stale(dp, read_conntrack(path))
+            best_check = min(best_check, time.process_time() - t)
+            stale = len(report.stale)
+        assert report.entries == n == args.entries, (report.entries, n)
+        ratio = best_check / best_split
+        print(f"str.split pass:        {best_split:.2f} s ({best_split / n * 1e6:.2f} us/line)")
+        print(f"stale check (whole):   {best_check:.2f} s ({best_check / n * 1e6:.2f} us/entry)  ratio {ratio:.2f}x "
+              f"(target <= 3x); {stale:,} stale")
+        return 0 if ratio <= 3 else 1
+
+
 def split_pass(path: str) -> int:
     n = 0
     with open(path) as f:
@@ -147,11 +243,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--extended", action="store_true", help="the -o extended / /proc form (ipv4 2 ...)")
     ap.add_argument("--keep", help="write the table here and keep it")
+    ap.add_argument("--analysis", action="store_true",
+                    help="time the whole stale check against a node's rules (issue 15's target), not the reader alone")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         _child(*args.child)
         return 0
+    if args.analysis:
+        return analysis_main(args)
     tmp = None
     path = args.keep
     if path is None:

@@ -158,53 +158,47 @@ class _Index:
         return got
 
 
-def find_stale(dp: Dataplane, entries: Iterable[ConntrackEntry], *, expected: dict[str, set[str]] | None = None,
-               service_cidrs: Iterable[str] = ()) -> StaleReport:
-    """Every stale entry of ``entries`` (streamed: a million-entry table is never held whole).
+_ORIGINS = ("pod", "node", "external")
 
-    ``expected``: Service port name -> the endpoints the API has for it (from the cluster state); an entry to
-    an endpoint the rules still have but the API does not is stale too (the rules are behind)."""
-    report = StaleReport()
-    idx = _Index(dp)
-    from kptrace.model.addr import parse_cidr
 
-    idx.service_cidrs.extend(parse_cidr(c) for c in service_cidrs)
-    elsewhere = nodeports_unknown = 0
-    v6_seen: set[tuple] = set()
-    nodeport_numbers = {(k[0], k[1], k[3]) for k in idx.entries if k[2] is None}
-    for e in entries:
-        if e.family == 6:  # `conntrack -L` of conntrack-tools >= 1.4.7 lists IPv6 too: a second table repeats them
-            ident = (e.protocol, e.orig_src, e.orig_dst, e.orig_sport, e.orig_dport, e.zone)
-            if ident in v6_seen:
-                continue
-            v6_seen.add(ident)
-        report.entries += 1
+class _Check:
+    """What one entry is for the report: a bucket to count it in, and the stale finding if it is one."""
+
+    def __init__(self, dp: Dataplane, expected: dict[str, set[str]] | None, service_cidrs: Iterable[str]) -> None:
+        from kptrace.model.addr import parse_cidr
+
+        self.idx = idx = _Index(dp)
+        idx.service_cidrs.extend(parse_cidr(c) for c in service_cidrs)
+        self.expected = expected
+        self.nodeport_numbers = {(k[0], k[1], k[3]) for k in idx.entries if k[2] is None}
+        self._decided: dict[tuple, str | None] = {}
+
+    def entry(self, e: ConntrackEntry, origin: str | None = None) -> tuple[str, Stale | None]:
+        """``(bucket, stale)``: bucket "other" (not DNATed, closed, no ports), "nodeport-unknown", "elsewhere"
+        (DNATed to no entry point of these rules) or "service"; ``stale`` the finding, or None. ``origin``
+        overrides the one the entry's source gives (the per-key decision asks each)."""
         if not e.dnat or e.orig_dport is None:
-            continue
+            return "other", None
         if e.protocol == "tcp" and e.state in _CLOSED:
             # a closed connection: the SYN that reuses its 5-tuple drops this entry, and the new connection is
             # translated by the current rules (seen in the kernel: tests/test_stale_kernel.py)
-            continue
+            return "other", None
+        idx = self.idx
         key = idx.key_of(e)
-        if key is None and not idx.node_ips and (e.family, e.protocol, e.orig_dport) in nodeport_numbers:
-            nodeports_unknown += 1
-            continue
+        if key is None and not idx.node_ips and (e.family, e.protocol, e.orig_dport) in self.nodeport_numbers:
+            return "nodeport-unknown", None
         if key is None:
             if idx.in_service_cidr(e.orig_dst):  # a ClusterIP no Service has now: the Service was deleted
-                report.service_entries += 1
                 dst = _hostport(e.family, e.orig_dst, e.orig_dport)
-                report.stale.append(Stale(e, None, dst, e.endpoint, f"no Service has {dst} now (deleted?); the kernel still "
-                                          f"sends this {e.protocol.upper()} flow to {e.endpoint}",
-                                          e.protocol not in ("tcp", "sctp") or e.unreplied, ()))
-            else:
-                elsewhere += 1
-            continue
-        report.service_entries += 1
+                return "service", Stale(e, None, dst, e.endpoint, f"no Service has {dst} now (deleted?); the kernel still "
+                                        f"sends this {e.protocol.upper()} flow to {e.endpoint}",
+                                        e.protocol not in ("tcp", "sctp") or e.unreplied, ())
+            return "elsewhere", None
         info = idx.entries[key]
-        origin = idx.origin(e)
+        if origin is None:
+            origin = idx.origin(e)
         now = idx.now(key, origin, e.orig_src)
         endpoint = e.endpoint
-        blackholed = e.protocol not in ("tcp", "sctp") or e.unreplied
         dst = _hostport(e.family, e.orig_dst, e.orig_dport)
         reason = None
         if endpoint not in now:
@@ -212,17 +206,76 @@ def find_stale(dp: Dataplane, entries: Iterable[ConntrackEntry], *, expected: di
                 reason = f"the rules send no new {e.protocol.upper()} connection from {origin} to {dst} anywhere now (no endpoints)"
             else:
                 reason = f"{endpoint} is not an endpoint of {dst} from {origin} under the current rules ({len(now)} {'is' if len(now) == 1 else 'are'})"
-        elif expected is not None and info.service in expected and endpoint not in expected[info.service]:
+        elif self.expected is not None and info.service in self.expected and endpoint not in self.expected[info.service]:
             reason = f"{endpoint} is still in the node's rules but not an endpoint of {info.service} in the API (the rules are behind)"
-        if reason is not None:
-            report.stale.append(Stale(e, info.service, dst, endpoint, reason, blackholed, now))
+        if reason is None:
+            return "service", None
+        return "service", Stale(e, info.service, dst, endpoint, reason, e.protocol not in ("tcp", "sctp") or e.unreplied, now)
+
+    def decide(self, e: ConntrackEntry) -> str | None:
+        """For :meth:`ConntrackReader.only`: the bucket of every entry with ``e``'s protocol, state, original
+        destination and reply source, when it is one bucket and none of them is stale, from whatever client;
+        None when the client matters (some origin would find it stale, the entry point has source ranges)."""
+        closed = e.protocol == "tcp" and e.state in _CLOSED
+        key = (e.family, e.protocol, e.orig_dst, e.orig_dport, e.reply_src, e.reply_sport, closed)
+        if key in self._decided:  # another state of the same flow (the reader asks per state)
+            return self._decided[key]
+        got = self._decided[key] = self._decide(e)
+        return got
+
+    def _decide(self, e: ConntrackEntry) -> str | None:
+        bucket, stale = self.entry(e)
+        if stale is not None:
+            return None
+        if bucket != "service" or self.idx.key_of(e) is None:
+            return bucket
+        info = self.idx.entries[self.idx.key_of(e)]
+        if info.source_ranges:
+            return None
+        for origin in _ORIGINS:
+            if self.entry(e, origin)[1] is not None:
+                return None
+        return bucket
+
+
+def find_stale(dp: Dataplane, entries: Iterable[ConntrackEntry], *, expected: dict[str, set[str]] | None = None,
+               service_cidrs: Iterable[str] = ()) -> StaleReport:
+    """Every stale entry of ``entries`` (streamed: a million-entry table is never held whole).
+
+    ``expected``: Service port name -> the endpoints the API has for it (from the cluster state); an entry to
+    an endpoint the rules still have but the API does not is stale too (the rules are behind).
+
+    Given a :class:`~kptrace.parsers.conntrack.ConntrackReader`, only the entries whose answer depends on more
+    than where they were sent and where they went are built (:meth:`_Check.decide`); the others are counted."""
+    report = StaleReport()
+    check = _Check(dp, expected, service_cidrs)
+    only = getattr(entries, "only", None)
+    if only is not None:
+        entries = only(check.decide, _CLOSED)
+    counts = {"other": 0, "nodeport-unknown": 0, "elsewhere": 0, "service": 0}
+    v6_seen: set[tuple] = set()
+    for e in entries:
+        if e.family == 6:  # `conntrack -L` of conntrack-tools >= 1.4.7 lists IPv6 too: a second table repeats them
+            ident = (e.protocol, e.orig_src, e.orig_dst, e.orig_sport, e.orig_dport, e.zone)
+            if ident in v6_seen:
+                continue
+            v6_seen.add(ident)
+        bucket, stale = check.entry(e)
+        counts[bucket] += 1
+        if stale is not None:
+            report.stale.append(stale)
+    for bucket, n in getattr(entries, "counted", {}).items():
+        counts[bucket] += n
+    report.entries = sum(counts.values())
+    report.service_entries = counts["service"]
+    nodeports_unknown, elsewhere = counts["nodeport-unknown"], counts["elsewhere"]
     if nodeports_unknown:
         report.notes.append(f"{nodeports_unknown} DNATed entr{'ies' if nodeports_unknown != 1 else 'y'} to a NodePort's port on "
                             "an address kptrace cannot tell is the node's: not checked (give --node-ip)")
     if elsewhere:
         report.notes.append(f"{elsewhere} DNATed entr{'ies' if elsewhere != 1 else 'y'} to addresses that are no Service entry point "
                             "of this node's rules (hostPorts, a CNI's DNAT, or Services deleted"
-                            + (")" if idx.service_cidrs else "; give --service-cidr to tell those apart)"))
+                            + (")" if check.idx.service_cidrs else "; give --service-cidr to tell those apart)"))
     return report
 
 

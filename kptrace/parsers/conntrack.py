@@ -51,6 +51,7 @@ and counts them (:attr:`ConntrackReader.skipped`, :attr:`ConntrackReader.diagnos
 
 from __future__ import annotations
 
+import collections
 import functools
 import io
 import ipaddress
@@ -376,6 +377,9 @@ class ConntrackReader:
         self._filtered = False
         self._stats_lines: dict = {}
         self._format_checked = False
+        self._decide = None
+        #: entries counted, not built, by what :meth:`only`'s ``decide`` said of them
+        self.counted: dict[str, int] = {}
         self._gen = self._run()
 
     def __iter__(self) -> Iterator[ConntrackEntry]:
@@ -383,6 +387,20 @@ class ConntrackReader:
 
     def __next__(self) -> ConntrackEntry:
         return next(self._gen)
+
+    def only(self, decide, states: frozenset[str] = frozenset()) -> "ConntrackReader":
+        """Build only the entries an analysis needs; count the others. Call before iterating.
+
+        ``decide(entry)`` is asked once for each (protocol, whether the state is one of ``states``, original
+        destination and port, reply source and port) a plain ``conntrack -L`` line has (the first line with them, built and checked in full): None
+        to have every entry with them built and yielded, or a name to only count them in :attr:`counted` under
+        it. An analysis whose answer depends on nothing else (the stale check: where the connection was sent,
+        and where the rules send it now) then reads most lines of a million-entry table with one ``split`` and
+        a dictionary look-up (benchmarks/conntrack.py). An IPv6 connection listed twice (conntrack-tools 1.4.7
+        lists the IPv6 table again) is counted once."""
+        self._decide = decide
+        self._decide_states = states
+        return self
 
     # -- errors
 
@@ -416,9 +434,10 @@ class ConntrackReader:
                 yield from self._pasted("".join(head))
             else:
                 yield from self._stream(head, it)
-            if self.shown is not None and self.shown != self.read + self.skipped and not self._filtered:
-                self.notes.append(f"{self.source}: conntrack says it showed {self.shown} entries, but {self.read + self.skipped} "
-                                  f"are here: {'some are missing (cut or elided)' if self.read < self.shown else 'the copy is not one listing'}")
+            here = self.read + self.skipped + sum(self.counted.values())
+            if self.shown is not None and self.shown != here and not self._filtered:
+                self.notes.append(f"{self.source}: conntrack says it showed {self.shown} entries, but {here} "
+                                  f"are here: {'some are missing (cut or elided)' if here < self.shown else 'the copy is not one listing'}")
             if self._errors and not self.lenient:
                 raise ParseError(list(self.diagnostics))
         finally:
@@ -453,7 +472,82 @@ class ConntrackReader:
     def _stream(self, head: list[str], rest: Iterator[str]) -> Iterator[ConntrackEntry]:
         import itertools
 
-        yield from self._lines_of(enumerate(itertools.chain(head, rest), 1), None, "".join(head[:2000]))
+        numbered = enumerate(itertools.chain(head, rest), 1)
+        if self._decide is not None:
+            yield from self._decided(numbered, "".join(head[:2000]))
+        else:
+            yield from self._lines_of(numbered, None, "".join(head[:2000]))
+
+    def _decided(self, numbered, head_text: str) -> Iterator[ConntrackEntry]:
+        """:meth:`only`'s reading of a streamed table: a line whose key was decided before is counted after one
+        split and a look-up; the first line of each key, and every line to build, go through :meth:`_lines_of`
+        (so they are checked as always). A line of any other shape hands the rest of the input to
+        :meth:`_lines_of` (an XML listing, a paste's prompt: read as without :meth:`only`)."""
+        import itertools
+
+        decide = self._decide
+        decisions: dict[tuple, str | None] = {}
+        counted: dict[str, int] = collections.defaultdict(int)
+        families = _FAMILIES
+        states = _STATES
+        marked = self._decide_states
+        v6_seen: set[tuple] = set()
+        lines_of = self._lines_of
+        missing = decisions  # a sentinel no bucket is
+        try:
+            for n, raw in numbered:
+                t = raw.split()
+                try:
+                    i = 2 if t[0] in families else 0
+                    state = t[i + 3]
+                    if state in states:
+                        j = i + 4
+                        mark = state in marked
+                    else:
+                        j = i + 3
+                        mark = False
+                    k = j + 5 if t[j + 4] == "[UNREPLIED]" else j + 4
+                    key = (t[i], mark, t[j + 1], t[j + 3], t[k], t[k + 2])
+                    if t[j][:4] != "src=":
+                        raise LookupError
+                except LookupError:
+                    yield from lines_of(itertools.chain(((n, raw),), numbered), None, head_text)
+                    return
+                bucket = decisions.get(key, missing)
+                if bucket is missing:
+                    bucket = yield from self._first(key, n, raw, head_text, decisions)
+                    if bucket is None:
+                        continue
+                elif bucket is None:
+                    yield from lines_of(((n, raw),), None, head_text)
+                    continue
+                if ":" in key[2]:  # IPv6: a connection listed twice is counted once
+                    zone = next((x for x in t[k + 4:] if x[:5] == "zone="), None) if "zone=" in raw else None
+                    ident = (key[0], t[j], t[j + 1], t[j + 2], t[j + 3], zone)
+                    if ident in v6_seen:
+                        continue
+                    v6_seen.add(ident)
+                counted[bucket] += 1
+        finally:
+            for bucket, c in counted.items():
+                self.counted[bucket] = self.counted.get(bucket, 0) + c
+
+    def _first(self, key: tuple, n: int, raw: str, head_text: str, decisions: dict):
+        """The first line with ``key``: built and checked in full, and decided; yields it when it is to be built.
+        Returns the bucket to count it in (None: yielded, or not an entry)."""
+        entries = list(self._lines_of(((n, raw),), None, head_text))
+        if len(entries) != 1:  # not an entry after all (a bad line, reported; the stats line)
+            yield from entries
+            return None
+        if key[2][:4] == "dst=" and key[3][:6] == "dport=" and key[4][:4] == "src=" and key[5][:6] == "sport=":
+            bucket = decisions[key] = self._decide(entries[0])
+        else:  # not the plain layout (ICMP, counters between the tuples): every such line is built
+            bucket = decisions[key] = None
+        if bucket is None:
+            yield entries[0]
+            return None
+        self.read -= 1  # built to decide, then counted instead of yielded
+        return bucket
 
     def _lines_of(self, numbered, line_map, head_text: str) -> Iterator[ConntrackEntry]:
         """The entries of numbered lines. The fast path below takes the lines conntrack prints most (tcp/udp,
