@@ -99,8 +99,17 @@ def test_cases_have_addresses_to_keep(kptrace):
     assert len(with_addresses) >= len(CASES) - 1, with_addresses
 
 
-PACKET = ["packet", "--dump", "fixtures/samples/bootcamp.rules", "--dst", "10.106.224.41:8080", "--node-ip", "192.168.193.172",
-          "--from", "external"]
+PACKET = [
+    "packet",
+    "--dump",
+    "fixtures/samples/bootcamp.rules",
+    "--dst",
+    "10.106.224.41:8080",
+    "--node-ip",
+    "192.168.193.172",
+    "--from",
+    "external",
+]
 
 
 def _table(out: str, header_start: str) -> list[str]:
@@ -143,8 +152,15 @@ def test_wide_terminal_keeps_why_in_its_column(kptrace):
     assert [r.rstrip().endswith("forwarded out of the node") for r in rows] == [True] * 3
 
 
-DRIFT = ["drift", "--dump", "fixtures/samples/yaobank-modern.rules", "--node-name", "node1", "--cluster-state",
-         "fixtures/drift/yaobank/stale-endpoint.cluster.json"]
+DRIFT = [
+    "drift",
+    "--dump",
+    "fixtures/samples/yaobank-modern.rules",
+    "--node-name",
+    "node1",
+    "--cluster-state",
+    "fixtures/drift/yaobank/stale-endpoint.cluster.json",
+]
 
 
 @pytest.mark.parametrize("wide", [True, False])
@@ -161,6 +177,7 @@ def test_wide_output_is_one_line_a_row(wide, kptrace):
 
 
 # Long traces: what every outcome shares at the end (FORWARD, POSTROUTING) is printed once.
+
 
 def test_shared_suffix_is_printed_once(kptrace):
     out = kptrace(PACKET)
@@ -179,8 +196,21 @@ def test_shared_suffix_is_printed_once(kptrace):
 def test_different_endings_are_not_collapsed(kptrace):
     """A pod that is itself an endpoint (hairpin): its connection to itself is masqueraded, the others are not,
     so FORWARD (what the mark became) and POSTROUTING differ and each outcome keeps its own."""
-    out = kptrace(["packet", "--dump", "fixtures/samples/yaobank.rules", "--dst", "198.19.40.210:80", "--src", "198.19.21.67",
-                   "--from", "pod", "--node-ip", "10.240.0.11"])
+    out = kptrace(
+        [
+            "packet",
+            "--dump",
+            "fixtures/samples/yaobank.rules",
+            "--dst",
+            "198.19.40.210:80",
+            "--src",
+            "198.19.21.67",
+            "--from",
+            "pod",
+            "--node-ip",
+            "10.240.0.11",
+        ]
+    )
     assert "for every outcome above" not in out
     assert out.count("nat/POSTROUTING #2") == 2
     assert "nat/KUBE-POSTROUTING #3" in out and "nat/KUBE-POSTROUTING #1" in out
@@ -191,13 +221,18 @@ def _step(chain: str, rule: int, note: str = "", hook: str = "POSTROUTING") -> S
 
 
 def test_shared_suffix_counts_only_identical_steps():
-    dnat = [_step("KUBE-SEP-A", 1, "DNAT to 10.0.0.1:80", "PREROUTING"), _step("KUBE-SEP-B", 1, "DNAT to 10.0.0.2:80", "PREROUTING")]
+    dnat = [
+        _step("KUBE-SEP-A", 1, "DNAT to 10.0.0.1:80", "PREROUTING"),
+        _step("KUBE-SEP-B", 1, "DNAT to 10.0.0.2:80", "PREROUTING"),
+    ]
     tail = (_step("FORWARD", 1, hook="FORWARD"), _step("KUBE-POSTROUTING", 1, "MASQUERADE"))
     paths = [(d, *tail) for d in dnat]
     assert shared_suffix(paths, [0, 0]) == 2
     # a step whose result names the endpoint (here SNAT to it) differs, and so does everything before it
-    other = [(dnat[0], tail[0], _step("KUBE-POSTROUTING", 1, "SNAT to 10.0.0.1")),
-             (dnat[1], tail[0], _step("KUBE-POSTROUTING", 1, "SNAT to 10.0.0.2"))]
+    other = [
+        (dnat[0], tail[0], _step("KUBE-POSTROUTING", 1, "SNAT to 10.0.0.1")),
+        (dnat[1], tail[0], _step("KUBE-POSTROUTING", 1, "SNAT to 10.0.0.2")),
+    ]
     assert shared_suffix(other, [0, 0]) == 0
     # the same rule taken with a different probability is a different step
     rnd = [(dnat[0], tail[0]._replace(probability=Fraction(1, 2))), (dnat[1], tail[0])]
@@ -209,6 +244,44 @@ def test_shared_suffix_counts_only_identical_steps():
 
 def test_suffix_of_empty_policies_alone_is_not_collapsed():
     policy = Step("FORWARD", "filter", "FORWARD", None, "", "", 0, None, "policy ACCEPT")
-    paths = [(_step("KUBE-SEP-A", 1, "DNAT to 10.0.0.1:80"), policy), (_step("KUBE-SEP-B", 1, "DNAT to 10.0.0.2:80"), policy)]
+    paths = [
+        (_step("KUBE-SEP-A", 1, "DNAT to 10.0.0.1:80"), policy),
+        (_step("KUBE-SEP-B", 1, "DNAT to 10.0.0.2:80"), policy),
+    ]
     assert shared_suffix(paths, [0, 0]) == 0
     assert shared_suffix(paths, [0, 0], full=True) == 1
+
+
+# kptrace verify needs the kernel (tests/test_kernel.py); its table is rendered here from result values.
+
+
+def _verify_results():
+    from kptrace.checks.verify import OutcomeCheck, VerifyResult
+
+    checks = tuple(
+        OutcomeCheck("ACCEPT", dst, snat, Fraction(1, 3), 330, 1000, 290, 372, True)
+        for dst, snat in (("10.244.1.3:8080", True), ("[fd00:10::180:1:12]:8080", None), ("10.244.2.2:8080", False))
+    )
+    return [VerifyResult("tcp 203.0.113.1 -> 10.106.224.41:8080 from external", None, "agree", checks, True, (), ())]
+
+
+@pytest.mark.parametrize("columns", [60, 80, 120, None])
+def test_verify_table_keeps_addresses_whole(columns):
+    from io import StringIO
+
+    from rich.console import Console
+
+    from kptrace.render.layout import terminal_view
+    from kptrace.render.text import render_verify
+
+    results = _verify_results()
+    if columns is None:  # a pipe: rich finds no terminal and writes no colour
+        console = Console(file=StringIO(), width=80)
+    else:
+        console = Console(file=StringIO(), width=columns, force_terminal=True, color_system="standard")
+    with terminal_view(console):
+        render_verify(console, results)
+    out = console.file.getvalue()
+    assert _addresses(out) == sorted(_addresses(results[0].label) + [c.dst for c in results[0].checks])
+    assert bool(ANSI.search(out)) is (columns is not None)
+    assert bool(BOX.search(out)) is (columns is not None)

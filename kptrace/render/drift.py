@@ -39,7 +39,9 @@ DRIFT_SCHEMA = "kptrace/drift/v1"
 _STYLE = {"error": "red", "warning": "yellow"}
 
 
-def render_drift(console: Console, reports: list[NodeReport], errors: list[tuple[str, str]], *, show_evidence: bool = True) -> None:
+def render_drift(
+    console: Console, reports: list[NodeReport], errors: list[tuple[str, str]], *, show_evidence: bool = True
+) -> None:
     """Per node a line of totals and its findings, grouped by Service port, with the rules that show each."""
     with terminal_view(console):
         for r in reports:
@@ -49,7 +51,9 @@ def render_drift(console: Console, reports: list[NodeReport], errors: list[tuple
             for i in r.ignored[:5]:
                 console.print(f"  [dim]ignored {escape(i.service)}: {escape(i.reason)}[/]", highlight=False)
             if len(r.ignored) > 5:
-                console.print(f"  [dim]... and {len(r.ignored) - 5} more Services kube-proxy ignores (see --output json)[/]")
+                console.print(
+                    f"  [dim]... and {len(r.ignored) - 5} more Services kube-proxy ignores (see --output json)[/]"
+                )
             for n in r.notes:
                 console.print(f"  [dim]note: {escape(n)}[/]", highlight=False)
         for node, message in errors:
@@ -57,8 +61,10 @@ def render_drift(console: Console, reports: list[NodeReport], errors: list[tuple
         if len(reports) + len(errors) > 1:
             total = sum(len(r.findings) for r in reports)
             clean = sum(1 for r in reports if not r.findings)
-            console.print(f"{len(reports)} node{'s' if len(reports) != 1 else ''} checked: {clean} in sync, {len(reports) - clean} with drift "
-                          f"({total} finding{'s' if total != 1 else ''})" + (f"; {len(errors)} not checked" if errors else ""))
+            console.print(
+                f"{_plural(len(reports), 'node')} checked: {clean} in sync, {len(reports) - clean} with drift "
+                f"({_plural(total, 'finding')})" + (f"; {len(errors)} not checked" if errors else "")
+            )
 
 
 def _plural(n: int, word: str) -> str:
@@ -68,12 +74,18 @@ def _plural(n: int, word: str) -> str:
 def _node_summary(console: Console, r: NodeReport) -> None:
     sources = f"[dim]({escape(', '.join(r.sources))})[/]"
     if not r.findings:
-        console.print(f"[green]✓[/] [bold]{escape(r.node)}[/]: {_plural(len(r.ports), 'Service port')} in sync with the API {sources}",
-                      highlight=False)
+        console.print(
+            f"[green]✓[/] [bold]{escape(r.node)}[/]: {_plural(len(r.ports), 'Service port')} "
+            f"in sync with the API {sources}",
+            highlight=False,
+        )
         return
     errs = sum(f.severity == "error" for f in r.findings)
-    console.print(f"[red]✗[/] [bold]{escape(r.node)}[/]: {_plural(len(r.findings), 'finding')} ({_plural(errs, 'error')}, "
-                  f"{_plural(len(r.findings) - errs, 'warning')}) in {len(r.ports)} Service ports {sources}", highlight=False)
+    console.print(
+        f"[red]✗[/] [bold]{escape(r.node)}[/]: {_plural(len(r.findings), 'finding')} ({_plural(errs, 'error')}, "
+        f"{_plural(len(r.findings) - errs, 'warning')}) in {len(r.ports)} Service ports {sources}",
+        highlight=False,
+    )
 
 
 def _findings(r: NodeReport, show_evidence: bool) -> Grid:
@@ -101,12 +113,24 @@ def _short(text: str, width: int = 140) -> str:
 
 def finding_json(f: Finding) -> dict[str, Any]:
     """One finding in the drift JSON schema (also inside ``svc -o json``'s expected view)."""
-    return {"kind": f.kind, "severity": f.severity, "node": f.node, "service": f.service, "protocol": f.protocol,
-            "family": f.family, "endpoint": f.endpoint, "entry": f.entry, "detail": f.detail,
-            "evidence": [{"location": e.location, "text": e.text} for e in f.evidence], "expected_from": f.expected_from}
+    return {
+        "kind": f.kind,
+        "severity": f.severity,
+        "node": f.node,
+        "service": f.service,
+        "protocol": f.protocol,
+        "family": f.family,
+        "endpoint": f.endpoint,
+        "entry": f.entry,
+        "detail": f.detail,
+        "evidence": [{"location": e.location, "text": e.text} for e in f.evidence],
+        "expected_from": f.expected_from,
+    }
 
 
-def drift_json(reports: list[NodeReport], errors: list[tuple[str, str]], *, cluster_state: str, kube_proxy: str) -> dict[str, Any]:
+def drift_json(
+    reports: list[NodeReport], errors: list[tuple[str, str]], *, cluster_state: str, kube_proxy: str
+) -> dict[str, Any]:
     by_kind: dict[str, int] = {}
     for r in reports:
         for f in r.findings:
@@ -115,16 +139,38 @@ def drift_json(reports: list[NodeReport], errors: list[tuple[str, str]], *, clus
         "schema": DRIFT_SCHEMA,
         "cluster_state": cluster_state,
         "kube_proxy": kube_proxy,
-        "nodes": [{"node": r.node, "sources": r.sources, "ports_checked": len(r.ports), "findings": len(r.findings),
-                   "ignored": [{"service": i.service, "reason": i.reason} for i in r.ignored], "notes": r.notes} for r in reports],
+        "nodes": [
+            {
+                "node": r.node,
+                "sources": r.sources,
+                "ports_checked": len(r.ports),
+                "findings": len(r.findings),
+                "ignored": [{"service": i.service, "reason": i.reason} for i in r.ignored],
+                "notes": r.notes,
+            }
+            for r in reports
+        ],
         "findings": [finding_json(f) for r in reports for f in r.findings],
-        "services": [{"node": r.node, "service": p.service, "protocol": p.protocol, "family": p.family, "findings": p.findings,
-                      "expected": {"endpoints": _l(p.expected), "local_endpoints": _l(p.expected_local)},
-                      "actual": {"endpoints": _l(p.actual), "local_endpoints": _l(p.actual_local)}}
-                     for r in reports for p in r.ports],
+        "services": [
+            {
+                "node": r.node,
+                "service": p.service,
+                "protocol": p.protocol,
+                "family": p.family,
+                "findings": p.findings,
+                "expected": {"endpoints": _l(p.expected), "local_endpoints": _l(p.expected_local)},
+                "actual": {"endpoints": _l(p.actual), "local_endpoints": _l(p.actual_local)},
+            }
+            for r in reports
+            for p in r.ports
+        ],
         "errors": [{"node": n, "message": m} for n, m in errors],
-        "summary": {"nodes": len(reports) + len(errors), "nodes_failed": len(errors),
-                    "findings": sum(by_kind.values()), "by_kind": dict(sorted(by_kind.items()))},
+        "summary": {
+            "nodes": len(reports) + len(errors),
+            "nodes_failed": len(errors),
+            "findings": sum(by_kind.values()),
+            "by_kind": dict(sorted(by_kind.items())),
+        },
     }
 
 
@@ -158,20 +204,27 @@ def drift_junit(reports: list[NodeReport], errors: list[tuple[str, str]]) -> str
                 n_fail += 1
                 kinds = ", ".join(dict.fromkeys(f.kind for f in fs))
                 body = "\n\n".join(_finding_text(f) for f in fs)
-                cases.append(f'    <testcase {attrs}>\n      <failure message="{_attr(kinds)}" type="{_attr(fs[0].kind)}">'
-                             f"{xml_escape(body)}</failure>\n    </testcase>")
+                cases.append(
+                    f'    <testcase {attrs}>\n      <failure message="{_attr(kinds)}" type="{_attr(fs[0].kind)}">'
+                    f"{xml_escape(body)}</failure>\n    </testcase>"
+                )
             else:
                 cases.append(f"    <testcase {attrs}/>")
         total += len(cases)
         failures += n_fail
-        suites.append(f'  <testsuite name="kptrace drift {_attr(r.node)}" tests="{len(cases)}" failures="{n_fail}" errors="0">\n'
-                      + "\n".join(cases) + "\n  </testsuite>")
+        suites.append(
+            f'  <testsuite name="kptrace drift {_attr(r.node)}" tests="{len(cases)}" failures="{n_fail}" errors="0">\n'
+            + "\n".join(cases)
+            + "\n  </testsuite>"
+        )
     for node, message in errors:
         total += 1
         errs += 1
-        suites.append(f'  <testsuite name="kptrace drift {_attr(node)}" tests="1" failures="0" errors="1">\n'
-                      f'    <testcase classname="{xml_escape(_class(node))}" name="read the node\'s data plane">\n'
-                      f'      <error message="{_attr(message)}">{xml_escape(message)}</error>\n    </testcase>\n  </testsuite>')
+        suites.append(
+            f'  <testsuite name="kptrace drift {_attr(node)}" tests="1" failures="0" errors="1">\n'
+            f'    <testcase classname="{xml_escape(_class(node))}" name="read the node\'s data plane">\n'
+            f'      <error message="{_attr(message)}">{xml_escape(message)}</error>\n    </testcase>\n  </testsuite>'
+        )
     out.append(f'<testsuites name="kptrace drift" tests="{total}" failures="{failures}" errors="{errs}">')
     out.extend(suites)
     out.append("</testsuites>")

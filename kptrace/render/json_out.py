@@ -66,7 +66,14 @@ def trace_json(t: Trace) -> dict[str, Any]:
     p = t.packet
     return {
         "schema": TRACE_SCHEMA,
-        "packet": {"src": p.src, "dst": p.dst, "sport": p.sport, "dport": p.dport, "proto": p.proto, "origin": p.origin.value},
+        "packet": {
+            "src": p.src,
+            "dst": p.dst,
+            "sport": p.sport,
+            "dport": p.dport,
+            "proto": p.proto,
+            "origin": p.origin.value,
+        },
         "outcomes": [outcome_json(o) for o in t.outcomes],
         "notes": list(t.notes),
     }
@@ -82,11 +89,24 @@ def service_json(views: list[ServiceView], notes: Sequence[str] = (), *, drift=N
         c = (counters or {}).get(id(v))
         if c is not None:
             d["counters"] = {
-                "total": c.total, "since": c.since, "p_value": c.p_value, "skewed": c.skewed, "verdict": c.verdict,
+                "total": c.total,
+                "since": c.since,
+                "p_value": c.p_value,
+                "skewed": c.skewed,
+                "verdict": c.verdict,
                 "notes": list(c.notes),
-                "endpoints": [{"address": e.address, "chain": e.chain, "connections": e.connections, "observed": e.observed,
-                               "predicted": float(e.predicted) if e.predicted is not None else None, "rule": e.location}
-                              for e in c.endpoints]}
+                "endpoints": [
+                    {
+                        "address": e.address,
+                        "chain": e.chain,
+                        "connections": e.connections,
+                        "observed": e.observed,
+                        "predicted": float(e.predicted) if e.predicted is not None else None,
+                        "rule": e.location,
+                    }
+                    for e in c.endpoints
+                ],
+            }
     if drift is not None:
         from kptrace.render.drift import finding_json
 
@@ -96,7 +116,9 @@ def service_json(views: list[ServiceView], notes: Sequence[str] = (), *, drift=N
                 "node": drift.node,
                 "in_api": port is not None and port.expected is not None,
                 "endpoints": list(port.expected) if port is not None and port.expected is not None else None,
-                "local_endpoints": list(port.expected_local) if port is not None and port.expected_local is not None else None,
+                "local_endpoints": list(port.expected_local)
+                if port is not None and port.expected_local is not None
+                else None,
                 "findings": [finding_json(f) for f in drift.findings if f.hash == v.hash and f.family == v.family],
             }
     return out
@@ -105,33 +127,66 @@ def service_json(views: list[ServiceView], notes: Sequence[str] = (), *, drift=N
 def _service_json(views: list[ServiceView], notes: Sequence[str] = ()) -> dict[str, Any]:
     return {
         "schema": SERVICE_SCHEMA,
-        "services": [{
-            "name": v.name,
-            "protocol": v.protocol,
-            "hash": v.hash,
-            "family": v.family,
-            "chains": list(v.chains),
-            "entry_points": [{"kind": e.kind, "address": e.address, "port": e.port, "protocol": e.protocol,
-                              "via": e.via, "source": e.location, "text": e.text} for e in v.entry_points],
-            "endpoints": [{"address": e.address, "chain": e.chain, "probability": _frac(e.probability),
-                           "share": nice_fraction(e.probability) if e.probability is not None else None,
-                           "local": e.local} for e in v.endpoints],
-            "traffic_policy": {"internal": v.internal_policy, "external": v.external_policy},
-            "session_affinity": {"timeout_seconds": v.affinity_timeout} if v.affinity_timeout is not None else None,
-            "source_ranges": list(v.source_ranges),
-            "traces": [{"entry": {"kind": t.entry.kind, "address": t.entry.address, "port": t.entry.port},
-                        "origin": t.origin.value, "label": t.label, **{k: val for k, val in trace_json(t.trace).items() if k != "schema"}}
-                       for t in v.traces],
-            "warnings": list(v.warnings),
-            "notes": list(v.notes),
-        } for v in views],
+        "services": [
+            {
+                "name": v.name,
+                "protocol": v.protocol,
+                "hash": v.hash,
+                "family": v.family,
+                "chains": list(v.chains),
+                "entry_points": [
+                    {
+                        "kind": e.kind,
+                        "address": e.address,
+                        "port": e.port,
+                        "protocol": e.protocol,
+                        "via": e.via,
+                        "source": e.location,
+                        "text": e.text,
+                    }
+                    for e in v.entry_points
+                ],
+                "endpoints": [
+                    {
+                        "address": e.address,
+                        "chain": e.chain,
+                        "probability": _frac(e.probability),
+                        "share": nice_fraction(e.probability) if e.probability is not None else None,
+                        "local": e.local,
+                    }
+                    for e in v.endpoints
+                ],
+                "traffic_policy": {"internal": v.internal_policy, "external": v.external_policy},
+                "session_affinity": {"timeout_seconds": v.affinity_timeout} if v.affinity_timeout is not None else None,
+                "source_ranges": list(v.source_ranges),
+                "traces": [
+                    {
+                        "entry": {"kind": t.entry.kind, "address": t.entry.address, "port": t.entry.port},
+                        "origin": t.origin.value,
+                        "label": t.label,
+                        **{k: val for k, val in trace_json(t.trace).items() if k != "schema"},
+                    }
+                    for t in v.traces
+                ],
+                "warnings": list(v.warnings),
+                "notes": list(v.notes),
+            }
+            for v in views
+        ],
         "notes": list(notes),
     }
 
 
 def diagnostic_json(d: Diagnostic) -> dict[str, Any]:
-    return {"severity": d.severity, "message": d.message, "source": d.source, "line": d.line or None,
-            "col": d.col or None, "text": d.text, "hint": d.hint}
+    return {
+        "severity": d.severity,
+        "message": d.message,
+        "source": d.source,
+        "line": d.line or None,
+        "col": d.col or None,
+        "text": d.text,
+        "hint": d.hint,
+    }
 
 
 def dumps(obj: Any, *, compact: bool = False) -> str:
@@ -149,20 +204,39 @@ def verify_json(results) -> dict[str, Any]:
     return {
         "schema": VERIFY_SCHEMA,
         "agree": all(r.status != "disagree" for r in results),
-        "packets": [{
-            "label": r.label,
-            "status": r.status,
-            "packet": trace_json(r.trace)["packet"],
-            "confidence": r.confidence,
-            "path_agrees": r.path_ok,
-            "kernel_path": [{"table": t, "chain": c, "rule": x if isinstance(x, int) else None,
-                             "text": None if isinstance(x, int) else x} for t, c, x in r.kernel_path],
-            "outcomes": [{"verdict": c.verdict, "dst": c.dst, "source_rewritten": c.snat,
-                          "predicted": float(c.predicted) if c.predicted is not None else None,
-                          "observed": c.observed, "connections": c.n, "accepted_range": [c.low, c.high], "ok": c.ok}
-                         for c in r.checks],
-            "session_affinity": r.affinity,
-            "problems": list(r.problems),
-            "notes": list(r.notes),
-        } for r in results],
+        "packets": [
+            {
+                "label": r.label,
+                "status": r.status,
+                "packet": trace_json(r.trace)["packet"],
+                "confidence": r.confidence,
+                "path_agrees": r.path_ok,
+                "kernel_path": [
+                    {
+                        "table": t,
+                        "chain": c,
+                        "rule": x if isinstance(x, int) else None,
+                        "text": None if isinstance(x, int) else x,
+                    }
+                    for t, c, x in r.kernel_path
+                ],
+                "outcomes": [
+                    {
+                        "verdict": c.verdict,
+                        "dst": c.dst,
+                        "source_rewritten": c.snat,
+                        "predicted": float(c.predicted) if c.predicted is not None else None,
+                        "observed": c.observed,
+                        "connections": c.n,
+                        "accepted_range": [c.low, c.high],
+                        "ok": c.ok,
+                    }
+                    for c in r.checks
+                ],
+                "session_affinity": r.affinity,
+                "problems": list(r.problems),
+                "notes": list(r.notes),
+            }
+            for r in results
+        ],
     }

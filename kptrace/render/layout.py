@@ -24,7 +24,18 @@ from rich.panel import Panel
 from rich.text import Text
 from rich.tree import Tree
 
-__all__ = ["KEY", "NOTE", "WRAP", "Column", "Grid", "heading", "print_grid", "print_panel", "print_tree", "terminal_view"]
+__all__ = [
+    "KEY",
+    "NOTE",
+    "WRAP",
+    "Column",
+    "Grid",
+    "heading",
+    "print_grid",
+    "print_panel",
+    "print_tree",
+    "terminal_view",
+]
 
 KEY: Literal["key"] = "key"
 WRAP: Literal["wrap"] = "wrap"
@@ -66,7 +77,9 @@ class Grid:
     def add_row(self, *cells: str | Text) -> None:
         if len(cells) != len(self.columns):
             raise ValueError(f"{len(cells)} cells for {len(self.columns)} columns")
-        self.rows.append((tuple(c if isinstance(c, Text) else Text(c) for c in cells), self._section and bool(self.rows)))
+        self.rows.append(
+            (tuple(c if isinstance(c, Text) else Text(c) for c in cells), self._section and bool(self.rows))
+        )
         self._section = False
 
     def add_section(self) -> None:
@@ -110,12 +123,16 @@ def _fill(budget: int, lows: list[int], highs: list[int]) -> list[int]:
 def _widths(grid: Grid, cells: list[list[list[Text]]], limit: int | None) -> tuple[list[int], list[int]]:
     """Each column's width, and which columns go under the row (indexes)."""
     cols = grid.columns
-    natural = [max([cell_len(grid.columns[i].header)] + [cell_len(line.plain) for row in cells for line in row[i]])
-               for i in range(len(cols))]
+    natural = [
+        max([cell_len(grid.columns[i].header)] + [cell_len(line.plain) for row in cells for line in row[i]])
+        for i in range(len(cols))
+    ]
     if limit is None or sum(natural) + _GAP * (len(cols) - 1) <= limit:
         return natural, []
-    words = [max([_longest_word(Text(c.header))] + [_longest_word(line) for row in cells for line in row[i]])
-             for i, c in enumerate(cols)]
+    words = [
+        max([_longest_word(Text(c.header))] + [_longest_word(line) for row in cells for line in row[i]])
+        for i, c in enumerate(cols)
+    ]
     lows = [natural[i] if c.kind == KEY else words[i] for i, c in enumerate(cols)]
     lows = [max(lo, min(natural[i], _NOTE_MIN)) if c.kind == NOTE else lo for i, (c, lo) in enumerate(zip(cols, lows))]
     # Notes give up their room first: they move under the row unless every wrap column (what the row is
@@ -155,8 +172,10 @@ def print_grid(console: Console, grid: Grid) -> None:
 
     def emit(columns: list[list[Text]]) -> None:
         for n in range(max(len(c) for c in columns)):
-            line = Text(" " * _GAP).join(_pad(columns[k][n] if n < len(columns[k]) else Text(), widths[i], grid.columns[i].justify)
-                                         for k, i in enumerate(inline))
+            line = Text(" " * _GAP).join(
+                _pad(columns[k][n] if n < len(columns[k]) else Text(), widths[i], grid.columns[i].justify)
+                for k, i in enumerate(inline)
+            )
             line.rstrip()
             console.print(line, soft_wrap=True, highlight=False)
 
@@ -185,7 +204,9 @@ def print_grid(console: Console, grid: Grid) -> None:
             for n, line in enumerate(lines[i]):
                 for k, piece in enumerate(_wrap(console, line, max(console.width - pad, _longest_word(line)))):
                     piece.rstrip()
-                    console.print(Text.assemble(label if n == k == 0 else " " * pad, piece), soft_wrap=True, highlight=False)
+                    console.print(
+                        Text.assemble(label if n == k == 0 else " " * pad, piece), soft_wrap=True, highlight=False
+                    )
 
 
 def print_tree(console: Console, tree: Tree) -> None:
@@ -207,8 +228,8 @@ def print_tree(console: Console, tree: Tree) -> None:
 
 
 def print_panel(console: Console, content: Text) -> None:
-    """A boxed heading on a terminal; the plain line elsewhere."""
-    if console.is_terminal:
+    """A boxed heading on a terminal; the plain line elsewhere (and with ``-o wide``, where a box would crop it)."""
+    if console.is_terminal and not console.soft_wrap:
         console.print(Panel(content, expand=False))
     else:
         console.print(content, soft_wrap=True, highlight=False)

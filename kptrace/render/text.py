@@ -15,7 +15,15 @@ from kptrace.tracer.kubeproxy import masquerade_reason
 from kptrace.tracer.result import Outcome, Step, Trace, nice_fraction
 from kptrace.tracer.services import ServiceView
 
-__all__ = ["render_diagnostics", "render_inventory", "render_service", "render_trace", "render_verify", "share_text", "shared_suffix"]
+__all__ = [
+    "render_diagnostics",
+    "render_inventory",
+    "render_service",
+    "render_trace",
+    "render_verify",
+    "share_text",
+    "shared_suffix",
+]
 
 _VERDICT_STYLE = {"ACCEPT": "green", "DROP": "bold red", "REJECT": "bold red", "INCOMPLETE": "yellow"}
 
@@ -31,7 +39,7 @@ def share_text(p: Fraction | None) -> str:
 def _rule_text(s: Step) -> str:
     text = s.text
     prefix = f"-A {s.chain} "
-    return text[len(prefix):] if text.startswith(prefix) else text
+    return text[len(prefix) :] if text.startswith(prefix) else text
 
 
 def _interesting(s: Step) -> bool:
@@ -95,7 +103,7 @@ def shared_suffix(paths: list[tuple[Step, ...]], prefixes: list[int], *, full: b
     shortest = min(shortest, len(paths[0]) - max(prefixes[1:], default=0))
     while k < shortest and all(p[-1 - k] == paths[0][-1 - k] for p in paths[1:]):
         k += 1
-    if not any(full or _interesting(s) for s in paths[0][len(paths[0]) - k:]):
+    if not any(full or _interesting(s) for s in paths[0][len(paths[0]) - k :]):
         return 0
     return k
 
@@ -119,29 +127,48 @@ def _print_paths(console: Console, outcomes: tuple[Outcome, ...], *, full: bool)
         after = None
         if common:
             last = path[common - 1]
-            tree.add(Text(f"… same as #1 up to {last.table}/{last.chain}" + (f" #{last.rule}" if last.rule else ""), style="dim"))
+            tree.add(
+                Text(
+                    f"… same as #1 up to {last.table}/{last.chain}" + (f" #{last.rule}" if last.rule else ""),
+                    style="dim",
+                )
+            )
             after = last.hook
-        _add_steps(tree, path[common:len(path) - k], full=full, after_hook=after)
+        _add_steps(tree, path[common : len(path) - k], full=full, after_hook=after)
         if k:
             tree.add(Text("… then the steps every outcome shares (below)", style="dim"))
         print_tree(console, tree)
     if k:
         before = {p[len(p) - k - 1].hook for p in paths if len(p) > k}
         tree = Tree(f"[bold]then, for every outcome above[/] (#1-#{len(outcomes)})")
-        _add_steps(tree, paths[0][len(paths[0]) - k:], full=full, after_hook=before.pop() if len(before) == 1 else None)
+        _add_steps(
+            tree, paths[0][len(paths[0]) - k :], full=full, after_hook=before.pop() if len(before) == 1 else None
+        )
         print_tree(console, tree)
 
 
 def _outcome_grid(t: Trace) -> Grid:
-    grid = Grid([Column("#", justify="right"), Column("probability", justify="right"), Column("verdict"),
-                 Column("destination"), Column("source"), Column("mark"), Column("why", NOTE)])
+    grid = Grid(
+        [
+            Column("#", justify="right"),
+            Column("probability", justify="right"),
+            Column("verdict"),
+            Column("destination"),
+            Column("source"),
+            Column("mark"),
+            Column("why", NOTE),
+        ]
+    )
     for i, o in enumerate(t.outcomes, 1):
         verdict = Text(o.verdict, style=_VERDICT_STYLE.get(o.verdict, ""))
         if o.assumed:
             verdict.append(" (assumed)", style="yellow")
         dst = o.dnat and f"{o.dnat} (DNAT)" or o.dst
-        src = ((f"{o.snat} (MASQUERADE)" if o.snat not in (None, "MASQUERADE") else "MASQUERADE") if o.masquerade
-               else (f"{o.snat} (SNAT)" if o.snat else o.src))
+        src = (
+            (f"{o.snat} (MASQUERADE)" if o.snat not in (None, "MASQUERADE") else "MASQUERADE")
+            if o.masquerade
+            else (f"{o.snat} (SNAT)" if o.snat else o.src)
+        )
         grid.add_row(str(i), share_text(o.probability), verdict, dst, src, f"{o.mark:#x}", o.reason)
     return grid
 
@@ -180,7 +207,9 @@ def _entry_address(e) -> str:
     return _hostport(e.address, e.port) if e.address else f"<node>:{e.port}"
 
 
-def render_service(console: Console, v: ServiceView, *, show_paths: bool = False, drift=None, counters=None, stale=None) -> None:
+def render_service(
+    console: Console, v: ServiceView, *, show_paths: bool = False, drift=None, counters=None, stale=None
+) -> None:
     """Everything the node's rules say about one Service port: entry points, endpoints, where connections go.
 
     ``drift``: a :class:`kptrace.checks.drift.NodeReport` for the view's Service ports (svc --node-name);
@@ -231,13 +260,19 @@ def _entry_points(console: Console, v: ServiceView) -> None:
         return
     grid = Grid([Column("kind"), Column("address"), Column("leads to"), Column("rule", NOTE)], title="Entry points")
     for e in v.entry_points:
-        grid.add_row(e.kind, _entry_address(e), Text(e.via, style="red" if e.via in ("REJECT", "DROP") else ""),
-                     Text(e.location, style="dim"))
+        grid.add_row(
+            e.kind,
+            _entry_address(e),
+            Text(e.via, style="red" if e.via in ("REJECT", "DROP") else ""),
+            Text(e.location, style="dim"),
+        )
     print_grid(console, grid)
 
 
 def _endpoints(console: Console, v: ServiceView, drift, counters) -> None:
-    port = next((p for p in drift.ports if p.hash == v.hash and p.family == v.family), None) if drift is not None else None
+    port = (
+        next((p for p in drift.ports if p.hash == v.hash and p.family == v.family), None) if drift is not None else None
+    )
     expected: set[str] = set()
     if port is not None:
         expected = set(port.expected or ()) | set(port.expected_local or ())
@@ -254,16 +289,33 @@ def _endpoints(console: Console, v: ServiceView, drift, counters) -> None:
         row: list[str | Text] = [e.address, share_text(e.probability), e.chain, "yes" if e.local else ""]
         if counters is not None:
             c = by_addr.get(e.address)
-            row.insert(2, "?" if c is None or c.connections is None else
-                       f"{c.connections} ({c.observed:.1%})" if c.observed is not None else str(c.connections))
+            row.insert(
+                2,
+                "?"
+                if c is None or c.connections is None
+                else f"{c.connections} ({c.observed:.1%})"
+                if c.observed is not None
+                else str(c.connections),
+            )
         if drift is not None:
-            row.append(Text("✓ expected", style="green") if e.address in expected else
-                       Text("✗ not expected" if port is not None and port.expected is not None else "✗ Service not in the API",
-                            style="red"))
+            row.append(
+                Text("✓ expected", style="green")
+                if e.address in expected
+                else Text(
+                    "✗ not expected" if port is not None and port.expected is not None else "✗ Service not in the API",
+                    style="red",
+                )
+            )
         grid.add_row(*row)
     for addr in sorted(expected - {e.address for e in v.endpoints}):
-        grid.add_row(addr, "", *([""] if counters is not None else []), "", "",
-                     Text("✗ expected, missing on the node", style="red"))
+        grid.add_row(
+            addr,
+            "",
+            *([""] if counters is not None else []),
+            "",
+            "",
+            Text("✗ expected, missing on the node", style="red"),
+        )
     print_grid(console, grid)
 
 
@@ -276,8 +328,16 @@ def _masquerade_text(o: Outcome) -> str:
 
 
 def _flows_grid(v: ServiceView) -> Grid:
-    grid = Grid([Column("entry", WRAP), Column("from"), Column("probability", justify="right"), Column("outcome"),
-                 Column("masquerade (why)", NOTE)], title="Where connections go, by entry point and origin")
+    grid = Grid(
+        [
+            Column("entry", WRAP),
+            Column("from"),
+            Column("probability", justify="right"),
+            Column("outcome"),
+            Column("masquerade (why)", NOTE),
+        ],
+        title="Where connections go, by entry point and origin",
+    )
     for et in v.traces:
         entry = f"{et.entry.kind} {_entry_address(et.entry)}"
         for n, o in enumerate(et.trace.outcomes):
@@ -286,7 +346,13 @@ def _flows_grid(v: ServiceView) -> Grid:
                 outcome.append(f" {o.verdict}", style="red")
             if o.assumed:
                 outcome.append(" (assumed)", style="yellow")
-            grid.add_row(entry if n == 0 else "", et.label if n == 0 else "", share_text(o.probability), outcome, _masquerade_text(o))
+            grid.add_row(
+                entry if n == 0 else "",
+                et.label if n == 0 else "",
+                share_text(o.probability),
+                outcome,
+                _masquerade_text(o),
+            )
         grid.add_section()
     return grid
 
@@ -308,8 +374,11 @@ def _stale(console: Console, stale) -> None:
         groups.setdefault((s_.entry.protocol, s_.endpoint), []).append(s_)
     for (proto, ep), items in sorted(groups.items()):
         black = sum(x.blackholed for x in items)
-        console.print(f"[bold red]Stale conntrack[/] {len(items)} stale {proto.upper()} entr{'ies' if len(items) != 1 else 'y'} "
-                      f"-> {escape(ep)}" + (f" ({black} blackholed)" if black else " (old connections)"), highlight=False)
+        console.print(
+            f"[bold red]Stale conntrack[/] {len(items)} stale {proto.upper()} entr{'ies' if len(items) != 1 else 'y'} "
+            f"-> {escape(ep)}" + (f" ({black} blackholed)" if black else " (old connections)"),
+            highlight=False,
+        )
 
 
 def _drift(console: Console, v: ServiceView, drift) -> None:
@@ -327,7 +396,9 @@ def render_diagnostics(console: Console, diagnostics: list[Diagnostic], *, limit
     shown = diagnostics[:limit]
     for d in shown:
         style = "red" if d.severity == "error" else "yellow"
-        console.print(Text(format_diagnostic(d), style=style if d.severity == "error" else ""), highlight=False, soft_wrap=True)
+        console.print(
+            Text(format_diagnostic(d), style=style if d.severity == "error" else ""), highlight=False, soft_wrap=True
+        )
     if len(diagnostics) > limit:
         console.print(f"... and {len(diagnostics) - limit} more")
 
@@ -350,47 +421,89 @@ def _inventory_families(console: Console, inv: dict) -> None:
         print_grid(console, t)
         names = fam["service_names"]
         shown = ", ".join(names[:8]) + (f", ... and {len(names) - 8} more" if len(names) > 8 else "")
-        console.print(f"Service ports: {fam['service_ports']} with endpoints ({fam['endpoint_chains']} endpoint chains)"
-                      + (f", {fam['no_endpoint_rejects']} REJECT rules for Services without endpoints" if fam["no_endpoint_rejects"] else ""))
+        console.print(
+            f"Service ports: {fam['service_ports']} with endpoints ({fam['endpoint_chains']} endpoint chains)"
+            + (
+                f", {fam['no_endpoint_rejects']} REJECT rules for Services without endpoints"
+                if fam["no_endpoint_rejects"]
+                else ""
+            )
+        )
         if names:
             console.print(f"  named in comments: {shown}")
 
 
 def _inventory_nft(console: Console, nft: dict | None) -> None:
     if nft:
-        console.print(f"[bold]nftables[/] from {escape(', '.join(nft['sources']))}" + (f": {nft['layout']}" if nft["layout"] else ""),
-                      highlight=False)
-        t = Grid([Column(col, justify="left" if col == "table" else "right")
-                  for col in ("table", "chains", "base", "rules", "sets", "maps", "elements")])
+        console.print(
+            f"[bold]nftables[/] from {escape(', '.join(nft['sources']))}"
+            + (f": {nft['layout']}" if nft["layout"] else ""),
+            highlight=False,
+        )
+        t = Grid(
+            [
+                Column(col, justify="left" if col == "table" else "right")
+                for col in ("table", "chains", "base", "rules", "sets", "maps", "elements")
+            ]
+        )
         for x in nft["tables"]:
-            t.add_row(f"{x['family']} {x['name']}", str(x["chains"]), str(x["base_chains"]), str(x["rules"]),
-                      str(x["sets"]), str(x["maps"]), str(x["elements"]))
+            t.add_row(
+                f"{x['family']} {x['name']}",
+                str(x["chains"]),
+                str(x["base_chains"]),
+                str(x["rules"]),
+                str(x["sets"]),
+                str(x["maps"]),
+                str(x["elements"]),
+            )
         print_grid(console, t)
         for hook, chains in nft["hooks"].items():
-            console.print(f"  {hook}: " + ", ".join(escape(f"{c['table']}/{c['chain']} ({c['priority']}"
-                                                             + (f", policy {c['policy']}" if c["policy"] != "accept" else "") + ")")
-                                                      for c in chains), highlight=False)
+            console.print(
+                f"  {hook}: "
+                + ", ".join(
+                    escape(
+                        f"{c['table']}/{c['chain']} ({c['priority']}"
+                        + (f", policy {c['policy']}" if c["policy"] != "accept" else "")
+                        + ")"
+                    )
+                    for c in chains
+                ),
+                highlight=False,
+            )
         if nft["layout"]:
             names = nft["service_names"]
             shown = ", ".join(names[:8]) + (f", ... and {len(names) - 8} more" if len(names) > 8 else "")
-            console.print(f"Service ports: {nft['service_ports']} ({nft['with_endpoints']} with endpoints)"
-                          + (f": {shown}" if names else ""), highlight=False)
+            console.print(
+                f"Service ports: {nft['service_ports']} ({nft['with_endpoints']} with endpoints)"
+                + (f": {shown}" if names else ""),
+                highlight=False,
+            )
 
 
 def _inventory_ipvs(console: Console, inv: dict) -> None:
     ipvs = inv.get("ipvs")
     if ipvs:
-        console.print(f"[bold]IPVS[/] from {escape(ipvs['source'])} ({ipvs['variant']}): {ipvs['virtual_services']} virtual services, "
-                      f"{ipvs['real_servers']} real servers ({ipvs['weight_zero']} with weight 0), "
-                      f"{ipvs['without_real_servers']} virtual services without real servers; schedulers "
-                      f"{', '.join(ipvs['schedulers']) or '?'}" + (" [yellow](truncated)[/]" if ipvs["truncated"] else ""), highlight=False)
+        console.print(
+            f"[bold]IPVS[/] from {escape(ipvs['source'])} ({ipvs['variant']}): "
+            f"{ipvs['virtual_services']} virtual services, "
+            f"{ipvs['real_servers']} real servers ({ipvs['weight_zero']} with weight 0), "
+            f"{ipvs['without_real_servers']} virtual services without real servers; schedulers "
+            f"{', '.join(ipvs['schedulers']) or '?'}" + (" [yellow](truncated)[/]" if ipvs["truncated"] else ""),
+            highlight=False,
+        )
     sets = inv.get("ipsets")
     if sets:
-        console.print(f"[bold]ipsets[/] from {escape(sets['source'])}: {len(sets['sets'])} sets, "
-                      f"{sum(x['members'] for x in sets['sets'].values())} members", highlight=False)
+        console.print(
+            f"[bold]ipsets[/] from {escape(sets['source'])}: {len(sets['sets'])} sets, "
+            f"{sum(x['members'] for x in sets['sets'].values())} members",
+            highlight=False,
+        )
         for name, x in sets["sets"].items():
-            console.print(f"  {name} ({x['type']}): {x['members']} members" + (" [yellow](truncated)[/]" if x["truncated"] else ""),
-                          highlight=False)
+            console.print(
+                f"  {name} ({x['type']}): {x['members']} members"
+                + (" [yellow](truncated)[/]" if x["truncated"] else ""),
+                highlight=False,
+            )
 
 
 def render_verify(console: Console, results) -> None:
@@ -401,27 +514,43 @@ def render_verify(console: Console, results) -> None:
         agree = sum(r.status == "agree" for r in results)
         disagree = sum(r.status == "disagree" for r in results)
         unverifiable = sum(r.status == "unverifiable" for r in results)
-        console.print(f"[bold]{agree} agree, {disagree} disagree, {unverifiable} unverifiable[/] "
-                      f"(binomial bounds at {results[0].confidence if results else 0.999:.4%} confidence)")
+        console.print(
+            f"[bold]{agree} agree, {disagree} disagree, {unverifiable} unverifiable[/] "
+            f"(binomial bounds at {results[0].confidence if results else 0.999:.4%} confidence)"
+        )
 
 
 def _verify_result(console: Console, r) -> None:
     style = {"agree": "green", "disagree": "bold red", "unverifiable": "yellow"}[r.status]
     console.print(Text.assemble(("● ", style), (r.label, "bold"), ("  " + r.status, style)))
     if r.checks:
-        t = Grid([Column("outcome", WRAP), Column("kptrace predicts", justify="right"), Column("kernel", justify="right"),
-                  Column("accepted", justify="right"), Column("")])
+        t = Grid(
+            [
+                Column("outcome", WRAP),
+                Column("kptrace predicts", justify="right"),
+                Column("kernel", justify="right"),
+                Column("accepted", justify="right"),
+                Column(""),
+            ]
+        )
         for c in r.checks:
-            what = (c.dst or c.verdict) + (" (source rewritten)" if c.snat else " (source rewritten or not)" if c.snat is None else "")
+            what = (c.dst or c.verdict) + (
+                " (source rewritten)" if c.snat else " (source rewritten or not)" if c.snat is None else ""
+            )
             if c.verdict != "ACCEPT" and c.dst:
                 what = f"{c.verdict} {what}"
             seen = f"{c.observed}/{c.n} = {c.observed / c.n:.1%}" if c.n else "—"
-            t.add_row(what, share_text(c.predicted) if c.predicted is not None else "not predicted", seen,
-                      f"{c.low}..{c.high}", Text("ok" if c.ok else "✗", style="green" if c.ok else "bold red"))
+            t.add_row(
+                what,
+                share_text(c.predicted) if c.predicted is not None else "not predicted",
+                seen,
+                f"{c.low}..{c.high}",
+                Text("ok" if c.ok else "✗", style="green" if c.ok else "bold red"),
+            )
         print_grid(console, t)
     if r.path_ok is not None:
-        console.print(f"  rule path of one probe: {'[green]one of the predicted paths[/]' if r.path_ok else '[bold red]not predicted[/]'}"
-                      f" ({len(r.kernel_path)} rules and policies)")
+        verdict = "[green]one of the predicted paths[/]" if r.path_ok else "[bold red]not predicted[/]"
+        console.print(f"  rule path of one probe: {verdict} ({len(r.kernel_path)} rules and policies)")
         if not r.path_ok:
             for table, chain, x in r.kernel_path:
                 console.print(f"    kernel: {table}/{chain} {'#' + str(x) if isinstance(x, int) else escape(str(x))}")
