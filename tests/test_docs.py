@@ -341,3 +341,24 @@ def test_docs_examples_are_real_output(page, command, shown):
     stale = [(line.strip(), word) for line in want for word in _WORD.findall(line)
              if word not in printed and not any(e in word for e in _ELIDED)]
     assert not stale, f"docs/{page}: the output of `{command}` has words it no longer prints: {stale[:5]}"
+
+
+def test_contributing_names_code_that_exists():
+    """In CONTRIBUTING.md's "How to add" part, each `Class.method`, `function` or `TABLE` a paragraph names is defined in
+    a file that paragraph names, so a newcomer lands on the right line."""
+    text = (ROOT / "CONTRIBUTING.md").read_text()
+    part = text[text.index("## How to add"):text.index("## Tests")]
+    checked = 0
+    for para in re.split(r"\n(?=\* |\d\. |#)|\n\n", part):
+        files = [ROOT / f for f in re.findall(r"`(kptrace/[\w/]+\.py)`", para) if "NAME" not in f]
+        names = [n for n in re.findall(r"`([A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)?)`", para)
+                 if (n[0].isupper() or n.startswith("_") or "." in n) and not re.search(r"\.(yml|md|toml|py|json)$", n)]
+        if not files:
+            continue
+        sources = "\n".join(f.read_text() for f in files)
+        for name in names:
+            last = name.split(".")[-1]
+            assert re.search(rf"^\s*(?:def|class) {last}\b|^\s*{last}\s*[:=]", sources, re.M), \
+                f"CONTRIBUTING.md names `{name}` beside {[str(f.relative_to(ROOT)) for f in files]}, which do not define it"
+            checked += 1
+    assert checked >= 10, checked
