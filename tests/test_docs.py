@@ -150,17 +150,28 @@ def test_readme_shows_an_example_of_every_command():
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
+@pytest.fixture
+def terminal(run, monkeypatch):
+    """``terminal("kptrace ARGS") -> what it prints``, stdout then stderr, as a terminal of 100 columns shows it
+    (rich's own terminal mode, without colour; escapes removed). In this process: a subprocess each costs ~1 s."""
+    monkeypatch.setenv("COLUMNS", "100")
+    monkeypatch.setenv("FORCE_COLOR", "1")
+
+    def _terminal(command: str) -> str:
+        _, out, err = run(*command.split()[1:])
+        return _ANSI.sub("", out + "\n" + err)
+
+    return _terminal
+
+
 @pytest.mark.parametrize("command, shown", _readme_examples(), ids=lambda x: x.split()[1] if isinstance(x, str) else "")
-def test_readme_examples_are_real_output(command, shown):
+def test_readme_examples_are_real_output(command, shown, terminal):
     """Every line the README shows under a command (but `...`) is a line the command prints now, as a terminal of
     100 columns shows it, so no output there is invented or stale. When this fails, run the command again in such a
     terminal (`COLUMNS=100 FORCE_COLOR=1 NO_COLOR=1 kptrace ...`, escapes removed) and paste its output."""
-    args = command.split()[1:]
     want = [line.rstrip() for line in shown if line.strip() and line.strip() != "..."]
     assert want, command
-    env = {**os.environ, "COLUMNS": "100", "FORCE_COLOR": "1", "NO_COLOR": "1"}  # a terminal, without colour
-    res = subprocess.run([sys.executable, "-m", "kptrace", *args], capture_output=True, text=True, cwd=ROOT, env=env)
-    printed = {line.rstrip() for line in _ANSI.sub("", res.stdout + "\n" + res.stderr).splitlines()}
+    printed = {line.rstrip() for line in terminal(command).splitlines()}
     stale = [line for line in want if line not in printed]
     assert not stale, f"README's output of `{command}` has lines it no longer prints: {stale[:3]}"
 
@@ -279,12 +290,12 @@ def test_json_page_has_an_example_of_every_schema():
 
 
 @pytest.mark.parametrize("command, body", _EXAMPLES, ids=[c.split()[1] for c, _ in _EXAMPLES])
-def test_json_page_shows_the_fields_each_command_prints(command, body):
+def test_json_page_shows_the_fields_each_command_prints(command, body, run):
     import json
 
     shown = json.loads(body)
-    res = subprocess.run([sys.executable, "-m", "kptrace", *command.split()[1:]], capture_output=True, text=True, cwd=ROOT)
-    real = json.loads(res.stdout)
+    _, out, _ = run(*command.split()[1:])
+    real = json.loads(out)
     assert real["schema"] == shown["schema"]
     undocumented, gone = _fields(real) - _fields(shown), _fields(shown) - _fields(real)
     assert not undocumented, f"docs/json.md lacks these fields of `{command}`: {sorted(undocumented)[:8]}"
@@ -329,15 +340,12 @@ def _docs_examples() -> list[tuple[str, str, list[str]]]:
 
 
 @pytest.mark.parametrize("page, command, shown", _docs_examples(), ids=[f"{p}:{c.split()[1]}" for p, c, _ in _docs_examples()])
-def test_docs_examples_are_real_output(page, command, shown):
+def test_docs_examples_are_real_output(page, command, shown, terminal):
     """Every word a docs/ page shows under a command is one that command prints now (words that an elision cut,
     with `...`, aside). Words, not lines: the pages keep output abridged, and a table's layout follows the terminal."""
     want = [line for line in shown if line.strip() and line.strip() not in _ELIDED]
     assert want, (page, command)
-    env = {**os.environ, "COLUMNS": "100", "FORCE_COLOR": "1", "NO_COLOR": "1"}
-    res = subprocess.run([sys.executable, "-m", "kptrace", *command.split()[1:]], capture_output=True, text=True,
-                         cwd=ROOT, env=env)
-    printed = set(_WORD.findall(_ANSI.sub("", res.stdout + "\n" + res.stderr)))
+    printed = set(_WORD.findall(terminal(command)))
     stale = [(line.strip(), word) for line in want for word in _WORD.findall(line)
              if word not in printed and not any(e in word for e in _ELIDED)]
     assert not stale, f"docs/{page}: the output of `{command}` has words it no longer prints: {stale[:5]}"
