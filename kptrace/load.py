@@ -9,6 +9,7 @@ from typing import Iterable
 from kptrace.errors import InputError, ParseError
 from kptrace.model.addr import parse_addr
 from kptrace.model.dataplane import Dataplane
+from kptrace.model.rules import Ruleset
 from kptrace.model.source import SourceText
 from kptrace.parsers.detect import FORMATS, detect_format, formats_read
 from kptrace.parsers.iptables_save import ParseResult, chain_from_lines, parse_all_rules, parse_iptables_save
@@ -108,7 +109,7 @@ def _load_texts(sources: Iterable[SourceText], *, node_ips: Iterable[str], lenie
             raise InputError(f"{src.name}: this is {FORMATS[fmt]}, which kptrace does not read here",
                              hint=f"kptrace reads {formats_read()}")
         results.append(parse_iptables_save(src, lenient=lenient))
-    rulesets = {}
+    rulesets: dict[int, Ruleset] = {}
     for res in results:
         rs = res.ruleset
         if full:
@@ -229,7 +230,12 @@ def load_bundle(directory: str | None = None, *, bundle=None, node_ips: Iterable
     """A node bundle's dumps; its addresses replace ``node_ips`` and its routes decide MASQUERADE's address."""
     from kptrace.sources.bundle import read_bundle
 
-    b = bundle if bundle is not None else read_bundle(directory)
+    if bundle is not None:
+        b = bundle
+    elif directory is not None:
+        b = read_bundle(directory)
+    else:
+        raise TypeError("load_bundle: give a directory or a bundle")
     said = len(b.notes)
     sources = [SourceText(name, text) for name, text in b.dumps()]
     for name in ("ipvsadm-save.txt", "ipset-save.txt"):  # IPVS mode: the virtual services and the sets

@@ -112,8 +112,8 @@ def observed_shares(dp: Dataplane, view, since: Dataplane | None = None, *, alph
 
 def _later(a: Dataplane, b: Dataplane, view) -> bool:
     """Whether snapshot ``a`` is later than ``b``: no endpoint counter lower, one higher."""
-    pairs = [(_dnat_counter(a, view.family, ep.chain), _dnat_counter(b, view.family, ep.chain)) for ep in view.endpoints]
-    pairs = [(x[0], y[0]) for x, y in pairs if x is not None and y is not None]
+    read = [(_dnat_counter(a, view.family, ep.chain), _dnat_counter(b, view.family, ep.chain)) for ep in view.endpoints]
+    pairs = [(x[0], y[0]) for x, y in read if x is not None and y is not None]
     return bool(pairs) and all(x >= y for x, y in pairs) and any(x > y for x, y in pairs)
 
 
@@ -143,27 +143,29 @@ def _dnat_counter(dp: Dataplane, family: int, chain_name: str, *, any_rule: bool
 
 
 def _judge(eps: tuple[EndpointCount, ...], total: int, alpha: float, affinity: bool) -> tuple[float | None, bool, str]:
-    usable = [e for e in eps if e.connections is not None and e.predicted is not None]
+    # (connections, share) of each endpoint both are known for
+    usable = [(e, e.connections, e.predicted) for e in eps if e.connections is not None and e.predicted is not None]
     if len(eps) == 1:
         return None, False, f"a single endpoint: it took all {total} connection{'s' if total != 1 else ''}"
     if total < MIN_CONNECTIONS or len(usable) < 2:
         return None, False, f"{total} connection{'s' if total != 1 else ''} counted: too few to tell a skew from chance"
     chi2 = 0.0
-    for e in usable:
-        expected = float(e.predicted) * total
+    for e, connections, share in usable:
+        expected = float(share) * total
         if expected > 0:
-            chi2 += (e.connections - expected) ** 2 / expected
-        elif e.connections:
-            return 0.0, True, f"{e.address} got {e.connections} connections but the rules give it none"
+            chi2 += (connections - expected) ** 2 / expected
+        elif connections:
+            return 0.0, True, f"{e.address} got {connections} connections but the rules give it none"
     p = chi2_sf(chi2, len(usable) - 1)
-    starved = [e for e in usable if e.connections == 0 and e.predicted and (1 - float(e.predicted)) ** total < alpha / len(usable)]
+    starved = [(e, share) for e, connections, share in usable
+               if connections == 0 and share and (1 - float(share)) ** total < alpha / len(usable)]
     if affinity:
         return p, False, f"{total} connections; p = {p:.2g} (not judged: see the note)"
     if starved:
-        names = ", ".join(e.address for e in starved)
-        p_starved = min(p, max((1 - float(e.predicted)) ** total for e in starved))
+        names = ", ".join(e.address for e, _ in starved)
+        p_starved = min(p, max((1 - float(share)) ** total for _, share in starved))
         return p, True, (f"{names} got no connection of {total}, where the rules give {'it' if len(starved) == 1 else 'each'} "
-                         f"{float(starved[0].predicted):.1%}: significant (p = {p_starved:.2g})")
+                         f"{float(starved[0][1]):.1%}: significant (p = {p_starved:.2g})")
     if p < alpha:
         return p, True, f"the split of {total} connections differs from the rules' shares more than chance explains (p = {p:.2g})"
     return p, False, f"{total} connections split as the rules predict, within chance (p = {p:.2g})"

@@ -130,6 +130,7 @@ def _check_node(dp, state, node, profile, node_labels, only) -> NodeReport:
 def _check_ipvs(report: NodeReport, dp: Dataplane, state: ClusterState, node: str, profile: Profile, node_labels, only) -> None:
     from kptrace.checks.drift_ipvs import check_family_ipvs
 
+    assert dp.ipvs is not None  # check_node comes here for IPVS-mode data planes only
     n = state.node(node)
     # the Node's own addresses; a bundle's also hold kube-ipvs0's virtual-service addresses, which are not the node's
     vips = {vs.address for vs in dp.ipvs if vs.address}
@@ -326,12 +327,13 @@ def _compare(report: NodeReport, e: ExpectedPort, a: ProgrammedPort | None) -> N
 
     # --- session affinity
     if node_has_endpoints and (a.cluster or a.local):
-        have = a.affinity[0] if a.affinity else None
-        want = e.affinity_timeout
-        if (have is None) != (want is None) or (have and want and have != want):
+        have_timeout = a.affinity[0] if a.affinity else None
+        want_timeout = e.affinity_timeout
+        if (have_timeout is None) != (want_timeout is None) or (have_timeout and want_timeout and have_timeout != want_timeout):
             add("affinity-mismatch",
-                f"session affinity is {f'ClientIP, {want} s' if want else 'None'} in the API, "
-                f"{'ClientIP, ' + str(have) + ' s' if have else ('ClientIP' if have == 0 else 'none')} on the node",
+                f"session affinity is {f'ClientIP, {want_timeout} s' if want_timeout else 'None'} in the API, "
+                f"{'ClientIP, ' + str(have_timeout) + ' s' if have_timeout else ('ClientIP' if have_timeout == 0 else 'none')}"
+                " on the node",
                 evidence=[a.affinity[1]] if a.affinity else [])
     report.ports.append(report_port())
 
@@ -350,7 +352,7 @@ def _kind_of(e: ExpectedPort, address: str | None) -> str:
 
 def _expected_verdicts(e: ExpectedPort) -> set[tuple[str, str | None, int, str]]:
     """The filter REJECT/DROP rules kube-proxy writes for the port (proxier.go, "has no (local) endpoints")."""
-    out = set()
+    out: set[tuple[str, str | None, int, str]] = set()
     if not e.has_internal_endpoints:
         out.add(("ClusterIP", e.cluster_ip, e.port.port, "REJECT" if not e.has_endpoints else "DROP"))
     if not e.has_external_endpoints and (not e.has_endpoints or e.profile.external_drop_rules):
@@ -462,7 +464,7 @@ def _check_shares(chain: str, eps: list[ChainEndpoint] | None, add) -> None:
         return
     shares: dict[str, float] = {}
     for x in eps:
-        shares[x.address] = shares.get(x.address, 0.0) + x.share
+        shares[x.address] = shares.get(x.address, 0.0) + (x.share or 0.0)  # never None here (checked above)
     n = len(shares)
     # kube-proxy prints 1/(n-i) with 10 decimals and the kernel quantises to 2^-31: a few 1e-9 off 1/n
     if all(abs(s - 1 / n) < 1e-6 for s in shares.values()):

@@ -87,21 +87,24 @@ def _read_family(fam: int, rs: Ruleset, ports: dict, unnamed: list[Entry], only:
     nat = rs.tables.get("nat")
     nat_chains = nat.chains if nat is not None else {}
     for name in nat_chains:
-        if name.startswith(SERVICE_CHAIN_PREFIXES):
-            _port_for(ports, fam, chain_hash_of(name)).chains.append(name)
+        if (h := chain_hash_of(name)) is not None and name.startswith(SERVICE_CHAIN_PREFIXES):
+            _port_for(ports, fam, h).chains.append(name)
 
     # Entry rules: jumps from KUBE-SERVICES / KUBE-NODEPORTS into a Service's chains.
     for cname in ("KUBE-SERVICES", "KUBE-NODEPORTS"):
         chain = nat_chains.get(cname)
-        for raw in chain.raw if chain is not None else ():
+        if chain is None:
+            continue
+        for raw in chain.raw:
             f = _fields(raw.text)
             target = f.get("-j") or f.get("-g") or ""
-            if not target.startswith(SERVICE_CHAIN_PREFIXES):
+            target_hash = chain_hash_of(target)
+            if target_hash is None or not target.startswith(SERVICE_CHAIN_PREFIXES):
                 continue
             port = _port(f.get("--dport"))
             if port is None:
                 continue
-            p = _port_for(ports, fam, chain_hash_of(target))
+            p = _port_for(ports, fam, target_hash)
             comment = f.get("--comment", "")
             proto = f.get("-p")
             p.spn = p.spn or _spn(comment)
@@ -118,7 +121,9 @@ def _read_family(fam: int, rs: Ruleset, ports: dict, unnamed: list[Entry], only:
     filt = rs.tables.get("filter")
     for cname in ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-NODEPORTS"):
         chain = filt.chains.get(cname) if filt is not None else None
-        for raw in chain.raw if chain is not None else ():
+        if chain is None:
+            continue
+        for raw in chain.raw:
             f = _fields(raw.text)
             verdict = f.get("-j", "")
             port = _port(f.get("--dport"))
@@ -159,11 +164,12 @@ def _read_family(fam: int, rs: Ruleset, ports: dict, unnamed: list[Entry], only:
             if ch is not None:
                 p.jumps[ch.name] = {t for _, text in ch.texts() for t in [_target_of(text)] if t}
         fw = nat_chains.get("KUBE-FW-" + h)
+        fw_source = fw.source if fw is not None else ""
         for raw in fw.raw if fw is not None else ():
             f = _fields(raw.text)
             target = f.get("-j") or f.get("-g") or ""
             if "-s" in f and chain_hash_of(target) == h:
-                p.source_ranges.append((f["-s"], Evidence(f"{fw.source}:{raw.line}", raw.text)))
+                p.source_ranges.append((f["-s"], Evidence(f"{fw_source}:{raw.line}", raw.text)))
         p.external_policy = _external_policy(nat_chains, h)
 
 

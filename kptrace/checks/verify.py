@@ -28,7 +28,7 @@ __all__ = ["OutcomeCheck", "VerifyResult", "compare", "connections_needed", "out
 class OutcomeCheck:
     verdict: str
     dst: str | None
-    snat: bool
+    snat: bool | None  # None: a prediction that cannot say (KernelFlow.snat)
     predicted: Fraction | None  # None: the kernel did something kptrace did not predict
     observed: int
     n: int
@@ -44,7 +44,7 @@ class VerifyResult:
     status: str  # agree | disagree | unverifiable
     checks: tuple[OutcomeCheck, ...]
     path_ok: bool | None
-    kernel_path: tuple[tuple[str, str, str], ...]
+    kernel_path: tuple[tuple[str, str, object], ...]  # (table, chain, rule text or nft handle)
     problems: tuple[str, ...]
     affinity: bool = False
     confidence: float = 0.999
@@ -166,12 +166,12 @@ def compare(label: str, trace: Trace, obs: KernelObservation, kernel_rule_index,
                      f"{' (it prints none for IPv6 here)' if obs.tracer == 'xtables-monitor' else ''}; "
                      "the path was not compared")
 
-    predicted = {}
+    predicted: dict[KernelFlow, Fraction] = {}
     for o in trace.outcomes:
         k = outcome_key(o, trace.packet.src, egress)
         predicted[k] = predicted.get(k, Fraction(0)) + o.probability
     n = obs.sent
-    flows = Counter()
+    flows: Counter[KernelFlow] = Counter()
     for k, count in obs.flows.items():
         loose = KernelFlow(k.verdict, k.dst, None)
         flows[k if k in predicted or loose not in predicted else loose] += count

@@ -14,8 +14,9 @@ import sys
 
 import typer
 
-from kptrace.cli.common import runner_targets, stderr_console, stdout_console
+from kptrace.cli.common import stderr_console, stdout_console
 from kptrace.errors import EXIT_ENVIRONMENT, EXIT_PARTIAL
+from kptrace.sources.runners import runner_targets
 
 
 def collect(
@@ -69,11 +70,11 @@ def collect(
 
     for r in ok:
         mark = "[yellow]![/]" if r.incomplete else "[green]✓[/]"
-        out.print(f"{mark} {escape(r.name)} -> {escape(r.path)}  [dim]{r.mode} mode (from {escape(r.mode_from)})[/]", highlight=False)
+        out.print(f"{mark} {escape(r.name)} -> {escape(r.path or '')}  [dim]{r.mode} mode (from {escape(r.mode_from)})[/]", highlight=False)
         for note in r.notes:
             err.print(f"  {r.name}: {note}", highlight=False, soft_wrap=True, markup=False)
     for r in failed:
-        err.print("✗ " + r.error, highlight=False, soft_wrap=True, markup=False)
+        err.print(f"✗ {r.error}", highlight=False, soft_wrap=True, markup=False)
     out.print(f"{len(ok)} of {len(results)} nodes collected into {output}"
               + (f" ({len(incomplete)} without what their mode needs: see above)" if incomplete else ""))
     if failed:

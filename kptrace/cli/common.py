@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import functools
-import os
 from enum import Enum
-from typing import Any, Callable, Sequence
 
 import typer
 from rich.console import Console
 
 from kptrace.sources.files import DEFAULT_MAX_BYTES
+from kptrace.sources.runners import runner_targets
 
 __all__ = ["PROTOCOLS", "OutputFormat", "ProtoOpt", "parse_size", "stderr_console", "stdout_console"]
 
@@ -185,29 +184,3 @@ def load_input(dumps: list[str], bundle: str | None, local: bool, node_ips: list
     for note in b.notes:
         stderr_console().print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
     return load_bundle(bundle=b, node_ips=node_ips, lenient=lenient, full=full)
-
-
-def runner_targets(*, local: bool = False, ssh: Sequence[str] = (), nodes: Sequence[str] = (), all_nodes: bool = False,
-                   name: str | None = None, kubeconfig: str | None = None, context: str | None = None,
-                   selector: str | None = None, ssh_config: str | None = None,
-                   **ssh_options: Any) -> list[tuple[str, Callable[[], Any]]]:
-    """(node name, runner factory) for each node to read, from the first given of: this machine (``local``,
-    named ``name`` or the hostname), SSH targets (named by host, or ``name`` for a single one; ``ssh_options``
-    go to ``SSHRunner``), or nodes through the Kubernetes API (``nodes``, or every node with ``all_nodes``).
-    The runners are made when a factory is called, so that each node's connection opens in its own worker.
-    """
-    if local:
-        from kptrace.sources.bundle import LocalRunner
-
-        return [(name or os.uname().nodename, LocalRunner)]
-    if ssh:
-        from kptrace.sources.ssh import SSHRunner, parse_target
-
-        targets = [parse_target(text) for text in ssh]
-        return [(name if name and len(ssh) == 1 else t.host,
-                 functools.partial(SSHRunner, t, config_path=ssh_config, **ssh_options)) for t in targets]
-    from kptrace.sources.kube import KubeRunner, api, node_names
-
-    core = api(kubeconfig, context)
-    kube_options: dict[str, Any] = {"selector": selector} if selector else {}  # else KubeRunner's own default
-    return [(n, functools.partial(KubeRunner, core, n, **kube_options)) for n in (node_names(core) if all_nodes else nodes)]

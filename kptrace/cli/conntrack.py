@@ -62,7 +62,7 @@ def conntrack(
     node_ips: list[str] = NodeIpOpt,
     cluster_state: str = typer.Option(None, "--cluster-state", help="Also compare with the Services' endpoints in this "
                                       "cluster state (needs --node-name).", show_default=False),
-    node_name: str = typer.Option(None, "--node-name", help="The node the table is from (for --cluster-state; a bundle says "
+    node_name: str | None = typer.Option(None, "--node-name", help="The node the table is from (for --cluster-state; a bundle says "
                                   "it itself).", show_default=False),
     service_cidr: list[str] = typer.Option([], "--service-cidr", help="The Service CIDR(s): entries to a ClusterIP no Service "
                                            "has now are stale (nftables mode's rules say it themselves).", show_default=False),

@@ -16,9 +16,10 @@ import tempfile
 import typer
 
 from kptrace.cli.common import (ContextOpt, KubeconfigOpt, LenientOpt, MaxSizeOpt, NodeIpOpt, OutputFormat, OutputOpt, SshConfigOpt,
-                                parse_size, runner_targets, stderr_console, stdout_console, warn_diagnostics)
+                                parse_size, stderr_console, stdout_console, warn_diagnostics)
 from kptrace.cli.options import HtmlOpt
 from kptrace.errors import EXIT_ENVIRONMENT, EXIT_FINDINGS, EXIT_PARTIAL, InputError, KptraceError
+from kptrace.sources.runners import runner_targets
 
 
 def drift(

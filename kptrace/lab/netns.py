@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from kptrace.errors import EnvironmentProblem, KptraceError
 from kptrace.model.kernel import KernelFlow, KernelObservation
@@ -141,7 +142,7 @@ class Lab:
     the packet path fills (session affinity), emptied between packets as ``-m recent`` lists are.
     """
 
-    def __init__(self, restore: dict[int, str], node_ips: dict[int, list[str]], nfacct: set[str] = frozenset(), *,
+    def __init__(self, restore: dict[int, str], node_ips: dict[int, list[str]], nfacct: frozenset[str] | set[str] = frozenset(), *,
                  nft: str | None = None, dynamic_sets: tuple[tuple[str, str, str], ...] = ()) -> None:
         self.restore = restore
         self.node_ips = node_ips
@@ -152,7 +153,7 @@ class Lab:
         self.node, self.client, self.sink = f"kpt-node-{tag}", f"kpt-client-{tag}", f"kpt-sink-{tag}"
         self._made: list[str] = []
         self._client_addrs: set[str] = set()
-        self._old_term = None
+        self._old_term: Any = None  # the SIGTERM handler to put back (signal.signal's return)
         self._monitor: _Listener | None = None
 
     # -------------------------------------------------------------- life cycle
@@ -245,14 +246,14 @@ class Lab:
             # Made last, at priorities of its own: it changes no other base chain's order. At -400 (before raw,
             # conntrack and every table of the dump) it marks the probe for tracing and counts the burst's packets
             # as they enter; at the end of input and postrouting it marks where the probe's trace ends.
-            fam, name = TRACE_TABLE
+            trace_family, trace_table = TRACE_TABLE
             probe = f"meta l4proto {{ tcp, udp }} th sport {PROBE_PORT}"
             count = f'meta l4proto {{ tcp, udp }} th sport >= {BURST_PORT} counter name "burst"'
             chains = "".join(
                 f"  chain {hook}{'-end' if prio > 0 else ''} {{ type filter hook {hook} priority {prio}; policy accept; "
                 f"{probe} meta nftrace set 1;{' ' + count + ';' if prio < 0 else ''} }}\n"
                 for hook, prio in (("prerouting", -400), ("output", -400), ("input", _LAST), ("postrouting", _LAST)))
-            _run(["nft", "-f", "-"], ns=n, input=f"table {fam} {name} {{\n  counter burst {{ }}\n{chains}}}\n")
+            _run(["nft", "-f", "-"], ns=n, input=f"table {trace_family} {trace_table} {{\n  counter burst {{ }}\n{chains}}}\n")
 
     def kernel_handles(self) -> dict[tuple[str, str], list[int]]:
         """``("FAMILY TABLE", chain) -> [rule handles in order]`` of everything loaded (``nft -j``): the kernel
@@ -407,6 +408,7 @@ class _Listener:
             sink.append(line)
 
     def _read_err(self, ready: str | None) -> None:
+        assert self.proc.stderr is not None  # started with stderr=PIPE
         for line in self.proc.stderr:
             if ready and ready in line:
                 self._ready.set()
@@ -452,10 +454,10 @@ def _main_thread() -> bool:
 _TRACE = re.compile(r"^\s*TRACE: \d+ ([0-9a-f]+) (\w+):([^:]+):(rule|policy|return):([^ ]*)\s*(.*)$")
 
 
-def parse_trace(text: str) -> list[tuple[str, str, str]]:
+def parse_trace(text: str) -> list[tuple[str, str, object]]:
     """xtables-monitor --trace output -> the first traced packet's path: (table, chain, rule text from
     "-A" on, or "policy ACCEPT"). kptrace's own TRACE rule is left out."""
-    path = []
+    path: list[tuple[str, str, object]] = []
     first_id = None
     for line in text.splitlines():
         m = _TRACE.match(line)

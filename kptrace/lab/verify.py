@@ -70,8 +70,9 @@ def _omitted(dp: Dataplane) -> dict[tuple[str, str, int], str]:
 
 def _loaded_numbers(dp: Dataplane) -> dict[tuple[str, str], list[int]]:
     """``("FAMILY TABLE", chain) -> [model rule numbers]`` of the nft rules the kernel holds, in order."""
+    tables = dp.nft.tables.values() if dp.nft is not None else ()
     return {(f"{t.family} {t.name}", c.name): [r.number for r in c.rules if _loadable(r) is None]
-            for t in dp.nft.tables.values() for c in t.chains.values()}
+            for t in tables for c in t.chains.values()}
 
 
 def _nft_rule_index(dp: Dataplane, family: int, handles: dict[tuple[str, str], list[int]]):
@@ -83,7 +84,7 @@ def _nft_rule_index(dp: Dataplane, family: int, handles: dict[tuple[str, str], l
 
     def model_table(kernel_table: str) -> str:
         kfam, _, name = kernel_table.partition(" ")
-        if dp.nft.table(kfam, name) is None and kfam == fam and name in iptables:
+        if dp.nft is not None and dp.nft.table(kfam, name) is None and kfam == fam and name in iptables:
             return name
         return kernel_table
 
@@ -167,12 +168,12 @@ def run_verify(dp: Dataplane, packets: Iterable[VerifyPacket], *, connections: i
                               packet.origin is Origin.NODE, n)
             tables = set(dp.rulesets[packet.family].tables)
             lookup = index_of(packet.family)
-            if nft is not None:
+            if nft is not None and dp.nft is not None:
                 fam = "ip" if packet.family == 4 else "ip6"
                 tables |= {f"{t.family} {t.name}" for t in dp.nft.tables.values() if t.family in (fam, "inet")}
                 model_table, lookup = _nft_rule_index(dp, packet.family, handles)
                 obs.path = [(model_table(t), c, r) for t, c, r in obs.path]
-            egress = (node_ips.get(packet.family) or [None])[0]  # the lab node's eth0 address
+            egress = next(iter(node_ips.get(packet.family) or ()), None)  # the lab node's eth0 address
             results.append(compare(vp.label, trace, obs, lookup, confidence=confidence, tables=tables,
                                    egress=egress, omitted=omitted))
     return results

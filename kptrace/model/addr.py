@@ -79,10 +79,10 @@ def parse_cidr(text: str) -> Cidr:
     if v4 is not None and (not sep or (is_uint(plen) and int(plen) <= 32)):
         n = int(plen) if sep else 32
         return Cidr(4, v4 & _V4_MASKS[n], _V4_MASKS[n], n, v4)
-    n = ipaddress.ip_network(text, strict=False)
-    bits = n.max_prefixlen
-    mask = ((1 << bits) - 1) ^ ((1 << (bits - n.prefixlen)) - 1)
-    return Cidr(n.version, int(n.network_address), mask, n.prefixlen, int(ipaddress.ip_address(host.strip("[]"))))
+    net = ipaddress.ip_network(text, strict=False)
+    bits = net.max_prefixlen
+    mask = ((1 << bits) - 1) ^ ((1 << (bits - net.prefixlen)) - 1)
+    return Cidr(net.version, int(net.network_address), mask, net.prefixlen, int(ipaddress.ip_address(host.strip("[]"))))
 
 
 @functools.lru_cache(maxsize=65536)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from kptrace.errors import Diagnostic
 from kptrace.model.addr import parse_addr
 from kptrace.model.rules import Ruleset
+
+if TYPE_CHECKING:  # model/nft.py is imported only when an nft input is read (it is large)
+    from kptrace.model.ipvs import IPSets, IPVSTable
+    from kptrace.model.nft import NftRuleset
 
 __all__ = ["Dataplane"]
 
@@ -20,10 +25,10 @@ class Dataplane:
     routes: tuple[dict, ...] = ()
     interfaces: dict[str, list[str]] = field(default_factory=dict)
     #: IPVS mode: the virtual services (an IPVSTable) and the ipsets (IPSets) of the node, when given.
-    ipvs: object | None = None
-    ipsets: object | None = None
+    ipvs: IPVSTable | None = None
+    ipsets: IPSets | None = None
     #: nftables: every nft table of the node (an NftRuleset: kube-proxy's, a CNI's, firewalld's), when given
-    nft: object | None = None
+    nft: NftRuleset | None = None
     #: Derived, per-process caches (compiled chains, tracers): never part of the value.
     cache: dict = field(default_factory=dict, repr=False, compare=False)
 

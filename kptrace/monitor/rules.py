@@ -47,7 +47,7 @@ class Target:
 
 
 def _stat(paths: list[str]) -> tuple:
-    out = []
+    out: list[tuple[str, int | None, int | None]] = []
     for p in paths:
         try:
             st = os.stat(p)
@@ -106,33 +106,26 @@ class RuleSource:
         if self.dumps:
             from kptrace.load import load_dumps
 
+            assert self.node_name is not None  # cli/monitor.py requires --node-name with --dump
             return [Target(self.node_name, lambda: Read(load_dumps(self.dumps, node_ips=self.node_ips, lenient=self.lenient,
                                                                    max_bytes=self.max_bytes), []),
                            lambda: _stat(self.dumps))]
         if self.bundles:
             from kptrace.load import load_bundle
 
-            return [Target(_bundle_node(p), lambda p=p: Read(load_bundle(p, node_ips=self.node_ips, lenient=self.lenient),
-                                                             _bundle_conntrack(p)),
-                           lambda p=p: _stat(_bundle_files(p))) for p in _bundle_dirs(self.bundles)]
-        if self.local:
-            from kptrace.sources.bundle import LocalRunner
+            def bundle_target(path: str) -> Target:
+                return Target(_bundle_node(path), lambda: Read(load_bundle(path, node_ips=self.node_ips, lenient=self.lenient),
+                                                               _bundle_conntrack(path)),
+                              lambda: _stat(_bundle_files(path)))
 
-            return [self._collected(self.node_name or os.uname().nodename, LocalRunner)]
-        if self.ssh:
-            from kptrace.sources.ssh import SSHRunner, parse_target
+            return [bundle_target(p) for p in _bundle_dirs(self.bundles)]
+        from kptrace.sources.runners import runner_targets
 
-            out = []
-            for text in self.ssh:
-                t = parse_target(text)
-                name = self.node_name if (self.node_name and len(self.ssh) == 1) else t.host
-                out.append(self._collected(name, lambda t=t: SSHRunner(t, config_path=self.ssh_config)))
-            return out
-        from kptrace.sources.kube import KubeRunner
-
-        names = cluster_nodes() if self.all_nodes else self.nodes
-        return [self._collected(n, lambda n=n: KubeRunner(self.kube(), n, selector=self.selector, namespace=self.namespace))
-                for n in names]
+        # nodes through the API: the cache's node list, and the API client made when a node is first read
+        nodes = cluster_nodes() if self.all_nodes and not (self.local or self.ssh) else self.nodes
+        return [self._collected(node, make_runner) for node, make_runner in runner_targets(
+            local=self.local, ssh=self.ssh, nodes=nodes, name=self.node_name, kube=self.kube, selector=self.selector,
+            namespace=self.namespace, ssh_config=self.ssh_config)]
 
     def _collected(self, node: str, make_runner) -> Target:
         def read():

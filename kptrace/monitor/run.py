@@ -8,17 +8,23 @@ import collections
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from kptrace.errors import KptraceError
+
+if TYPE_CHECKING:
+    from kptrace.checks.selection import Profile
+    from kptrace.model.cluster import ClusterState
+    from kptrace.monitor.rules import RuleSource
 
 __all__ = ["MonitorOptions", "run"]
 
 
 @dataclass
 class MonitorOptions:
-    rules: object  # kptrace.monitor.rules.RuleSource
+    rules: RuleSource
     cluster_state: str | None = None
     kubeconfig: str | None = None
     context: str | None = None
@@ -30,7 +36,7 @@ class MonitorOptions:
     api_timeout: float = 30.0
     backoff_max: float = 30.0
     parallel: int = 16
-    profile: object = None
+    profile: Profile | None = None
     ignore: list[str] = field(default_factory=list)
     log_level: str = "info"
     max_bytes: int = 0
@@ -51,13 +57,13 @@ class Monitor:
         self.stop = threading.Event()
         self.wake = threading.Event()
         self.changed_at: float | None = None  # first relevant cluster change not yet checked
-        self.file_state = None
-        self.file_print = None
+        self.file_state: ClusterState | None = None
+        self.file_print: tuple[object, ...] | None = None  # (size, mtime) of the state file, ("missing",) if unreadable
         self.prints: dict[str, object] = {}  # node -> fingerprint at its last read (file targets)
         self.known_nodes: set[str] = set()
         self.rounds = 0
         self.tick = time.monotonic()
-        self.api = None
+        self.api: Any = None  # kubernetes.client.ApiClient, once the watches start
 
     # -- health -----------------------------------------------------------------------------------------
     def healthy(self) -> tuple[bool, str]:
@@ -101,6 +107,7 @@ class Monitor:
         import os
 
         path = self.opts.cluster_state
+        assert path is not None  # file mode: there is no live API
         try:
             st = os.stat(path)
             fp = (st.st_size, st.st_mtime_ns)
@@ -141,7 +148,7 @@ class Monitor:
             self.log.error("cannot read the node's rules", node=node, error=error[:1000])
             return
         try:
-            kwargs = {"profile": self.opts.profile} if self.opts.profile is not None else {}
+            kwargs: dict[str, Any] = {"profile": self.opts.profile} if self.opts.profile is not None else {}
             report = check_node(read.dataplane, state, node, **kwargs)
             stale = self._stale_conntrack(read, state, node, report)
             select_findings(report, self.opts.ignore)
@@ -169,7 +176,7 @@ class Monitor:
         except ImportError:  # an install without the conntrack reader
             return None
         expected: dict[str, set[str]] = {}
-        kwargs = {"profile": self.opts.profile} if self.opts.profile is not None else {}
+        kwargs: dict[str, Any] = {"profile": self.opts.profile} if self.opts.profile is not None else {}
         for fam in sorted(read.dataplane.rulesets):
             for e in expected_ports(state, node, fam, **kwargs)[0]:
                 eps = {x.address for x in (e.cluster_chain_endpoints or ())} | {x.address for x in (e.local_chain_endpoints or ())}
@@ -211,7 +218,7 @@ class Monitor:
             # Reads run `parallel` at a time (they wait on the network); checks run here, one at a time (CPU).
             # At most 2 x parallel read data planes are held at once, whatever the number of nodes.
             with ThreadPoolExecutor(max_workers=self.opts.parallel) as pool:
-                pending = collections.deque()
+                pending: collections.deque[tuple[Any, float, Future[Any]]] = collections.deque()
                 todo = iter(remote)
                 for t in todo:
                     pending.append((t, time.monotonic(), pool.submit(self._read, t)))
@@ -250,6 +257,7 @@ class Monitor:
 
         server = serve(self.opts.listen, self.metrics, self)
         host, port = server.server_address[:2]
+        host = host.decode() if isinstance(host, bytes) else host
         self.log.info("listening", address=f"[{host}]:{port}" if ":" in host else f"{host}:{port}", port=port,
                       paths=["/metrics", "/healthz", "/readyz"])
         if self.live:

@@ -58,7 +58,7 @@ def api(kubeconfig: str | None = None, context: str | None = None) -> client.Cor
 def _status_message(e: ApiException) -> str:
     """The ``message`` of the Status object the API server sent with an error, if it sent one."""
     try:
-        return str(json.loads(e.body).get("message") or "")
+        return str(json.loads(e.body or "").get("message") or "")
     except (TypeError, ValueError, AttributeError):
         return ""
 
@@ -93,7 +93,9 @@ def kube_proxy_pod(core: client.CoreV1Api, node: str, *, selector: str = DEFAULT
         raise KubeNodeError(f"{node}: no running kube-proxy pod (labels {selector} in {namespace})",
                             hint="where kube-proxy is not a pod (a systemd service, or another label), use --ssh, "
                                  "or give --kube-proxy-selector")
-    return running[0].metadata.name
+    meta = running[0].metadata
+    assert meta is not None and meta.name  # a pod the API lists has a name
+    return meta.name
 
 
 class KubeRunner:

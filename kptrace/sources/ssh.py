@@ -76,6 +76,8 @@ def _config(path: str | None) -> paramiko.SSHConfig:
 class SSHRunner:
     """Connects on creation; ``run(argv)`` runs one read-only command; ``close()`` hangs up."""
 
+    client: paramiko.SSHClient
+
     def __init__(self, target: SSHTarget, *, config_path: str | None = None, accept_new_host_key: bool = False,
                  timeout: float = 10.0, command_timeout: float = 60.0) -> None:
         self.target = target

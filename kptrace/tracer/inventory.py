@@ -21,8 +21,8 @@ def inventory(dp: Dataplane) -> dict:
         names: dict[str, str] = {}
         if nat is not None:
             for cname in nat.chains:
-                if cname.startswith(SERVICE_CHAIN_PREFIXES):
-                    hashes.add(chain_hash_of(cname))
+                if (h := chain_hash_of(cname)) is not None and cname.startswith(SERVICE_CHAIN_PREFIXES):
+                    hashes.add(h)
                 elif cname.startswith("KUBE-SEP-"):
                     endpoints += 1
             ks = nat.chains.get("KUBE-SERVICES")
@@ -97,10 +97,10 @@ def _nft_inventory(nft) -> dict:
     layout = None
     if kp:
         chains = {c for t in kp for c in t.chains}
-        sets = {x for t in kp for x in t.sets}
+        set_names = {x for t in kp for x in t.sets}
         if "mark-for-masquerade" in chains:
             layout = "kube-proxy nftables, classic layout (mark-for-masquerade chain, endpoint chains; 1.31-1.35)"
-        elif "hairpin-connections" in sets or any(c.startswith("service-") for c in chains):
+        elif "hairpin-connections" in set_names or any(c.startswith("service-") for c in chains):
             layout = "kube-proxy nftables, 1.36+ layout (inline masquerade mark, dnat maps, hairpin-connections set)"
         else:
             layout = "kube-proxy nftables (no Services with endpoints)"
@@ -124,10 +124,10 @@ def _hooks(dp: Dataplane) -> dict[str, list[dict]]:
         for hook in _HOOKS:
             rows = []
             for prio, _n, table, chain, _nat in t.hook_slots(hook):
-                if " " in table:  # an nft table: "ip kube-proxy"
+                if " " in table and dp.nft is not None:  # an nft table: "ip kube-proxy"
                     family, name = table.split(" ", 1)
-                    c = dp.nft.chain(family, name, chain)
-                    policy = c.policy if c is not None else None
+                    nft_chain = dp.nft.chain(family, name, chain)
+                    policy = nft_chain.policy if nft_chain is not None else None
                 else:
                     c = dp.rulesets[fam].chain(table, chain)
                     policy = c.policy if c is not None else None

@@ -14,7 +14,7 @@ import functools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from kptrace.model.addr import Cidr, parse_addr, parse_cidr
 from kptrace.model.rules import Match, Option, Rule
@@ -65,7 +65,8 @@ def _coin(p: Fraction) -> Check:
     return lambda st, ctx: coin
 
 
-Check = Callable[["object", "object"], "bool | Fraction | Assumed"]
+# (st, ctx): the engine's packet state and walk context; Any because the engine imports this module, not the reverse
+Check = Callable[[Any, Any], "bool | Coin | Fraction | Assumed"]
 _TRUE: Check = lambda st, ctx: True  # noqa: E731
 
 
@@ -192,7 +193,7 @@ def _cidr(text: str, family: int) -> Cidr:
 # ---------------------------------------------------------------- match modules
 
 def _proto_ports(m: Match, family: int) -> list[Check]:
-    checks = []
+    checks: list[Check] = []
     for o in m.options:
         if o.name in ("--dport", "--sport"):
             checks.append(_negate(_port_check(o.name[2:], o.value), o.negated))
@@ -203,7 +204,7 @@ def _proto_ports(m: Match, family: int) -> list[Check]:
             mask = sum(flag_bits.get(f, 0) for f in o.args[0].split(","))
             comp = sum(flag_bits.get(f, 0) for f in o.args[1].split(","))
             # The first packet of a NEW TCP connection is a SYN.
-            checks.append(_negate(lambda st, ctx, mask=mask, comp=comp: (2 & mask) == comp, o.negated))
+            checks.append(_negate(lambda st, ctx, mask=mask, comp=comp: (2 & mask) == comp, o.negated))  # type: ignore[misc]  # defaults bind loop values
         else:
             checks.append(_unknown_option(m, o))
     # A protocol match only ever matches its own protocol.
@@ -214,7 +215,7 @@ def _proto_ports(m: Match, family: int) -> list[Check]:
 
 
 def _multiport(m: Match, family: int) -> list[Check]:
-    checks = []
+    checks: list[Check] = []
     for o in m.options:
         field = {"--dports": "dport", "--sports": "sport", "--ports": "any"}.get(o.name)
         checks.append(_negate(_port_check(field, o.value), o.negated) if field else _unknown_option(m, o))
@@ -226,7 +227,7 @@ _ADDRTYPES = {"UNSPEC", "UNICAST", "LOCAL", "BROADCAST", "ANYCAST", "MULTICAST",
 
 
 def _addrtype(m: Match, family: int) -> list[Check]:
-    checks = []
+    checks: list[Check] = []
     limit = m.get("--limit-iface-in") or m.get("--limit-iface-out")
     for o in m.options:
         if o.name not in ("--src-type", "--dst-type"):
@@ -252,7 +253,7 @@ def _addrtype(m: Match, family: int) -> list[Check]:
 
 
 def _statistic(m: Match, family: int) -> list[Check]:
-    mode = (m.get("--mode").value if m.get("--mode") else "random")
+    mode = o.value if (o := m.get("--mode")) else "random"
     if mode == "random":
         o = m.get("--probability")
         p = kernel_probability(o.value) if o else Fraction(1)
@@ -260,9 +261,9 @@ def _statistic(m: Match, family: int) -> list[Check]:
             p = 1 - p
         return [_coin(p)]
     if mode == "nth":
-        every = int(m.get("--every").value) if m.get("--every") else 1
-        p = Fraction(1, every)
         o = m.get("--every")
+        every = int(o.value) if o else 1
+        p = Fraction(1, every)
         if o is not None and o.negated:
             p = 1 - p
         # One connection in every n: over many connections this is exactly a 1/n share.
@@ -276,42 +277,42 @@ def _mark(m: Match, family: int) -> list[Check]:
 
 
 def _conntrack(m: Match, family: int) -> list[Check]:
-    checks = []
+    checks: list[Check] = []
     for o in m.options:
         if o.name in ("--ctstate", "--state"):
             states = set(o.value.upper().split(","))
-            checks.append(_negate(lambda st, ctx, states=states: bool(states & st.ctstates()), o.negated))
+            checks.append(_negate(lambda st, ctx, states=states: bool(states & st.ctstates()), o.negated))  # type: ignore[misc]  # defaults bind loop values
         elif o.name in ("--ctorigdst", "--ctorigsrc", "--ctreplsrc", "--ctrepldst"):
             cidr = _cidr(o.value, family)
             field = o.name[2:]
-            checks.append(_negate(lambda st, ctx, cidr=cidr, field=field: cidr.contains(st.ct_tuple(field)), o.negated))
+            checks.append(_negate(lambda st, ctx, cidr=cidr, field=field: cidr.contains(st.ct_tuple(field)), o.negated))  # type: ignore[misc]  # defaults bind loop values
         elif o.name in ("--ctorigdstport", "--ctorigsrcport", "--ctreplsrcport", "--ctrepldstport"):
             lo, _, hi = o.value.partition(":")
             lo_i, hi_i = int(lo), int(hi or lo)
             field = o.name[2:]
-            checks.append(_negate(lambda st, ctx, lo=lo_i, hi=hi_i, field=field: lo <= st.ct_tuple(field) <= hi, o.negated))
+            checks.append(_negate(lambda st, ctx, lo=lo_i, hi=hi_i, field=field: lo <= st.ct_tuple(field) <= hi, o.negated))  # type: ignore[misc]  # defaults bind loop values
         elif o.name == "--ctproto":
             p = o.value.lower()
             num = int(p) if p.isdigit() else PROTOCOLS.get(p, -1)
-            checks.append(_negate(lambda st, ctx, num=num: st.proto_num == num, o.negated))
+            checks.append(_negate(lambda st, ctx, num=num: st.proto_num == num, o.negated))  # type: ignore[misc]  # defaults bind loop values
         elif o.name == "--ctdir":
-            checks.append(_negate(lambda st, ctx, d=o.value.upper(): d == "ORIGINAL", o.negated))
+            checks.append(_negate(lambda st, ctx, d=o.value.upper(): d == "ORIGINAL", o.negated))  # type: ignore[misc]  # defaults bind loop values
         elif o.name == "--ctstatus":
             statuses = set(o.value.upper().split(","))
             # A NEW connection's first packet: not yet CONFIRMED, no reply seen, not ASSURED.
-            checks.append(_negate(lambda st, ctx, s=statuses: "NONE" in s, o.negated))
+            checks.append(_negate(lambda st, ctx, s=statuses: "NONE" in s, o.negated))  # type: ignore[misc]  # defaults bind loop values
         else:
             checks.append(_unknown_option(m, o))
     return checks
 
 
 def _recent(m: Match, family: int) -> list[Check]:
-    name = m.get("--name").value if m.get("--name") else "DEFAULT"
-    if m.get("--set") is not None:
+    name = o.value if (o := m.get("--name")) else "DEFAULT"
+    if (set_option := m.get("--set")) is not None:
         def set_(st, ctx):
             st.recent_set(name)
             return True
-        return [_negate(set_, m.get("--set").negated)]
+        return [_negate(set_, set_option.negated)]
     negated = any(o.negated for o in m.options if o.name in ("--rcheck", "--update", "--remove"))
     remove = m.get("--remove") is not None
 
@@ -340,12 +341,12 @@ def _always(m: Match, family: int) -> list[Check]:
 
 
 def _iprange(m: Match, family: int) -> list[Check]:
-    checks = []
+    checks: list[Check] = []
     for o in m.options:
         lo, _, hi = o.value.partition("-")
         lo_i, hi_i = parse_addr(lo)[1], parse_addr(hi or lo)[1]
         attr = "src" if o.name == "--src-range" else "dst"
-        checks.append(_negate(lambda st, ctx, lo=lo_i, hi=hi_i, a=attr: lo <= (st.src if a == "src" else st.dst) <= hi, o.negated))
+        checks.append(_negate(lambda st, ctx, lo=lo_i, hi=hi_i, a=attr: lo <= (st.src if a == "src" else st.dst) <= hi, o.negated))  # type: ignore[misc]  # defaults bind loop values
     return checks
 
 
@@ -362,9 +363,9 @@ def _unknown_option(m: Match, o: Option) -> Check:
 
 
 def _physdev(m: Match, family: int) -> list[Check]:
-    checks = []
+    checks: list[Check] = []
     for o in m.options:
-        checks.append(lambda st, ctx, o=o: Assumed(o.negated, f"-m physdev {o.name}: bridge ports not modelled, assumed not bridged"))
+        checks.append(lambda st, ctx, o=o: Assumed(o.negated, f"-m physdev {o.name}: bridge ports not modelled, assumed not bridged"))  # type: ignore[misc]  # defaults bind loop values
     return checks
 
 

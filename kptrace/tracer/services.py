@@ -167,42 +167,42 @@ def find_services(dp: Dataplane, query: str) -> list[_Key]:
         return keys
     # An address, with or without port.
     try:
-        fam, addr, port = parse_endpoint(query)
+        fam, addr, dport = parse_endpoint(query)
     except ValueError:
         raise InputError(f"{query!r} is not a Service name, address or chain",
                          hint="give NAMESPACE/NAME[:PORT], a ClusterIP[:PORT], or a KUBE-SVC-… chain") from None
-    rs = dp.ruleset(fam)
-    if rs is None:
+    ruleset = dp.ruleset(fam)
+    if ruleset is None:
         return []
     from kptrace.model.addr import format_addr
 
     text = format_addr(fam, addr)
     for tname, cname in (("nat", "KUBE-SERVICES"),):
-        chain = rs.chain(tname, cname)
+        chain = ruleset.chain(tname, cname)
         if chain is None:
             continue
         for i, raw in enumerate(chain.raw):
             if f"-d {text}/" not in raw.text and f"-d {text} " not in raw.text:
                 continue
             r = _rule_at(chain, i)
-            if port is not None and _dport(r) not in (None, port):
+            if dport is not None and _dport(r) not in (None, dport):
                 continue
             tgt = r.target.name if r.target else ""
             h = chain_hash_of(tgt)
             if h and all(k.hash != h for k in keys):
                 keys.append(_Key(h, fam, _spn_from_comment(r.comment), _proto(r)))
     for tname, cname in (("filter", "KUBE-SERVICES"), ("filter", "KUBE-EXTERNAL-SERVICES")):
-        chain = rs.chain(tname, cname)
+        chain = ruleset.chain(tname, cname)
         if chain is None:
             continue
         for i, raw in enumerate(chain.raw):
             if f"-d {text}/" in raw.text or f"-d {text} " in raw.text:
                 r = _rule_at(chain, i)
-                if port is not None and _dport(r) not in (None, port):
+                if dport is not None and _dport(r) not in (None, dport):
                     continue
-                spn = _spn_from_comment(r.comment)
-                if spn and all(k.spn != spn for k in keys):
-                    keys.append(_Key(service_chain_hash(spn, _proto(r) or "tcp"), fam, spn, _proto(r)))
+                named = _spn_from_comment(r.comment)
+                if named and all(k.spn != named for k in keys):
+                    keys.append(_Key(service_chain_hash(named, _proto(r) or "tcp"), fam, named, _proto(r)))
     return _name_keys(dp, keys)
 
 
@@ -323,7 +323,7 @@ def _endpoints_of(rs: Ruleset, chain_name: str) -> list[tuple[str, str]]:
                 if sr.target is not None and sr.target.name == "DNAT":
                     o = sr.target.get("--to-destination")
                     dest = o.value if o else dest
-        elif " -> " in (r.comment or ""):  # the endpoint chain is not in the input: kube-proxy's comment names it
+        elif r.comment and " -> " in r.comment:  # the endpoint chain is not in the input: kube-proxy's comment names it
             dest = r.comment.rsplit(" -> ", 1)[1].strip()
         out.append((r.target.name, dest))
     return out
@@ -439,7 +439,7 @@ def _view(dp: Dataplane, k: _Key, origins: tuple[Origin, ...] | None) -> Service
     svl_chain = "KUBE-SVL-" + h
     listed = _endpoints_of(rs, svc_chain)
     local = _endpoints_of(rs, svl_chain)
-    dupes = {}
+    dupes: dict[str, list[str]] = {}
     for sep, dest in listed + [x for x in local if x not in listed]:
         dupes.setdefault(dest, []).append(sep)
     for dest, seps in dupes.items():
@@ -458,11 +458,12 @@ def _view(dp: Dataplane, k: _Key, origins: tuple[Origin, ...] | None) -> Service
     traces = trace_entries(dp, k.family, entries, proto, source_ranges, origins, warnings, notes)
 
     ref, shares = traced_shares(traces, warnings)
+    have_shares = ref is not None
     if ref is None and listed and not any(e.kind == "ClusterIP" for e in entries):
         # Only the Service's chain is in the input (a pasted listing): the shares its own rules give.
         shares = _chain_shares(rs, svc_chain)
         if shares:
-            ref = True
+            have_shares = True
             notes.append(f"the input has {svc_chain} but no rule that leads to it (KUBE-SERVICES is not in it): the shares "
                          f"are the chain's own")
         missing = [sep for sep, d in listed if rs.chain("nat", sep) is None]
@@ -473,7 +474,7 @@ def _view(dp: Dataplane, k: _Key, origins: tuple[Origin, ...] | None) -> Service
                          + ("the endpoints' addresses come from the rules' comments" if named else
                             "the endpoints' addresses are not in it (paste those chains too)"))
     local_dests = {d for _, d in local}
-    endpoints = tuple(Endpoint(d, sep, shares.get(d) if ref is not None else None, d in local_dests) for sep, d in listed)
+    endpoints = tuple(Endpoint(d, sep, shares.get(d) if have_shares else None, d in local_dests) for sep, d in listed)
     endpoints += tuple(Endpoint(d, sep, None, True) for sep, d in local if all(d != x for _, x in listed))
 
     name = k.spn if k.spn is not None else f"? (hash {h}; the input has no comment naming it)"
@@ -554,8 +555,8 @@ def _chain_shares(rs: Ruleset, chain_name: str) -> dict[str, Fraction]:
             continue
         stat = r.match("statistic")
         p = Fraction(1)
-        if stat is not None and stat.get("--probability") is not None:
-            p = kernel_probability(stat.get("--probability").value)
+        if stat is not None and (probability := stat.get("--probability")) is not None:
+            p = kernel_probability(probability.value)
         share = remaining * p
         remaining -= share
         dest = listed.get(r.target.name, "?")
@@ -597,7 +598,9 @@ def all_service_views(dp: Dataplane) -> list[ServiceView]:
                 keys.append(_Key(h, fam, None, None))
         for cname in ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES"):
             chain = rs.chain("filter", cname)
-            for i, raw in enumerate(chain.raw if chain else ()):
+            if chain is None:
+                continue
+            for i, raw in enumerate(chain.raw):
                 if "has no endpoints" not in raw.text:
                     continue
                 r = chain.rule_at(i)

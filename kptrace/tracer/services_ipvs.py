@@ -15,6 +15,7 @@ from typing import Any, Callable
 from kptrace.errors import InputError, NotFoundError
 from kptrace.model.addr import parse_endpoint
 from kptrace.model.dataplane import Dataplane
+from kptrace.model.ipvs import VirtualService
 from kptrace.model.kube import service_chain_hash
 from kptrace.tracer.defaults import plan_packet, trace_packet
 from kptrace.tracer.packet import Origin
@@ -31,8 +32,10 @@ def ipvs_service_views(dp: Dataplane, query: str, state=None, node: str | None =
     the tracer does not depend on checks) giving the ports kube-proxy programs on ``node``.
     """
     ipvs = dp.ipvs
+    if ipvs is None:
+        raise TypeError("ipvs_service_views: the data plane holds no IPVS table")
     query = query.strip()
-    groups: list[tuple[str | None, str, list[tuple[str, object]], object]] = []  # (spn, proto, [(kind, vs)], expected port)
+    groups: list[tuple[str | None, str, list[tuple[str, VirtualService]], Any]] = []  # (spn, proto, [(kind, vs)], expected port)
     if "/" in query and not _is_address(query):
         if state is None:
             raise NotFoundError(f"{query}: IPVS holds no Service names", hint="give the ClusterIP[:PORT], or the cluster state: "
@@ -74,8 +77,9 @@ def _is_address(q: str) -> bool:
         return False
 
 
-def _virtuals_of(dp: Dataplane, e) -> list[tuple[str, object]]:
+def _virtuals_of(dp: Dataplane, e) -> list[tuple[str, VirtualService]]:
     ipvs = dp.ipvs
+    assert ipvs is not None  # only ipvs_service_views calls this
     proto = e.protocol.upper()
     out = []
     for kind, addr, port in ([("ClusterIP", e.cluster_ip, e.port.port)] + [("ExternalIP", ip, e.port.port) for ip in e.external_ips]
@@ -90,6 +94,7 @@ def _virtuals_of(dp: Dataplane, e) -> list[tuple[str, object]]:
 
 def _view(dp: Dataplane, spn: str | None, proto: str, virtuals, e) -> ServiceView:
     warnings: list[str] = []
+    assert dp.ipvs is not None  # only ipvs_service_views calls this
     notes = [f"IPVS mode: virtual services from {dp.ipvs.source}"]
     entries = []
     for kind, vs in virtuals:
@@ -124,7 +129,7 @@ def _view(dp: Dataplane, spn: str | None, proto: str, virtuals, e) -> ServiceVie
     if not node_ips and any(k == "NodePort" for k, _ in virtuals):
         notes.append("NodePort virtual services are listed per node address; give --node-ip to mark which are this node's")
     name = spn or f"? ({virtuals[0][1].protocol} {virtuals[0][1].endpoint}: give the cluster state for the Service's name)"
-    ranges = ()
+    ranges: tuple[str, ...] = ()
     if dp.ipsets is not None and e is not None and e.lb_ips:
         s = dp.ipsets.get("KUBE-6-LOAD-BALANCER-SOURCE-CIDR" if ":" in e.cluster_ip else "KUBE-LOAD-BALANCER-SOURCE-CIDR")
         if s is not None:
