@@ -82,10 +82,6 @@ class NodeReport:
     notes: list[str] = field(default_factory=list)
 
 
-def _fam_of(addr: str) -> int:
-    return 6 if ":" in addr else 4
-
-
 def _entry_text(kind: str, address: str | None, port: int) -> str:
     if address is None:
         return f"{kind} {port}"

@@ -199,15 +199,6 @@ def _outside_quotes(text: str) -> str | None:
     return head + rest.partition('"')[2]
 
 
-def _opt(text: str, name: str) -> str | None:
-    """The value after `` name `` in a rule's text (the last occurrence), or None."""
-    at = text.rfind(name)
-    if at < 0:
-        return None
-    rest = text[at + len(name):].split(None, 1)
-    return rest[0] if rest else None
-
-
 
 
 

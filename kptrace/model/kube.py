@@ -12,7 +12,7 @@ import base64
 import hashlib
 
 __all__ = ["ENTRY_POINT_KINDS", "SERVICE_CHAIN_PREFIXES", "chain_hash_of", "endpoint_chain", "entry_point_kind",
-           "service_chain_hash", "service_chains"]
+           "service_chain_hash"]
 
 #: Per-Service-port chains; all share one hash and differ only in the prefix.
 SERVICE_CHAIN_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-XLB-")
@@ -30,11 +30,6 @@ def service_chain_hash(spn: str, protocol: str) -> str:
 def endpoint_chain(spn: str, protocol: str, endpoint: str) -> str:
     """``KUBE-SEP-`` + hash of the Service port name, protocol and ``ip:port`` (``[ipv6]:port``)."""
     return "KUBE-SEP-" + _hash16(spn + protocol.lower() + endpoint)
-
-
-def service_chains(spn: str, protocol: str) -> tuple[str, ...]:
-    h = service_chain_hash(spn, protocol)
-    return tuple(p + h for p in SERVICE_CHAIN_PREFIXES)
 
 
 def chain_hash_of(chain: str) -> str | None:
