@@ -8,8 +8,8 @@ hundred of them, and parsing every one up front costs ~10x the whole load (measu
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 __all__ = [
@@ -57,7 +57,8 @@ class Option(NamedTuple):
 
 
 class Match(NamedTuple):
-    """``-m MODULE`` and its options, in the order written. ``known`` is False for a module kptrace has no grammar for."""
+    """``-m MODULE`` and its options, in the order written. ``known`` is False for a module kptrace has no
+    grammar for."""
 
     module: str
     options: tuple[Option, ...]

@@ -18,8 +18,8 @@ import json
 import re
 from typing import Any
 
-from kptrace.model.addr import is_uint
 from kptrace.errors import Diagnostic, InputError, ParseError
+from kptrace.model.addr import is_uint
 from kptrace.model.cluster import ClusterState, EndpointPort, EndpointSlice, Node, Service, ServicePort, SliceEndpoint
 from kptrace.parsers.paste import PasteMap, clean_paste
 
@@ -224,7 +224,7 @@ def _field_path(field: str) -> list:
     return out
 
 
-def _locate(text: str, path: list, docs: list, field: list = ()) -> tuple[int, int, str]:
+def _locate(text: str, path: list, docs: list, field: list | tuple = ()) -> tuple[int, int, str]:
     """``(line, col, the line)`` of the value at ``path`` + ``field`` in ``text``, or of as much of that path as
     is there (a missing field: its object); (0, 0, "") if it cannot tell."""
     pos = None
@@ -249,28 +249,36 @@ def _locate(text: str, path: list, docs: list, field: list = ()) -> tuple[int, i
 def _json_position(text: str, path: list) -> int | None:
     """The offset where the value at ``path`` starts: the siblings before it are skipped with the decoder."""
     decoder = json.JSONDecoder()
-    ws = re.compile(r"[ \t\n\r]*")
-    pos = ws.match(text, 0).end()
+    pos = _past_ws(text, 0)
     for step in path:
         opener = text[pos]
-        pos = ws.match(text, pos + 1).end()
+        pos = _past_ws(text, pos + 1)
         if isinstance(step, int):
             if opener != "[":
                 return None
             for _ in range(step):
                 _, pos = decoder.raw_decode(text, pos)
-                pos = ws.match(text, ws.match(text, pos).end() + 1).end()  # past the comma
+                pos = _past_ws(text, _past_ws(text, pos) + 1)  # past the comma
         else:
             if opener != "{":
                 return None
             while True:
                 key, pos = decoder.raw_decode(text, pos)
-                pos = ws.match(text, ws.match(text, pos).end() + 1).end()  # past the colon
+                pos = _past_ws(text, _past_ws(text, pos) + 1)  # past the colon
                 if key == step:
                     break
                 _, pos = decoder.raw_decode(text, pos)
-                pos = ws.match(text, ws.match(text, pos).end() + 1).end()
+                pos = _past_ws(text, _past_ws(text, pos) + 1)
     return pos
+
+
+_WS = re.compile(r"[ \t\n\r]*")
+
+
+def _past_ws(text: str, pos: int) -> int:
+    """The offset of the first character at or after ``pos`` that is not JSON white space."""
+    m = _WS.match(text, pos)
+    return m.end() if m is not None else pos
 
 
 def _yaml_position(text: str, path: list) -> int | None:
@@ -365,7 +373,8 @@ def _service(obj: dict, where: str) -> Service:
         ports.append(ServicePort(_str(p.get("name"), f"spec.ports[{i}].name"), _str(p.get("protocol"), f"spec.ports[{i}].protocol", "TCP").upper(),
                                  _num(p.get("port"), f"spec.ports[{i}].port", None), str(p.get("targetPort", "")),
                                  _num(p.get("nodePort"), f"spec.ports[{i}].nodePort")))
-    lb_ips, proxy_ips = [], []
+    lb_ips: list[str] = []
+    proxy_ips: list[str] = []
     for i, ing in enumerate(_list(_map(status.get("loadBalancer"), "status.loadBalancer").get("ingress"), "status.loadBalancer.ingress")):
         ing = _map(ing, f"status.loadBalancer.ingress[{i}]")
         ip = _str(ing.get("ip"), f"status.loadBalancer.ingress[{i}].ip")

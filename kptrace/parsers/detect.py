@@ -71,7 +71,8 @@ _RULES = (
     # `iptables -S`: -P lines for built-in chains, -N lines for the others, no *table header; a tie with
     # iptables-save (both read "-N X") goes to it, listed first.
     ("iptables-rules", re.compile(r"^(-P (PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING) (ACCEPT|DROP)( -c \d+ \d+)?|-N [^\s-]\S*)\s*$", re.M)),
-    ("iptables-save", re.compile(r"^(\*(raw|mangle|nat|filter|security)\s*$|:[A-Za-z0-9_.-]+ (ACCEPT|DROP|-) \[\d+:\d+\]|(\[\d+:\d+\] )?-[AIXNF] [^\s-]\S*)", re.M)),
+    ("iptables-save", re.compile(r"^(\*(raw|mangle|nat|filter|security)\s*$|:[A-Za-z0-9_.-]+ (ACCEPT|DROP|-) \[\d+:\d+\]"
+                                 r"|(\[\d+:\d+\] )?-[AIXNF] [^\s-]\S*)", re.M)),
     ("iptables-list", re.compile(r"^Chain \S+ \((policy \w+|\d+ references)", re.M)),
     ("ipvsadm-list", re.compile(rf"^(IP Virtual Server version|Prot LocalAddress:Port|(?:{_PROTO_LINE}).*\n\s*-> )", re.M)),
     # One virtual service pasted alone: PROTO ADDRESS:PORT SCHEDULER, nothing after it.
@@ -123,7 +124,7 @@ def find_variant_clean(text: str) -> tuple[str, int] | None:
         m = rx.search(head)
         if m and (best_pos is None or m.start() < best_pos):
             best, best_pos = name, m.start()
-    return None if best is None else (best, best_pos)
+    return None if best is None or best_pos is None else (best, best_pos)
 
 
 _CONNTRACK_COMMAND = re.compile(r"(?:sudo\s+(?:-\S+\s+)*)?(?:\S*/)?conntrack\s+(?:-\w*L\b|--dump\b|v[\d.]+\S* \(conntrack-tools\))")
@@ -206,8 +207,10 @@ def wrong_format(text: str, source: str, found: tuple[str, int], expected: str, 
 def formats_read() -> str:
     """The formats kptrace reads, for a hint (from ``READ_FORMATS``).
 
-    >>> formats_read()
-    "iptables-save / ip6tables-save output (*nat, :CHAIN, -A ...), `iptables -L` listings (Chain NAME (...)) and `iptables -S` output (-P, -N, -A), ipvsadm -Ln / ipvsadm-save output, ipset save / list output and nft list ruleset output (text or -j JSON) and kube-proxy's nft transactions"
+    >>> formats_read() == ("iptables-save / ip6tables-save output (*nat, :CHAIN, -A ...), `iptables -L` listings (Chain NAME (...)) "
+    ...                    "and `iptables -S` output (-P, -N, -A), ipvsadm -Ln / ipvsadm-save output, ipset save / list output "
+    ...                    "and nft list ruleset output (text or -j JSON) and kube-proxy's nft transactions")
+    True
     """
     parts = {
         "iptables-save": "iptables-save / ip6tables-save output (*nat, :CHAIN, -A ...)",
@@ -239,7 +242,7 @@ def cannot_tell(text: str, source: str) -> Diagnostic:
     """
     paste = clean_paste(text, source)
     lines = paste.text.split("\n")
-    line_no, line = next(((i + 1, l) for i, l in enumerate(lines) if l.strip() and not l.lstrip().startswith("#")),
+    line_no, line = next(((i + 1, ln) for i, ln in enumerate(lines) if ln.strip() and not ln.lstrip().startswith("#")),
                          (1, lines[0]))
     stripped = line.lstrip()
     first = stripped.split()[0] if stripped else ""

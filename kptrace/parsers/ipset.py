@@ -317,7 +317,7 @@ class _Reader(LineReader):
 
     def _next_set_starts(self, n: int, name: str) -> bool:
         """Whether what follows line ``n`` is another set (or nothing): an elision there may hide whole sets."""
-        line = next((l for l in self.lines[n:] if l.strip()), "")
+        line = next((ln for ln in self.lines[n:] if ln.strip()), "")
         toks = line.split()
         return not toks or toks[0] in ("Name:", "create") or (toks[0] == "add" and len(toks) > 1 and toks[1] != name)
 
@@ -343,6 +343,7 @@ class _SaveReader(_Reader):
                         st = sets.get(last_name)
                         if st is None:
                             st = self.implicit_set(last_name, idx, line)
+                    assert st is not None  # set with last_name, whatever its name
                     self.current = st
                     try:
                         self.member(st, toks[2], toks[3:], idx)
@@ -404,6 +405,7 @@ class _ListReader(_Reader):
                 self.elide(idx)
                 continue  # members may follow
             if in_members:
+                assert st is not None  # a Members: line of a set opened in_members
                 if line and line[:6] != "Name: ":
                     toks = self.tokens(line)
                     try:

@@ -11,10 +11,13 @@ Which module takes which options, and how many values each takes, is data (``gra
 
 from __future__ import annotations
 
+from typing import Any
+
 from kptrace.errors import Diagnostic
 from kptrace.model.addr import is_uint
 from kptrace.model.rules import Chain, Match, Option, RawRule, Rule, Target
 from kptrace.parsers.grammar import Grammar, ModuleGrammar
+from kptrace.parsers.paste import PasteMap
 from kptrace.parsers.tokens import fast_tokens, tokenize
 from kptrace.parsers.values import HINTS, check_value
 
@@ -37,7 +40,7 @@ class RuleParser:
         # reports, as an assumed non-match, if they are bad.
         self.validate = False
         self._seen: set[tuple[int, int, str]] = set()
-        self.line_map = None  # a pasted text's (kptrace/parsers/paste.py): positions go back to the original's
+        self.line_map: PasteMap | None = None  # a pasted text's (kptrace/parsers/paste.py): positions go back to the original's
 
     def problem(self, severity: str, message: str, raw: RawRule, text: str, token_index: int | None, hint: str = "") -> None:
         col, length = 0, 0
@@ -125,15 +128,15 @@ class RuleParser:
             if target_name:
                 # Everything after the target belongs to the target.
                 name = target_grammar.canon.get(t) if target_grammar is not None else None
-                if name is None:
+                if name is not None and target_grammar is not None:
+                    vals, i = take(toks, i + 1, target_grammar.options[name], raw, text)
+                    target_opts.append(_new(Option, (name, vals, negate)))
+                else:
                     if target_grammar is not None or not t.startswith("-"):
                         self.problem("warning", f"unknown option {t!r} for target {target_name}", raw, text, i,
                                      "kept as written; a decision that rests on it is marked assumed")
                     vals, i = take(toks, i + 1, -1, raw, text)
                     target_opts.append(_new(Option, (t, vals, negate)))
-                else:
-                    vals, i = take(toks, i + 1, target_grammar.options[name], raw, text)
-                    target_opts.append(_new(Option, (name, vals, negate)))
                 negate = False
                 continue
             if t == "-m" or t == "--match":
@@ -185,7 +188,7 @@ class RuleParser:
                 continue
             if t.startswith("--"):
                 name = module.canon.get(t) if module is not None else None
-                if name is not None:
+                if name is not None and module is not None:
                     arity = module.options[name]
                     if arity == 1 and i + 1 < n:
                         vals, i = (toks[i + 1],), i + 2
@@ -197,7 +200,7 @@ class RuleParser:
                 else:
                     implicit = match_grammars.get(proto)
                     iname = implicit.canonical(t) if implicit is not None and implicit.implicit else None
-                    if iname is not None and module_name != proto:
+                    if iname is not None and implicit is not None and module_name != proto:
                         # "-p tcp --dport 80" without "-m tcp": iptables loads the protocol's module implicitly.
                         if module_name:
                             matches.append(_new(Match, (module_name, tuple(module_opts), module_known)))
@@ -219,7 +222,8 @@ class RuleParser:
                     module_opts.append(_new(Option, (name, vals, negate)))
                 negate = False
                 continue
-            self.problem("error", f"unexpected {t!r}", raw, text, i, "options start with - or --; is a value missing its option, or a comment not quoted?")
+            self.problem("error", f"unexpected {t!r}", raw, text, i,
+                         "options start with - or --; is a value missing its option, or a comment not quoted?")
             i += 1
         if module_name:
             matches.append(_new(Match, (module_name, tuple(module_opts), module_known)))
@@ -234,7 +238,7 @@ class RuleParser:
     def _check_values(self, toks: list[str], base, matches, target, target_grammar, raw: RawRule, text: str) -> None:
         """Each option value of a type the grammar names (``types``) is checked the way iptables checks it."""
         g = self.g
-        groups = [(g.base, base)]
+        groups: list[tuple[ModuleGrammar | None, Any]] = [(g.base, base)]
         groups.extend((g.matches.get(m.module), m.options) for m in matches)
         if target is not None:
             groups.append((target_grammar, target.options))

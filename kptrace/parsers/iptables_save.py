@@ -117,8 +117,8 @@ class _DumpReader:
         self._rows_of: dict[str, dict[str, list[int]]] = {}  # table -> its rows
         self.fragment = False  # rules before any "*table": an `iptables-save | grep` paste
         self.skipping = False  # inside a table we could not read: its lines are not worth more errors
-        self._by_first: dict[str, Callable[[int, str], bool | None]] = {"-": self.rule_line, "[": self.counters_line, ":": self.chain_line, "*": self.table_line,
-                          "#": self.comment_line}
+        self._by_first: dict[str, Callable[[int, str], bool | None]] = {
+            "-": self.rule_line, "[": self.counters_line, ":": self.chain_line, "*": self.table_line, "#": self.comment_line}
         self._commands = {"-A": self.append_rule, "-I": self.insert_rule, "-N": self.new_chain_command,
                           "-X": self.delete_chains, "-F": self.flush_chains, "-P": self.set_policy}
 

@@ -203,7 +203,7 @@ class Paste(NamedTuple):
             if s.foreign:
                 notes.append(f"{where}: the output of `{_clip(s.command)}`, which kptrace skips")
             else:
-                what = f"the output of `{_clip(s.command)}`" if s.command else _FAMILY_TEXT.get(s.family, s.family)
+                what = f"the output of `{_clip(s.command)}`" if s.command else _FAMILY_TEXT.get(str(s.family), str(s.family))
                 notes.append(f"{where}: {what}, which is not {_FAMILY_TEXT[family]}: not read here")
         return self._replace(text="\n".join(lines), notes=tuple(notes),
                              elisions=tuple(e for e in self.elisions if not any(s.start <= e <= s.end for s in drop)))
@@ -230,7 +230,8 @@ def clean_paste(text: str, source: str = "-", *, keep_commands: bool = False) ->
     '\\n\\nName: KUBE-CLUSTER-IP\\n\\n'
     >>> p.line_map.restore(Diagnostic("error", "x", "mail.txt", 3, 1, "Name: KUBE-CLUSTER-IP", 5)).col
     3
-    >>> [(s.start, s.family) for s in clean_paste("$ iptables-save; ipvsadm -Ln\\n*nat\\nCOMMIT\\nIP Virtual Server version 1.2.1 (size=4096)\\n").segments]
+    >>> pasted = "$ iptables-save; ipvsadm -Ln\\n*nat\\nCOMMIT\\nIP Virtual Server version 1.2.1 (size=4096)\\n"
+    >>> [(s.start, s.family) for s in clean_paste(pasted).segments]
     [(2, 'iptables-save'), (4, 'ipvsadm')]
     """
     if not _looks_pasted(text):
@@ -308,7 +309,7 @@ def clean_paste(text: str, source: str = "-", *, keep_commands: bool = False) ->
     other_level = _other_quote_level(text, depths, edits) if depths else []
     if other_level:
         # A mail reply: the dump at one quote level, what was written around it at others.
-        for start, n in other_level:
+        for start, _n in other_level:
             end = text.find("\n", start)
             edits[start] = (end if end >= 0 else len(text), "")
         skip = {n for _, n in other_level}
@@ -342,9 +343,9 @@ def clean_paste(text: str, source: str = "-", *, keep_commands: bool = False) ->
     notes = []
     if commands and not keep_commands:
         shown = ", ".join(f"`{_clip(c)}`" for _, c in commands[:5]) + (f" and {len(commands) - 5} more" if len(commands) > 5 else "")
-        where = f"{source}:{commands[0][0]}" if len(commands) == 1 else f"{source} lines {_numbers([n for n, _ in commands])}"
+        at = f"{source}:{commands[0][0]}" if len(commands) == 1 else f"{source} lines {_numbers([n for n, _ in commands])}"
         plural = "s" if len(commands) > 1 else ""
-        notes.append(f"{where}: skipped the prompt{plural} and command line{plural} {shown}")
+        notes.append(f"{at}: skipped the prompt{plural} and command line{plural} {shown}")
     for f in filtered:
         notes.append(f"{source}: the output went through `{_clip(f)}`: lines it left out are unknown, not absent")
     notes.extend(_summary(source, done))
@@ -534,16 +535,16 @@ def _segments(text: str, commands: list[tuple[int, str]]) -> tuple[list[Segment]
     one_tool = len(commands) == 1 and commands[0][0] == 1 and len(set(command_families(commands[0][1])[0])) == 1
     if not one_tool:  # `$ iptables-save` and its output needs no look for where another tool's starts
         if (m := _START.match(text)) is not None:
-            markers.append((1, m.lastgroup.replace("_", "-")))
+            markers.append((1, (m.lastgroup or "").replace("_", "-")))
         pos, line = 0, 1
         for m in _START_AT.finditer(text):
             line += text.count("\n", pos, m.start() + 1)
             pos = m.start() + 1
-            markers.append((line, m.lastgroup.replace("_", "-")))
-    bounds = []
+            markers.append((line, (m.lastgroup or "").replace("_", "-")))
+    bounds: list[tuple[int, int, list, str, int]] = []
     filtered: list[str] = []
     first = commands[0][0]
-    if first > 1 and any(l.strip() for l in text.split("\n", first - 1)[:first - 1]):
+    if first > 1 and any(ln.strip() for ln in text.split("\n", first - 1)[:first - 1]):
         bounds.append((1, first - 1, [], "", 0))  # output pasted before the first command line
     for k, (n, cmd) in enumerate(commands):
         end = commands[k + 1][0] - 1 if k + 1 < len(commands) else n_lines

@@ -50,7 +50,8 @@ def read_source(path: str, *, max_bytes: int = DEFAULT_MAX_BYTES, tool: str = "i
     if len(data) > max_bytes:
         raise InputError(f"{name}: more than {_human(max_bytes)} of input", hint="pass --max-size to read it anyway")
     if not data.strip():
-        raise InputError(f"{name}: empty input", hint=f"expected the output of `{tool}` (is the command's output redirected?)")
+        raise InputError(f"{name}: empty input",
+                         hint=f"expected the output of `{tool}` (is the command's output redirected?)")
     nul = data.find(b"\0", 0, 1 << 20)
     if nul >= 0:
         line = data.count(b"\n", 0, nul) + 1

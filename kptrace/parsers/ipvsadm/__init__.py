@@ -130,7 +130,7 @@ def _elision_notes(paste: Paste, lines: list[str], services: list[VirtualService
         after = [vs for vs in services if vs.location.line > n]
         prev = f"{before[-1].protocol} {before[-1].endpoint}" if before else None
         nxt = f"{after[0].protocol} {after[0].endpoint}" if after else None
-        following = next((l.split()[0] for l in lines[n:] if l.strip()), "")
+        following = next((ln.split()[0] for ln in lines[n:] if ln.strip()), "")
         if following == "->":
             what = f"real servers of {prev}" if prev else "real servers, and the virtual service they belong to,"
         else:

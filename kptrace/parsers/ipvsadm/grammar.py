@@ -14,7 +14,8 @@ from kptrace.model.ipvs import RealServer, Scheduler, canonical_address
 from kptrace.parsers.grammar import grammar_path
 from kptrace.parsers.linereader import diagnose
 
-__all__ = ["DOTTED_DIGITS", "HOST", "V4", "IpvsadmGrammar", "Plan", "Variant", "diagnose_line", "ipvsadm_grammar", "line_grammar", "plan_of", "scheduler_info"]
+__all__ = ["DOTTED_DIGITS", "HOST", "V4", "IpvsadmGrammar", "Plan", "Variant", "diagnose_line", "ipvsadm_grammar", "line_grammar",
+           "plan_of", "scheduler_info"]
 
 #: a dotted quad as inet_ntop prints it (no leading zeros)
 V4 = re.compile(r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}")

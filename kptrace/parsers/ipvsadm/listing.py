@@ -7,6 +7,7 @@ loop; every other line goes to the method of its first word."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from kptrace.errors import Diagnostic, ParseError
 from kptrace.model.addr import is_uint
@@ -67,7 +68,7 @@ class ListingReader(IpvsReader):
                     if plain and sep and is_uint(port_s) and v4(host):
                         # _dest inlined, for the variants of plain columns (numbers and a forwarding method):
                         # a function call was a fifth of the line's cost.
-                        vals = [host, int(port_s), None, None, None, None, new(Location, (src, idx + 1)), line,
+                        vals: list[Any] = [host, int(port_s), None, None, None, None, new(Location, (src, idx + 1)), line,
                                 None, None, None, None, None, None, None, None]
                         for ti, fi in p_ints:
                             t = toks[ti]
@@ -135,8 +136,8 @@ class ListingReader(IpvsReader):
                 self.use_variant(candidates[0])
             else:
                 self.candidates = candidates
-        candidates = self.candidates
-        vs = self._service(idx, line, self.variant or (candidates[0] if candidates else self.g.variants["default"]))
+        pool = self.candidates
+        vs = self._service(idx, line, self.variant or (pool[0] if pool else self.g.variants["default"]))
         if vs is None:
             self.current_rs = None
             return
@@ -309,7 +310,7 @@ class ListingReader(IpvsReader):
                 raise Cut
             if toks[0] == "FWM":
                 fwmark = uint(toks[1])
-                family = 6 if toks[2] == "IPv6" else 4
+                family: int | None = 6 if toks[2] == "IPv6" else 4
                 rest_at = 3 if family == 6 else 2
                 addr = port = hname = pname = None
             else:
@@ -317,7 +318,7 @@ class ListingReader(IpvsReader):
                 addr, port, hname, pname = self.endpoint(toks[1], toks[0].lower(), idx, 1)
                 family = None if addr is None else (6 if ":" in addr else 4)
                 rest_at = 2
-            vs = {"protocol": toks[0], "address": addr, "port": port, "fwmark": fwmark, "family": family,
+            vs: dict[str, Any] = {"protocol": toks[0], "address": addr, "port": port, "fwmark": fwmark, "family": family,
                   "host_name": hname, "port_name": pname, "location": _new(Location, (self.source, idx + 1)),
                   "text": line, "real_servers": None, **VS_DEFAULTS}
             rest = toks[rest_at:]

@@ -5,7 +5,8 @@ flags; persistence netmasks) and the fields of a VirtualService while it is read
 from __future__ import annotations
 
 import re
-from socket import AF_INET as _AF_INET, inet_pton as _inet_pton
+from socket import AF_INET as _AF_INET
+from socket import inet_pton as _inet_pton
 from typing import Any
 
 from kptrace.model.addr import is_uint
@@ -163,9 +164,9 @@ class IpvsReader(LineReader):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", port_s):
             raise Cut
         self.numeric = False
-        port = self.g.port_names.get(proto.lower(), {}).get(port_s)
-        if port is not None:
-            self.resolved_ports.setdefault(f"{port_s}/{proto.lower()}", port)
+        named = self.g.port_names.get(proto.lower(), {}).get(port_s)
+        if named is not None:
+            self.resolved_ports.setdefault(f"{port_s}/{proto.lower()}", named)
         else:
             self.unresolved_ports.setdefault(port_s, idx + 1)
             col, length = self.token_col(self.lines[idx], tok_no)
@@ -174,4 +175,4 @@ class IpvsReader(LineReader):
                          + (" (ipvsadm may have cut it at 28 characters)" if cut else ""),
                          "ipvsadm printed names from the node's /etc/services (taken without -n); take the "
                          "listing with -n to have port numbers", col + len(tok) - len(port_s), len(port_s))
-        return addr, port, host, port_s
+        return addr, named, host, port_s

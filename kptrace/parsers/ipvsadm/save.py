@@ -5,8 +5,8 @@ take a fast path in the read loop; every other rule is read option by option."""
 
 from __future__ import annotations
 
-from kptrace.model.ipvs import Location, RealServer, VirtualService
 from kptrace.model.addr import is_uint
+from kptrace.model.ipvs import Location, RealServer, VirtualService
 from kptrace.parsers.ipvsadm.reader import VS_DEFAULTS, VS_LOCATION, IpvsReader, prefix_length, uint, v4_cached
 from kptrace.parsers.linereader import Cut
 

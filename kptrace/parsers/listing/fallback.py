@@ -35,7 +35,7 @@ def scan_with_fallbacks(text: str, g: ListingGrammar, target: Module | None) -> 
         tried += 1
         if again.fail is None:
             return again
-        if again.fail > best.fail:
+        if best.fail is not None and again.fail > best.fail:
             best = again
     pp_hits = pp_scan(text, g, target)
     if isinstance(pp_hits, list):
@@ -63,7 +63,7 @@ def pp_grammar(g: ListingGrammar, target: Module | None) -> Any:
         if mod.head is not None:
             e = phrase(mod, mod.head, opens=True) + (pp.ZeroOrMore(follow) if follow is not None else pp.Empty())
         else:
-            e = pp.MatchFirst([phrase(mod, ph, opens=True) for ph in mod.phrases]) + pp.ZeroOrMore(follow)
+            e = pp.MatchFirst([phrase(mod, ph, opens=True) for ph in mod.phrases]) + (pp.ZeroOrMore(follow) if follow is not None else pp.Empty())
         alternatives.append(e.set_name(mod.name))
     if comment is not None:
         rx = pp.Regex(_COMMENT.pattern).set_name("/* comment */")
@@ -75,7 +75,7 @@ def pp_grammar(g: ListingGrammar, target: Module | None) -> Any:
 
         alternatives.insert(0, rx.set_parse_action(comment_action))
     matches = pp.ZeroOrMore(pp.Or(alternatives))
-    tail = pp.Empty()
+    tail: Any = pp.Empty()
     if target is not None and target.phrases:
         tail = pp.ZeroOrMore(pp.MatchFirst([phrase(target, ph, in_target=True) for ph in target.phrases]))
     grammar = (matches + tail + pp.StringEnd()).set_name("rule text")
@@ -110,8 +110,12 @@ class _PhraseExpressions:
             e = pp.Regex(rx)
             if kind == "ws":
                 following = next((p for p in ph.pieces[i + 1:] if p[0] != "ws"), None)
-                said = (f"<{ph.types[following[2]]}>" if following[0] == "val" else repr(following[1].replace("\\", ""))
-                        if following is not None and following[0] != "neg" else "white space")
+                if following is None or following[0] == "neg":
+                    said = "white space"
+                elif following[0] == "val":
+                    said = f"<{ph.types[following[2]]}>"
+                else:
+                    said = repr(following[1].replace("\\", ""))
                 parts.append(e.leave_whitespace().suppress().set_name(said))
                 continue
             if parts:
@@ -163,7 +167,7 @@ def pp_scan(text: str, g: ListingGrammar, target: Module | None) -> list[Hit] | 
             continue
         if h.opens:
             head_negated = h.negated if h.module is not None and h.phrase is h.module.head else False
-        elif not h.target and not h.phrase.negatable and head_negated:
+        elif not h.target and h.phrase is not None and not h.phrase.negatable and head_negated:
             h = h._replace(negated=True)  # "! recent: CHECK": the head's "!" is the check's
         hits.append(h)
     return hits

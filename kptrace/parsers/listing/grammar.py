@@ -159,7 +159,7 @@ class ListingGrammar:
         if exact is not None:
             return exact
         m = self._chain_globs.match(name)
-        return self._chain_glob_tables[m.lastindex - 1] if m is not None else None
+        return self._chain_glob_tables[(m.lastindex or 1) - 1] if m is not None else None
 
 
 @functools.cache

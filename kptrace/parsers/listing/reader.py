@@ -12,13 +12,15 @@ from kptrace.parsers.listing.grammar import ListingGrammar, listing_grammar
 from kptrace.parsers.listing.structure import read_family, read_forms, read_structure
 from kptrace.parsers.listing.tables import assign_tables
 from kptrace.parsers.listing.translate import Listing, ListingLines
-from kptrace.parsers.paste import clean_paste
+from kptrace.parsers.paste import PasteMap, clean_paste
 from kptrace.parsers.tokens import tokenize
 
 __all__ = ["EAGER_RULES", "ListingDiagnostics", "ListingResult", "ListingRuleParser", "parse_iptables_list"]
 
 #: Listings with at most this many rules are read whole at load (see the package's docstring).
 EAGER_RULES = 5000
+#: the chains a Service's dispatch rules in KUBE-SERVICES and KUBE-NODEPORTS jump to
+_SERVICE_TARGETS = ("KUBE-SVC-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SVL-", "KUBE-XLB-")
 
 
 class ListingRuleParser(RuleParser):
@@ -60,17 +62,18 @@ class ListingRuleParser(RuleParser):
         tgt = rule.target
         if tgt is None or any(m.module == "?" for m in rule.matches):
             return  # what kptrace could not read is reported already
-        if (chain.name in ("KUBE-SERVICES", "KUBE-NODEPORTS") and tgt.name.startswith(("KUBE-SVC-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SVL-", "KUBE-XLB-"))
+        if (chain.name in ("KUBE-SERVICES", "KUBE-NODEPORTS") and tgt.name.startswith(_SERVICE_TARGETS)
                 and any(o.name == "-p" and not o.negated and o.value in ("tcp", "udp", "sctp") for o in rule.base)
                 and not any(m.module in ("tcp", "udp", "sctp", "multiport") and m.options for m in rule.matches)):
-            self._lossy(rule, f"this rule sends {rule.base_option('-p').value} to {tgt.name} with no port: kube-proxy always "
+            self._lossy(rule, f"this rule sends {next(o.value for o in rule.base if o.name == '-p')} to {tgt.name} with no port: kube-proxy always "
                               "writes one (--dport) here, so the listing lost it",
                         "an iptables older than the one that wrote the rules cannot print them whole; a trace sends every port "
                         "to this Service: take `iptables-save` (or the listing) with the node's own iptables")
             return
         if (tgt.name in ("RETURN", "ACCEPT", "DROP", "REJECT") and not rule.base
                 and all(m.module == "comment" for m in rule.matches) and number < len(chain)):
-            hidden = "" if block.layout is not None and block.layout.via is not None else " or an interface (-i/-o, which a listing without -v does not show)"
+            hidden = ("" if block.layout is not None and block.layout.via is not None
+                      else " or an interface (-i/-o, which a listing without -v does not show)")
             after = len(chain) - number
             self._lossy(rule, f"this rule matches every packet, so {'the rule' if after == 1 else f'the {after} rules'} after it "
                               f"in {chain.name} {'is' if after == 1 else 'are'} never reached",
@@ -94,7 +97,7 @@ class ListingDiagnostics(list):
     listing's line and column as it is added."""
 
     listing: "Listing | None" = None
-    line_map = None  # a pasted text's: positions go back to the original's
+    line_map: PasteMap | None = None  # a pasted text's: positions go back to the original's
 
     def append(self, d: Diagnostic) -> None:
         lst = self.listing
@@ -160,15 +163,17 @@ def parse_iptables_list(text: str, source: str = "<listing>", *, lenient: bool =
     assign_tables(lst)
     parse = parser.parse
     for b in lst.blocks:
-        t = rs.tables.get(b.table)
+        table = b.table
+        assert table is not None  # assign_tables gave every chain its table
+        t = rs.tables.get(table)
         if t is None:
-            t = rs.tables[b.table] = Table(b.table, {}, source, b.line + 1)
+            t = rs.tables[table] = Table(table, {}, source, b.line + 1)
         if b.name in t.chains:
-            lst.problem("warning", f"chain {b.name} of table {b.table} is listed twice; the first listing is used", b.line, 1,
+            lst.problem("warning", f"chain {b.name} of table {table} is listed twice; the first listing is used", b.line, 1,
                         len(lst.lines[b.line]), "two listings of one chain pasted together?")
             continue
-        builtin = b.name in BUILTIN_CHAINS[b.table]
-        c = Chain(b.name, b.table, policy=(b.policy or "ACCEPT") if builtin else None, source=source, line=b.line + 1,
+        builtin = b.name in BUILTIN_CHAINS[table]
+        c = Chain(b.name, table, policy=(b.policy or "ACCEPT") if builtin else None, source=source, line=b.line + 1,
                   declared=True, lines=lines, parse=parse, counters=b.counters if builtin else None, indices=b.rules)
         t.chains[b.name] = c
         if b.policy and not builtin:

@@ -104,7 +104,7 @@ def rule_fields(line: str, layout: Layout) -> tuple[list[str], str, int] | None:
             continue
         if drop_target:
             parts.insert(layout.target, "")
-        if drop_opt:
+        if drop_opt and opt_at is not None:
             parts.insert(opt_at, "--")
         elif opt_at is not None and parts[opt_at] not in OPT:
             continue
@@ -402,16 +402,16 @@ def read_family(lst: Listing) -> int:
     families = {b.command.family for b in lst.blocks if b.command is not None}
     if families:
         if len(families) > 1:
-            first6 = next(b for b in lst.blocks if b.command is not None and b.command.family == 6)
-            lst.problem("error", "this input holds both iptables and ip6tables output", first6.command.line, 1,
-                        len(lst.lines[first6.command.line]), "pass the IPv4 and the IPv6 listing as two files (--dump twice)")
+            first6 = next(b.command for b in lst.blocks if b.command is not None and b.command.family == 6)
+            lst.problem("error", "this input holds both iptables and ip6tables output", first6.line, 1,
+                        len(lst.lines[first6.line]), "pass the IPv4 and the IPv6 listing as two files (--dump twice)")
         return 6 if 6 in families and len(families) == 1 else 4
     seen = 0
     for b in lst.blocks:
         for i in b.rules:
             line = lst.lines[i]
             if b.kind == "L":
-                got = rule_fields(line.rstrip(), b.layout)
+                got = rule_fields(line.rstrip(), b.layout) if b.layout is not None else None
                 values = [v.lstrip("!").partition("/")[0] for v in got[0][-2:]] if got is not None else []
             else:
                 values = [m.group(1).partition("/")[0] for m in _SPEC_ADDRESS.finditer(line)]

@@ -5,7 +5,7 @@ work in one table only). The table chosen, and why, is a note."""
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from kptrace.model.rules import BUILTIN_CHAINS, TABLES
 from kptrace.parsers.listing.structure import Block, rule_fields
@@ -76,11 +76,13 @@ def _decide(lst: Listing, run: list[Block]) -> None:
     cands = frozenset(TABLES)
     reasons: list[str] = []
 
-    def narrow(tables: frozenset[str] | None, reason: Callable[[], str]) -> None:
+    def narrow(tables: frozenset[str] | None, reason: str) -> None:
+        """Keep only ``tables`` of the candidates when that leaves some and drops some; ``reason`` says why,
+        its ``{either}`` the tables in words (worked out only then: most calls narrow nothing)."""
         nonlocal cands
         if tables is not None and len(cands) > 1 and cands & tables and not cands <= tables:
             cands = cands & tables
-            reasons.append(reason())
+            reasons.append(reason.replace("{either}", _either(tables)))
 
     builtins = [b.name for b in run if b.name in _BUILTIN_ORDER]
     leading = tuple(b.name for b in run[:len(builtins)])
@@ -88,25 +90,23 @@ def _decide(lst: Listing, run: list[Block]) -> None:
         # A whole table's listing starts with its built-in chains, in order: nat's four are not mangle's five.
         exact = frozenset(t for t in TABLES if leading == tuple(c for c in _BUILTIN_ORDER if c in BUILTIN_CHAINS[t]))
         if exact:
-            narrow(exact, lambda: f"its built-in chains {', '.join(leading)} are those of {_either(exact)}")
+            narrow(exact, f"its built-in chains {', '.join(leading)} are those of {{either}}")
     for name in builtins:
         tables = frozenset(t for t in TABLES if name in BUILTIN_CHAINS[t])
-        narrow(tables, lambda: f"built-in chain {name} is in {_either(tables)}")
+        narrow(tables, f"built-in chain {name} is in {{either}}")
     for b in run:
         if len(cands) == 1:
             break
-        narrow(b.known, lambda: f"kube-proxy keeps {b.name} in {_either(b.known)}" if b.name.startswith("KUBE-")
-               else f"{b.name} is in {_either(b.known)}")
+        narrow(b.known, f"kube-proxy keeps {b.name} in {{either}}" if b.name.startswith("KUBE-") else f"{b.name} is in {{either}}")
     for b in run:
         if len(cands) == 1:
             break
         for i in b.rules:
             name = _target_of(lst, b, i)
             if name in g.target_tables:
-                narrow(g.target_tables[name], lambda: f"its rules use {name}, which works in {_either(g.target_tables[name])} only")
+                narrow(g.target_tables[name], f"its rules use {name}, which works in {{either}} only")
             elif name:
-                tables = g.tables_of_chain(name)
-                narrow(tables, lambda: f"it jumps to {name}, which is in {_either(tables)}")
+                narrow(g.tables_of_chain(name), f"it jumps to {name}, which is in {{either}}")
             if len(cands) == 1:
                 break
     table = next(t for t in _TABLE_PREFERENCE if t in cands)
@@ -133,5 +133,8 @@ def _target_of(lst: Listing, b: Block, i: int) -> str:
     if b.kind == "S":
         m = _SPEC_TARGET.search(line)
         return m.group(1) if m else ""
-    got = rule_fields(line.rstrip(), b.layout)
-    return got[0][b.layout.target] if got else ""
+    layout = b.layout
+    if layout is None:
+        return ""
+    got = rule_fields(line.rstrip(), layout)
+    return got[0][layout.target] if got else ""

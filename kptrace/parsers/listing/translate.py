@@ -14,9 +14,18 @@ from kptrace.parsers.listing.fallback import pp_scan, scan_with_fallbacks
 from kptrace.parsers.listing.grammar import ListingGrammar, Module, Phrase, save_string
 from kptrace.parsers.listing.scan import Hit, scan_text, target_only
 from kptrace.parsers.listing.structure import (
-    ANY_ADDRESS, ANY_IFACE, ANY_PROTO, OPT, SPEC_COUNTERS, Block, Layout, clip, count, rule_fields,
+    ANY_ADDRESS,
+    ANY_IFACE,
+    ANY_PROTO,
+    OPT,
+    SPEC_COUNTERS,
+    Block,
+    Layout,
+    clip,
+    count,
+    rule_fields,
 )
-from kptrace.parsers.listing.values import CONVERTERS, Values
+from kptrace.parsers.listing.values import CONVERTERS, Values, Where
 from kptrace.parsers.tokens import tokenize
 
 __all__ = ["Listing", "ListingLines", "Piece", "word_spans"]
@@ -86,7 +95,7 @@ class Listing:
     def problem(self, severity: str, message: str, line: int, col: int = 0, length: int = 0, hint: str = "") -> None:
         self.diagnostics.append(Diagnostic(severity, message, self.source, line + 1, col, self.lines[line].rstrip(), length, hint))
 
-    def unresolved(self, value: str, where: tuple[int, int, int], message: str, hint: str, *, severity: str = "warning",
+    def unresolved(self, value: str, where: Where, message: str, hint: str, *, severity: str = "warning",
                    keep: bool = True, name: str | None = None) -> None:
         """Say once per name that it could not be read; ``keep``: the value stays in the rule as written."""
         if keep:
@@ -132,6 +141,7 @@ class Listing:
         filled, text the phrases read); :meth:`_translate_rule_general` takes the rest, and maps the
         result back to the line's columns (``want_map``)."""
         layout = block.layout
+        assert layout is not None  # a -L chain's rule lines follow its column header
         n = len(layout.words)
         parts = line.split(None, n)
         if want_map or len(parts) < n or (layout.opt is not None and parts[layout.opt] not in OPT):
@@ -179,6 +189,7 @@ class Listing:
 
     def _translate_rule_general(self, i: int, block: Block, line: str, want_map: bool) -> tuple[str, tuple[int, int] | None, list[Piece]]:
         layout = block.layout
+        assert layout is not None  # a -L chain's rule lines follow its column header
         words = layout.words
         n = len(words)
         # Every column filled (a target, an opt), or rule_fields works out which is empty.
@@ -306,7 +317,7 @@ class Listing:
             self._render_matches(i, rest_col + pos, [h for h in scan.hits if not h.target], lambda t, *_: matches.append(t))
             target_hits = [h for h in scan.hits if h.target]
             self._target_options(i, rest_col + pos, target_hits, lambda t, *_: options.append(t))
-            rename = next((h.phrase.rename for h in target_hits if h.phrase.rename), None)
+            rename = next((h.phrase.rename for h in target_hits if h.phrase is not None and h.phrase.rename), None)
             cached = (" ".join(matches), rename, " ".join(options))
             if len(self.diagnostics) == before:
                 self._tails[key] = cached
@@ -378,7 +389,7 @@ class Listing:
             add(mod.save, None, first.start, group[-1].end)
             options = [(self._option(i, rest_col, h), h) for h in group]
             if mod.ranked:
-                options.sort(key=lambda th: -1 if th[1].phrase is mod.head else th[1].phrase.rank)
+                options.sort(key=lambda th: -1 if th[1].phrase is mod.head else _rank(th[1]))
             for text, h in options:
                 if text:
                     add(text, None, h.start, h.end)
@@ -395,8 +406,9 @@ class Listing:
 
     def _target_options(self, i: int, rest_col: int, hits: list[Hit], add) -> None:
         options = [(self._option(i, rest_col, h), h) for h in hits if h.phrase is not None]
-        if hits and hits[0].module.ranked:
-            options.sort(key=lambda th: th[1].phrase.rank)
+        first = hits[0].module if hits else None
+        if first is not None and first.ranked:
+            options.sort(key=lambda th: _rank(th[1]))
         for text, h in options:
             if text:
                 add(text, None, h.start, h.end)
@@ -408,6 +420,7 @@ class Listing:
         """A phrase's iptables-save text ("" when it writes nothing, or a value left out as a default)."""
         out = []
         ph = h.phrase
+        assert ph is not None  # only what a phrase read has options
         for part in ph.template:
             if part.__class__ is str:
                 if part == "!":
@@ -443,6 +456,7 @@ class Listing:
                 return col, length
             return len(line) + 1, 1
         translated, _, pieces = self.translate_mapped(i, want_map=True)
+        layout = block.layout if block is not None else None  # pieces: a -L rule line's, which has one
         toks = tokenize(translated)
         if token_index >= len(toks):
             return len(line) + 1, 1
@@ -451,12 +465,12 @@ class Listing:
         for p in pieces:
             if at <= offset < at + len(p.text) + 1:
                 if p.field is not None:
-                    got = rule_fields(line, block.layout)
+                    got = rule_fields(line, layout) if layout is not None else None
                     if got is None:
                         return 1, len(line)
                     return word_spans(line, got[0])[p.field]
                 if p.start >= 0:
-                    got = rule_fields(line, block.layout)
+                    got = rule_fields(line, layout) if layout is not None else None
                     rest_col = got[2] if got else 0
                     if line[rest_col:].startswith("[goto]"):
                         rest_col += 6
@@ -500,3 +514,8 @@ def word_spans(line: str, cols: list[str]) -> list[tuple[int, int]]:
 
 
 _WORD = re.compile(r"\S+")
+
+
+def _rank(h: Hit) -> int:
+    """Where iptables-save writes the option a phrase read among its module's (0: as listed)."""
+    return h.phrase.rank if h.phrase is not None else 0

@@ -12,7 +12,11 @@ from kptrace.parsers.listing.structure import ANY_ADDRESS, V4_HOST
 if TYPE_CHECKING:
     from kptrace.parsers.listing.translate import Listing
 
-__all__ = ["CONVERTERS", "Values"]
+__all__ = ["CONVERTERS", "Values", "Where"]
+
+#: where a value is, for a diagnostic: (0-based line, column, length), or a function that works it out
+#: (only a value that cannot be read needs it)
+Where = tuple[int, int, int] | Callable[[], tuple[int, int, int]]
 
 
 class Values:
@@ -23,7 +27,7 @@ class Values:
         self.g = g
         self.listing = listing
 
-    def port(self, value: str, where: tuple[int, int, int]) -> str:
+    def port(self, value: str, where: Where) -> str:
         if is_uint(value):
             return value
         port = self.g.services.get(value)
@@ -38,12 +42,12 @@ class Values:
                                     "kept as written: a rule that needs it is assumed not to match; list with -n to see the number")
         return value
 
-    def ports(self, value: str, where: tuple[int, int, int]) -> str:
+    def ports(self, value: str, where: Where) -> str:
         if is_uint(value.replace(",", "").replace(":", "")):
             return value
         return ",".join(":".join(self.port(p, where) for p in part.split(":")) for part in value.split(","))
 
-    def address(self, value: str, where: tuple[int, int, int], *, host_suffix: bool) -> str:
+    def address(self, value: str, where: Where, *, host_suffix: bool) -> str:
         """An address column or value: ``10.0.0.1`` -> ``10.0.0.1/32`` (``host_suffix``), names resolved."""
         family = self.listing.family
         host, sep, plen = value.partition("/")
@@ -72,7 +76,7 @@ class Values:
                                 "kept as written: rules that need it are assumed not to match; take the listing with -n", name=host)
         return value
 
-    def protocol(self, value: str, where: tuple[int, int, int]) -> str:
+    def protocol(self, value: str, where: Where) -> str:
         if is_uint(value):
             return self.g.protocol_save.get(int(value), value)
         num = self.g.protocol_names.get(value.lower())
@@ -82,7 +86,7 @@ class Values:
             return value
         return self.g.protocol_save.get(num, str(num))
 
-    def convert(self, typ: str, value: str, where: tuple[int, int, int]) -> str | None:
+    def convert(self, typ: str, value: str, where: Where) -> str | None:
         """The iptables-save text of a value of type ``typ``; None leaves the option out (a default)."""
         f = CONVERTERS.get(typ)
         return value if f is None else f(self, value, where)
