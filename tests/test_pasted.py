@@ -32,12 +32,14 @@ from conftest import ROOT
 
 import kptrace.parsers.detect
 import kptrace.parsers.paste
+import kptrace.parsers.shell
 from kptrace.errors import Diagnostic, InputError, KptraceError, ParseError, format_diagnostic
 from kptrace.model.source import SourceText
 from kptrace.parsers.detect import FORMATS, READ_FORMATS, detect_format, formats_read
 from kptrace.parsers.ipset import parse_ipset
 from kptrace.parsers.ipvsadm import parse_ipvsadm
-from kptrace.parsers.paste import clean_paste, command_families, split_dumps
+from kptrace.parsers.paste import clean_paste, split_dumps
+from kptrace.parsers.shell import command_families
 
 CORPUS = ROOT / "fixtures" / "pasted"
 _NOT_CASES = {"README.md", "make_pasted.py"}
@@ -279,7 +281,7 @@ def test_command_families():
     assert command_families("ssh node1 sudo nft list ruleset | head -50") == (["nft"], ["head -50"])
 
 
-@pytest.mark.parametrize("module", [kptrace.parsers.paste, kptrace.parsers.detect])
+@pytest.mark.parametrize("module", [kptrace.parsers.paste, kptrace.parsers.shell, kptrace.parsers.detect])
 def test_docstring_examples(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0

@@ -16,7 +16,8 @@ from __future__ import annotations
 import re
 
 from kptrace.errors import Diagnostic
-from kptrace.parsers.paste import Paste, clean_paste, command_families
+from kptrace.parsers.paste import Paste, clean_paste
+from kptrace.parsers.shell import command_families
 
 __all__ = ["FORMATS", "READ_FORMATS", "RUN_ON_NODE", "VARIANTS", "cannot_tell", "detect_format", "detect_variant",
            "find_variant", "find_variant_clean", "find_variant_paste", "formats_read", "run_on_node", "wrong_format"]

@@ -40,8 +40,9 @@ from dataclasses import replace
 from typing import NamedTuple
 
 from kptrace.errors import Diagnostic
+from kptrace.parsers.shell import Segment, segments
 
-__all__ = ["Paste", "PasteMap", "Segment", "clean_paste", "command_families", "split_dumps"]
+__all__ = ["Paste", "PasteMap", "clean_paste", "split_dumps"]
 
 # ---------------------------------------------------------------- what pasted text looks like
 
@@ -84,49 +85,6 @@ _HASH_COMMAND = re.compile(rf"#[ \t]*{_KNOWN}")
 #: to its reader, which reports it as a line it cannot read: never read silently.
 _LOOK_ALL = 1 << 20
 _WINDOW = 64 << 10
-
-#: The first line of each tool's output, which starts a new dump when several are pasted one after another.
-_START = re.compile(
-    r"(?P<iptables_save>\#[ ]Generated[ ]by[ ]ip6?tables-|\*(?:raw|mangle|nat|filter|security)[ \t]*$)"
-    r"|(?P<iptables_list>Chain[ ]\S+[ ]\((?:policy|\d+[ ]references))"
-    r"|(?P<ipvsadm>IP[ ]Virtual[ ]Server[ ]version|Prot[ ]LocalAddress:Port|-A[ ]-[tuf][ ])"
-    r"|(?P<ipset>create[ ]\S+[ ](?:hash|bitmap|list):|Name:[ ]\S+[ \t]*$)"
-    r"|(?P<nft>table[ ](?:ip|ip6|inet|arp|bridge|netdev)[ ]\S+[ ]\{)"
-    r"|(?P<cluster_state>\{[ \t]*$|apiVersion:[ ]|kind:[ ]\w*List)", re.M)
-_START_AT = re.compile(r"\n(?:" + _START.pattern + ")", re.M)
-
-#: Commands that print a file or another command's output: what they print is told by its look.
-_PASS_THROUGH = frozenset({"cat", "less", "more", "zcat", "head", "tail", "tee", "bat", "type"})
-#: Commands a pipe may send a dump through that leave lines out.
-_FILTERS = frozenset({"grep", "egrep", "fgrep", "head", "tail", "sed", "awk", "cut", "sort", "uniq", "less", "more"})
-_TOOL_FAMILY = (
-    (re.compile(r"ip6?tables(?:-legacy|-nft)?-save"), "iptables-save", None),
-    (re.compile(r"ip6?tables(?:-legacy|-nft)?"), "iptables-list", re.compile(r"-\w*[LS]|--list")),
-    (re.compile(r"ipvsadm-save"), "ipvsadm", None),
-    (re.compile(r"ipvsadm"), "ipvsadm", re.compile(r"^$|-\w*[LlSs]|--list|--save")),
-    (re.compile(r"ipset"), "ipset", re.compile(r"\b(?:list|save|-L|-S|-o)\b")),
-    (re.compile(r"nft"), "nft", re.compile(r"\blist\b")),
-    (re.compile(r"kubectl|oc"), "cluster-state", re.compile(r"\bget\b.*(?:-o|--output)[ =]?(?:json|yaml)")),
-)
-
-
-class Segment(NamedTuple):
-    """One command's output: lines ``start``..``end`` (1-based, inclusive) of the original text. ``family``
-    is the format it is (``iptables-save``, ``iptables-list``, ``ipvsadm``, ``ipset``, ``nft``,
-    ``cluster-state``; None: not told), ``command`` the command line that printed it ("" if none was pasted)
-    and ``command_line`` where that was (0: none)."""
-
-    start: int
-    end: int
-    family: str | None
-    command: str = ""
-    command_line: int = 0
-
-    @property
-    def foreign(self) -> bool:
-        """Printed by a command that is no dump of the data plane (``kubectl get pods``)."""
-        return self.family is None and bool(self.command) and not _pass_through(self.command)
-
 
 class PasteMap:
     """Where a position of the cleaned text is in the original: the same line, and for a line whose start
@@ -236,6 +194,40 @@ def clean_paste(text: str, source: str = "-", *, keep_commands: bool = False) ->
     """
     if not _looks_pasted(text):
         return Paste(text, (), PasteMap(text), source=source)
+    text, original, done = _normalised(text)
+    starts = _lines_to_look_at(text)
+    if not starts:
+        return Paste(text, _summary(source, done), PasteMap(original), source=source)
+    marks = _Marks()
+    marks.read(text, sorted(starts), keep_commands)
+    other_level, prose = marks.drop_asides(text)
+    if marks.edits:
+        text = _edited(text, marks.edits)
+    prompts = marks.prompts
+    for what, where in (("ANSI colour codes", marks.ansi), ("`> ` quote markers", marks.quoted),
+                        ("text at another quote level", [n for _, n in other_level]),
+                        ("markdown code fences", [n for n, _ in marks.fences]), ("text outside the code fences", prose),
+                        ("a bare shell prompt" if len(prompts) == 1 else "bare shell prompts", prompts)):
+        if where:
+            done[what] = where
+    commands = marks.commands
+    found, filtered = segments(text, commands)
+    notes = []
+    if commands and not keep_commands:
+        shown = ", ".join(f"`{_clip(c)}`" for _, c in commands[:5]) + (f" and {len(commands) - 5} more" if len(commands) > 5 else "")
+        at = f"{source}:{commands[0][0]}" if len(commands) == 1 else f"{source} lines {_numbers([n for n, _ in commands])}"
+        plural = "s" if len(commands) > 1 else ""
+        notes.append(f"{at}: skipped the prompt{plural} and command line{plural} {shown}")
+    for f in filtered:
+        notes.append(f"{source}: the output went through `{_clip(f)}`: lines it left out are unknown, not absent")
+    notes.extend(_summary(source, done))
+    return Paste(text, tuple(notes), PasteMap(original, marks.columns), tuple(marks.elisions), tuple(found), source,
+                 tuple(filtered))
+
+
+def _normalised(text: str) -> tuple[str, str, dict[str, list[int] | bool]]:
+    """``text`` with LF line ends and plain spaces (one character for one: columns stay), the original with LF
+    line ends, and what was done."""
     original = text
     done: dict[str, list[int] | bool] = {}
     if "\r" in text:
@@ -251,105 +243,104 @@ def clean_paste(text: str, source: str = "-", *, keep_commands: bool = False) ->
         text = text.translate(_SPACES)
     if "\t" in original:
         done["tabs read as spaces"] = True
+    return text, original, done
 
-    # The lines to look at, by where they start: a few in a dump, all of them in a short paste.
+
+def _lines_to_look_at(text: str) -> set[int]:
+    """The lines to look at, by where they start: a few in a dump, all of them in a short paste."""
     starts = _suspect_starts(text)
     i = text.find("\x1b")
     while i >= 0:  # the lines with colour codes
         starts.add(text.rfind("\n", 0, i) + 1)
         nl = text.find("\n", i)
         i = text.find("\x1b", nl) if nl >= 0 else -1
-    if not starts:
-        return Paste(text, _summary(source, done), PasteMap(original), source=source)
-    ordered = sorted(starts)
-    numbers = _line_numbers(text, ordered)
+    return starts
 
-    columns: dict[int, list[int]] = {}
-    edits: dict[int, tuple[int, str]] = {}  # line start -> (line end, new text)
-    ansi: list[int] = []
-    quoted: list[int] = []
-    depths: dict[int, int] = {}  # line number -> its quote level, for the quoted lines with text
-    fences: list[tuple[int, int]] = []  # (line number, line start)
-    elisions: list[int] = []
-    prompts: list[int] = []
-    commands: list[tuple[int, str]] = []
-    for start, n in zip(ordered, numbers):
-        end = text.find("\n", start)
-        if end < 0:
-            end = len(text)
-        line = text[start:end]
-        if "\x1b" in line:
-            line = _cut(line, [m.span() for m in _ANSI.finditer(line)], columns, n)
-            ansi.append(n)
-        if line[:1] in (" ", ">") and (m := _QUOTE.match(line)) is not None and ">" in m.group():
-            line = _cut(line, [(0, m.end())], columns, n)
-            quoted.append(n)
-            if line.strip():
-                depths[n] = m.group().count(">")
-        new = line
-        if not line.strip():
-            pass
-        elif _FENCE.fullmatch(line):
-            fences.append((n, start))
-            new = ""
-        elif ("." in line or "…" in line or "snip" in line) and _ELISION.fullmatch(line):
-            elisions.append(n)
-            new = ""
-        elif (m := _PROMPT.match(line) or _BARE_COMMAND.match(line)) is not None:
-            if m.group("cmd"):
-                commands.append((n, m.group("cmd")))
-                if not keep_commands:
-                    new = ""
-            else:
-                prompts.append(n)
+
+def _edited(text: str, edits: dict[int, tuple[int, str]]) -> str:
+    """``text`` with each line that starts at a key of ``edits`` (up to its end) replaced by its new text."""
+    out, pos = [], 0
+    for start in sorted(edits):
+        end, new = edits[start]
+        out.append(text[pos:start])
+        out.append(new)
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+class _Marks:
+    """What the lines looked at hold (colour codes, quote markers, fences, elisions, prompts, command lines), by
+    line number, and the edits that take it away."""
+
+    def __init__(self) -> None:
+        self.columns: dict[int, list[int]] = {}
+        self.edits: dict[int, tuple[int, str]] = {}  # line start -> (line end, new text)
+        self.ansi: list[int] = []
+        self.quoted: list[int] = []
+        self.depths: dict[int, int] = {}  # line number -> its quote level, for the quoted lines with text
+        self.fences: list[tuple[int, int]] = []  # (line number, line start)
+        self.elisions: list[int] = []
+        self.prompts: list[int] = []
+        self.commands: list[tuple[int, str]] = []
+
+    def read(self, text: str, ordered: list[int], keep_commands: bool) -> None:
+        """Each line starting at ``ordered`` (sorted offsets), what it holds and its edit."""
+        for start, n in zip(ordered, _line_numbers(text, ordered)):
+            end = text.find("\n", start)
+            if end < 0:
+                end = len(text)
+            line = text[start:end]
+            if "\x1b" in line:
+                line = _cut(line, [m.span() for m in _ANSI.finditer(line)], self.columns, n)
+                self.ansi.append(n)
+            if line[:1] in (" ", ">") and (m := _QUOTE.match(line)) is not None and ">" in m.group():
+                line = _cut(line, [(0, m.end())], self.columns, n)
+                self.quoted.append(n)
+                if line.strip():
+                    self.depths[n] = m.group().count(">")
+            new = line
+            if not line.strip():
+                pass
+            elif _FENCE.fullmatch(line):
+                self.fences.append((n, start))
                 new = ""
-        if new != text[start:end]:
-            edits[start] = (end, new)
-    prose: list[int] = []
-    other_level = _other_quote_level(text, depths, edits) if depths else []
-    if other_level:
-        # A mail reply: the dump at one quote level, what was written around it at others.
-        for start, _n in other_level:
-            end = text.find("\n", start)
-            edits[start] = (end if end >= 0 else len(text), "")
-        skip = {n for _, n in other_level}
-        commands = [(n, c) for n, c in commands if n not in skip]
-        elisions = [n for n in elisions if n not in skip]
-    if fences:
-        for start, n in _outside_fences(text, fences, edits):
-            prose.append(n)
-            end = text.find("\n", start)
-            edits[start] = (end if end >= 0 else len(text), "")
-        prose_set = set(prose)
-        commands = [(n, c) for n, c in commands if n not in prose_set]
-        elisions = [n for n in elisions if n not in prose_set]
-    if edits:
-        out, pos = [], 0
-        for start in sorted(edits):
-            end, new = edits[start]
-            out.append(text[pos:start])
-            out.append(new)
-            pos = end
-        out.append(text[pos:])
-        text = "".join(out)
+            elif ("." in line or "…" in line or "snip" in line) and _ELISION.fullmatch(line):
+                self.elisions.append(n)
+                new = ""
+            elif (m := _PROMPT.match(line) or _BARE_COMMAND.match(line)) is not None:
+                if m.group("cmd"):
+                    self.commands.append((n, m.group("cmd")))
+                    if not keep_commands:
+                        new = ""
+                else:
+                    self.prompts.append(n)
+                    new = ""
+            if new != text[start:end]:
+                self.edits[start] = (end, new)
 
-    for what, where in (("ANSI colour codes", ansi), ("`> ` quote markers", quoted),
-                        ("text at another quote level", [n for _, n in other_level]),
-                        ("markdown code fences", [n for n, _ in fences]), ("text outside the code fences", prose),
-                        ("a bare shell prompt" if len(prompts) == 1 else "bare shell prompts", prompts)):
-        if where:
-            done[what] = where
-    segments, filtered = _segments(text, commands)
-    notes = []
-    if commands and not keep_commands:
-        shown = ", ".join(f"`{_clip(c)}`" for _, c in commands[:5]) + (f" and {len(commands) - 5} more" if len(commands) > 5 else "")
-        at = f"{source}:{commands[0][0]}" if len(commands) == 1 else f"{source} lines {_numbers([n for n, _ in commands])}"
-        plural = "s" if len(commands) > 1 else ""
-        notes.append(f"{at}: skipped the prompt{plural} and command line{plural} {shown}")
-    for f in filtered:
-        notes.append(f"{source}: the output went through `{_clip(f)}`: lines it left out are unknown, not absent")
-    notes.extend(_summary(source, done))
-    return Paste(text, tuple(notes), PasteMap(original, columns), tuple(elisions), tuple(segments), source, tuple(filtered))
+    def drop_asides(self, text: str) -> tuple[list[tuple[int, int]], list[int]]:
+        """The lines at another quote level than the dump's (a mail reply) and outside its code fences go, and
+        the commands and elisions among them: those lines (offset, number), and the prose's line numbers."""
+        edits = self.edits
+        prose: list[int] = []
+        other_level = _other_quote_level(text, self.depths, edits) if self.depths else []
+        if other_level:
+            for start, _n in other_level:
+                end = text.find("\n", start)
+                edits[start] = (end if end >= 0 else len(text), "")
+            skip = {n for _, n in other_level}
+            self.commands = [(n, c) for n, c in self.commands if n not in skip]
+            self.elisions = [n for n in self.elisions if n not in skip]
+        if self.fences:
+            for start, n in _outside_fences(text, self.fences, edits):
+                prose.append(n)
+                end = text.find("\n", start)
+                edits[start] = (end if end >= 0 else len(text), "")
+            prose_set = set(prose)
+            self.commands = [(n, c) for n, c in self.commands if n not in prose_set]
+            self.elisions = [n for n in self.elisions if n not in prose_set]
+        return other_level, prose
 
 
 def split_dumps(text: str) -> list[str]:
@@ -382,26 +373,6 @@ def split_dumps(text: str) -> list[str]:
         last = group[-1].end if n < len(groups) - 1 else len(lines)
         parts.append("\n" * (first - 1) + "\n".join(lines[first - 1:last]) + ("\n" if last < len(lines) else ""))
     return parts
-
-
-def command_families(command: str) -> tuple[list[str | None], list[str]]:
-    """The format each command of a command line prints (None: not a dump), and the filters it is piped through.
-
-    >>> command_families("sudo ipvsadm -ln")
-    (['ipvsadm'], [])
-    >>> command_families("kubectl exec -n kube-system kube-proxy-x -- iptables-save | grep KUBE; ipset save")
-    (['iptables-save', 'ipset'], ['grep KUBE'])
-    """
-    families: list[str | None] = []
-    filters: list[str] = []
-    for part in re.split(r";|&&|\|\|", command):
-        stages = [s.strip() for s in part.split("|")]
-        if not stages[0]:
-            continue
-        words = _unwrap(stages[0].split())
-        families.append(_family_of(words))
-        filters.extend(s for s in stages[1:] if s and s.split()[0] in _FILTERS)
-    return families, filters
 
 
 # ---------------------------------------------------------------- pieces
@@ -524,101 +495,6 @@ def _other_quote_level(text: str, depths: dict[int, int], edits: dict) -> list[t
         counts[level] = counts.get(level, 0) + 1
     main = max(counts, key=lambda k: (counts[k], k))
     return [(s, n) for s, n, level in levels if level != main]
-
-
-def _segments(text: str, commands: list[tuple[int, str]]) -> tuple[list[Segment], list[str]]:
-    """One segment per command's output, split again where another tool's output starts."""
-    if not commands:
-        return [], []
-    n_lines = text.count("\n") + 1
-    markers: list[tuple[int, str]] = []  # (line number, family) of each tool's first line
-    one_tool = len(commands) == 1 and commands[0][0] == 1 and len(set(command_families(commands[0][1])[0])) == 1
-    if not one_tool:  # `$ iptables-save` and its output needs no look for where another tool's starts
-        if (m := _START.match(text)) is not None:
-            markers.append((1, (m.lastgroup or "").replace("_", "-")))
-        pos, line = 0, 1
-        for m in _START_AT.finditer(text):
-            line += text.count("\n", pos, m.start() + 1)
-            pos = m.start() + 1
-            markers.append((line, (m.lastgroup or "").replace("_", "-")))
-    bounds: list[tuple[int, int, list, str, int]] = []
-    filtered: list[str] = []
-    first = commands[0][0]
-    if first > 1 and any(ln.strip() for ln in text.split("\n", first - 1)[:first - 1]):
-        bounds.append((1, first - 1, [], "", 0))  # output pasted before the first command line
-    for k, (n, cmd) in enumerate(commands):
-        end = commands[k + 1][0] - 1 if k + 1 < len(commands) else n_lines
-        families, filters = command_families(cmd)
-        filtered.extend(filters)
-        bounds.append((n + 1, end, families, cmd, n))
-    out = []
-    for start, end, families, cmd, at in bounds:
-        if start > end:
-            continue
-        known = {f for f in families if f is not None}
-        current = known.pop() if len(known) == 1 else None
-        seg_start = start
-        for ln, fam in markers:
-            if ln < start or ln > end:
-                continue
-            if current is None:
-                current = fam
-            elif fam != current:
-                if ln > seg_start:
-                    out.append(Segment(seg_start, ln - 1, current, cmd, at))
-                seg_start, current = ln, fam
-        out.append(Segment(seg_start, end, current, cmd, at))
-    return out, filtered
-
-
-def _unwrap(words: list[str]) -> list[str]:
-    """The command a wrapper runs: ``sudo -E X``, ``kubectl exec POD -- X``, ``docker exec C X``, ``ssh H X``."""
-    while words:
-        w = words[0].rsplit("/", 1)[-1]
-        if w in ("kubectl", "oc", "nsenter", "crictl", "docker", "nerdctl") and "--" in words and \
-                (w == "nsenter" or (len(words) > 1 and words[1] == "exec")):
-            words = words[words.index("--") + 1:]
-        elif w in ("docker", "crictl", "nerdctl") and len(words) > 1 and words[1] == "exec":
-            rest = words[2:]
-            while rest and rest[0].startswith("-"):
-                rest = rest[2:] if rest[0] in ("-u", "--user", "-e", "--env", "-w", "--workdir") else rest[1:]
-            words = rest[1:]
-        elif w == "sudo":
-            rest = words[1:]
-            while rest and rest[0].startswith("-"):
-                rest = rest[2:] if rest[0] in ("-u", "-g", "-h", "-p") else rest[1:]
-            words = rest
-        elif w == "ssh":
-            rest = words[1:]
-            while rest and rest[0].startswith("-"):
-                rest = rest[2:] if rest[0] in ("-p", "-i", "-l", "-o", "-J", "-F") else rest[1:]
-            words = rest[1:]
-        elif w in ("time", "watch", "env", "chroot", "nice", "command"):
-            rest = words[1:]
-            if w == "chroot" and rest:
-                rest = rest[1:]
-            while rest and (rest[0].startswith("-") or (w == "env" and "=" in rest[0])):
-                rest = rest[1:]
-            words = rest
-        else:
-            break
-    return words
-
-
-def _family_of(words: list[str]) -> str | None:
-    if not words:
-        return None
-    name = words[0].rsplit("/", 1)[-1]
-    args = " ".join(words[1:])
-    for rx, family, needs in _TOOL_FAMILY:
-        if rx.fullmatch(name):
-            return family if needs is None or needs.search(args) else None
-    return None
-
-
-def _pass_through(command: str) -> bool:
-    words = _unwrap(command.split())
-    return bool(words) and words[0].rsplit("/", 1)[-1] in _PASS_THROUGH
 
 
 def _summary(source: str, done: dict) -> tuple[str, ...]:
