@@ -15,7 +15,7 @@ take a value are data, in ``grammars/ipset.toml``)::
     option   := NAME [VALUE]                                 family inet, hashsize 1024, counters, ...
     member_option := "timeout" INT | "packets" INT | "bytes" INT | "comment" QUOTED | "nomatch" | ...
 
-As in kptrace/parsers/ipvsadm.py the pyparsing grammar (:func:`line_grammar`) reports the lines the
+As in kptrace/parsers/ipvsadm/ the pyparsing grammar (:func:`line_grammar`) reports the lines the
 fast path cannot take, with the column where they go wrong; well-formed lines never reach it.
 
 Pasted text is read too (kptrace/parsers/paste.py): prompts, fences, quote markers and colour codes go,
