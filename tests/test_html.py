@@ -134,3 +134,28 @@ def test_html_option_wants_an_html_name(run, tmp_path):
         "drift", "--dump", MODERN, "--node-name", "node1", "--cluster-state", STALE, "--html", str(tmp_path / "r.txt")
     )
     assert code == 2 and ".html" in err and not (tmp_path / "r.txt").exists()
+
+
+def test_diff_nodes_report_and_graph(run, tmp_path):
+    """--nodes: each node against the majority; the report has one table row per change, the graph draws twelve
+    changed entry points and counts the rest."""
+    from test_graph import read_dot
+
+    nodes = tmp_path / "snap"
+    for name, dump in (("node-a", MODERN), ("node-b", "fixtures/samples/yaobank.rules"), ("node-c", MODERN)):
+        (nodes / name).mkdir(parents=True)
+        (nodes / name / "iptables-save.txt").write_text((ROOT / dump).read_text())
+        (nodes / name / "meta.json").write_text(json.dumps({"version": 1, "node": name, "kube_proxy_mode": "iptables"}))
+    code, out, _ = run("diff", "--nodes", str(nodes), "-o", "json")
+    changes = json.loads(out)["changes"]
+    assert code == 1 and len(changes) > 12 and {c["nodes"] for c in changes} == {"node-a -> node-b"}
+    code, _, _ = run(
+        "diff", "--nodes", str(nodes), "--html", str(tmp_path / "d.html"), "--graph", str(tmp_path / "d.dot")
+    )
+    assert code == 1
+    html = (tmp_path / "d.html").read_text()
+    _self_contained(html)
+    assert html.count("<tr>") - html.count("<tr><th>") == len(changes)
+    drawn, _, _ = read_dot((tmp_path / "d.dot").read_text())
+    assert sum(n.startswith("probe:") for n in drawn) == 12
+    assert drawn["more-changes"]["label"].startswith(f"{len(changes) - 12} more changes")
