@@ -150,18 +150,36 @@ def test_readme_shows_an_example_of_every_command():
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-@pytest.fixture
-def terminal(run, monkeypatch):
+_DRIVER = """
+import contextlib, io, json, sys
+from kptrace.cli.main import main
+results = {}
+for command in json.load(sys.stdin):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(command.split()[1:])
+        except SystemExit:
+            pass
+    results[command] = out.getvalue() + "\\n" + err.getvalue()
+json.dump(results, sys.__stdout__)
+"""
+
+
+@pytest.fixture(scope="module")
+def terminal():
     """``terminal("kptrace ARGS") -> what it prints``, stdout then stderr, as a terminal of 100 columns shows it
-    (rich's own terminal mode, without colour; escapes removed). In this process: a subprocess each costs ~1 s."""
-    monkeypatch.setenv("COLUMNS", "100")
-    monkeypatch.setenv("FORCE_COLOR", "1")
+    (rich's own terminal mode, without colour; escapes removed). Every example command runs in one fresh process:
+    a process each costs ~1 s, and this suite's own process has state other tests leave behind."""
+    import json
 
-    def _terminal(command: str) -> str:
-        _, out, err = run(*command.split()[1:])
-        return _ANSI.sub("", out + "\n" + err)
-
-    return _terminal
+    commands = sorted({c for c, _ in _readme_examples()} | {c for _, c, _ in _docs_examples()})
+    env = {**os.environ, "COLUMNS": "100", "FORCE_COLOR": "1", "NO_COLOR": "1"}
+    res = subprocess.run([sys.executable, "-c", _DRIVER], input=json.dumps(commands), capture_output=True, text=True,
+                         cwd=ROOT, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    printed = json.loads(res.stdout)
+    return lambda command: _ANSI.sub("", printed[command])
 
 
 @pytest.mark.parametrize("command, shown", _readme_examples(), ids=lambda x: x.split()[1] if isinstance(x, str) else "")
