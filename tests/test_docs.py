@@ -46,6 +46,9 @@ def test_copies_of_the_version_outside_python_follow_it():
         assert tags and set(tags) == {v}, path
     assert re.findall(r"KPTRACE_VERSION:-([^}]+)}", (ROOT / "deploy/krew/kubectl-kptrace").read_text()) == [v]
     assert set(re.findall(r"kptrace:(\d[\w.]*)", (ROOT / "Dockerfile").read_text())) == {v}
+    docs = "\n".join(p.read_text() for p in (README, *DOCS.rglob("*.md")))
+    shown = re.findall(r"kptrace:(\d[\w.]*\w)", docs) + re.findall(r'kptrace_build_info\{version="([^"]+)"', docs)
+    assert shown and set(shown) == {v}, "README and docs/ show another version"
 
 
 def test_version_from_a_source_checkout():
