@@ -251,3 +251,49 @@ def test_a_migration_with_a_second_node_address(run):
     assert {o["endpoint"] for o in c["before"]["outcomes"]} == {"10.180.0.4:80", "10.180.1.4:80"}
     assert [o["endpoint"] for o in c["after"]["outcomes"]] == [None]
     assert "nodeport-ips" in c["cause"]["explanation"]
+
+
+def _without_affinity(tmp_path, kind: str):
+    """ns9/svc9:p80 (session affinity, endpoints 10.180.0.9 and 10.180.1.9) with its affinity taken out, as
+    kube-proxy writes the Service after sessionAffinity: None (nft classic layout, or iptables)."""
+    if kind == "nft":
+        src = ROOT / "fixtures/nft/overall-classic.nft"
+        lines = [x for x in src.read_text().splitlines()
+                 if not re.search(r"ip saddr @affinity-\S+ goto |update @affinity-", x)]
+    else:
+        src = ROOT / "fixtures/nft/migration/overall.iptables-save"
+        lines = []
+        for x in src.read_text().splitlines():
+            if "-m recent --rcheck" in x:
+                continue
+            lines.append(re.sub(r" -m recent --set --name \S+ --mask \S+ --rsource", "", x))
+    after = tmp_path / f"after-{kind}"
+    after.write_text("\n".join(lines) + "\n")
+    return src, after
+
+
+@pytest.mark.parametrize("kind", ["nft", "iptables"])
+def test_returning_clients_of_a_service_with_affinity_are_their_own_source_class(kind, tmp_path, run):
+    before, after = _without_affinity(tmp_path, kind)
+    code, out, err = run("diff", str(before), str(after), "-o", "json", "--node-ip", "192.168.0.2")
+    assert code == 1, err
+    changes = json.loads(out)["changes"]
+    got = {(c["service"], c["dst"], c["origin"], c["returning_to"]) for c in changes}
+    # a new client's behaviour did not change (1/2 each); a returning one's did: it kept its endpoint, now it is sent
+    # anywhere
+    assert got == {("ns9/svc9:p80", "172.30.0.49:80", "pod", "10.180.0.9:80"),
+                   ("ns9/svc9:p80", "172.30.0.49:80", "pod", "10.180.1.9:80")}
+    for c in changes:
+        before_ = {o["endpoint"]: o["share"] for o in c["before"]["outcomes"]}
+        after_ = {o["endpoint"]: o["share"] for o in c["after"]["outcomes"]}
+        assert before_ == {c["returning_to"]: "1/1"}
+        assert after_ == {"10.180.0.9:80": "1/2", "10.180.1.9:80": "1/2"}
+    code, out, err = run("diff", str(before), str(after), "--node-ip", "192.168.0.2")
+    assert code == 1 and "returning client of 10.180.0.9:80" in out
+
+
+def test_returning_clients_keep_their_endpoint_across_a_migration(run):
+    code, out, err = run("diff", "fixtures/nft/migration/overall.iptables-save", "fixtures/nft/overall-classic.nft",
+                         "--node-ip", "192.168.0.2", "-o", "json", "--full")
+    d = json.loads(out)
+    assert not [c for c in d["changes"] if c["returning_to"]], err  # affinity kept: the same endpoint on both sides

@@ -42,6 +42,17 @@ class Probe(NamedTuple):
     origin: str  # pod | node | external
     source: str | None = None  # a pinned source (inside a LoadBalancer source range), else the origin's default
     special: str = ""  # a probe of a known difference between proxy modes (MODE_PROBES), not a Service entry point
+    #: a returning client of a Service with session affinity: the endpoint (ip:port) an earlier connection of this
+    #: client went to, so that it is in that endpoint's affinity list; None: a new client
+    returning: str | None = None
+
+    @property
+    def source_class(self) -> str:
+        """The client, in words, where it is not the origin's usual one: a pinned source, a returning client."""
+        words = [self.source] if self.source else []
+        if self.returning:
+            words.append(f"returning client of {self.returning}")
+        return ", ".join(words)
 
     @property
     def dst(self) -> str:
@@ -261,7 +272,19 @@ def probe_trace(dp: Dataplane, probe: Probe):
     plan = plan_packet(dp, dst, probe.port, origin=Origin(probe.origin), proto=probe.protocol, src=probe.source)
     if probe.address is None and not node_ips:
         plan = type(plan)(plan.packet, tuple(set(plan.assumed_local) | {dst}), plan.notes)
-    return trace_packet(dp, plan)
+    return trace_packet(dp, plan, affinity=probe_affinity(dp, probe, plan))
+
+
+def probe_affinity(dp: Dataplane, probe: Probe, plan=None) -> frozenset[str]:
+    """The affinity lists a returning client of ``probe.returning`` is in: those a new client's connection to that
+    endpoint adds it to (on this side; none when this side does not send new clients there, or has no affinity)."""
+    if not probe.returning:
+        return frozenset()
+    from kptrace.tracer.defaults import trace_packet
+
+    if plan is None:
+        return frozenset()
+    return frozenset(n for o in trace_packet(dp, plan).outcomes if o.dnat == probe.returning for n in o.recent)
 
 
 def behaviour(dp: Dataplane, probe: Probe) -> Behaviour:
@@ -287,6 +310,22 @@ def behaviour(dp: Dataplane, probe: Probe) -> Behaviour:
         else:
             merged[key] = [o.probability, rule]
     return Behaviour(tuple(Outcome(v, e, m, p, r) for (v, e, m), (p, r) in merged.items()), assumed)
+
+
+def _returning(k: tuple, kind: str, *sides) -> list[Probe]:
+    """Where a Service port has session affinity on either side: a returning client of each endpoint a new client
+    can reach on either side, from the entry point's first origin (its own source class: the endpoint it keeps,
+    or loses when the endpoint or the affinity went away)."""
+    fam, proto, addr, port = k
+    endpoints: set[str] = set()
+    for dp, info, ports in sides:
+        p = ports.get(info.port_key) if info is not None and info.port_key is not None else None
+        if p is None or p.affinity is None:
+            continue
+        for chains in (p.cluster, p.local):
+            endpoints.update(c.address for c in chains or () if c.address and c.address != "?")
+    origin = _origins(kind)[0] if addr is not None else "external"
+    return [Probe(fam, proto, addr, port, origin, returning=e) for e in sorted(endpoints)]
 
 
 def _origins(kind: str) -> tuple[str, ...]:
@@ -400,6 +439,7 @@ def diff_dataplanes(before: Dataplane, after: Dataplane, *, sources: tuple[str |
         for src in sources:
             if src is not None and (":" in src) == (fam == 6):
                 probes.append((Probe(fam, proto, addr, port, "external", src), name, False))
+        probes.extend((p, name, same) for p in _returning(k, kind, (before, eb.get(k), pb), (after, ea.get(k), pa)))
     if affected is None:  # with identical surroundings the modes' differences behave alike on both sides
         probes.extend((p, None, False) for p in _mode_probes([(before, eb), (after, ea)], keys))
     # a sample of the shortcut ones is traced too: if any differs, the shortcut is off

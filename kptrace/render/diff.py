@@ -81,7 +81,7 @@ def _changes(r: DiffReport) -> tuple[Grid, dict[str, int]]:
         name = c.service or ("(" + MODE_PROBES[c.probe.special][0] + ")" if c.probe.special else "?")
         shown = name if name != last else ""
         last = name
-        origin = c.probe.origin + (f" ({c.probe.source})" if c.probe.source else "")
+        origin = c.probe.origin + (f" ({c.probe.source_class})" if c.probe.source_class else "")
         rules = ", ".join(
             x for x in (c.before_rule and f"before {c.before_rule}", c.after_rule and f"after {c.after_rule}") if x
         )
@@ -120,6 +120,7 @@ def _change(c: Change, label: str) -> dict[str, Any]:
         "family": p.family,
         "origin": p.origin,
         "source": p.source,
+        "returning_to": p.returning,
         "probe": p.special or None,
         "before": _behaviour(c.before),
         "after": _behaviour(c.after),

@@ -440,7 +440,7 @@ def change_graph(
     b = _Builder("changes")
     for i, (title, probe, before, after) in enumerate(changes[:limit]):
         start = b.node(
-            f"probe:{i}", "entry", (title, f"from {probe.origin}" + (f" {probe.source}" if probe.source else ""))
+            f"probe:{i}", "entry", (title, f"from {probe.origin}" + (f" {probe.source_class}" if probe.source_class else ""))
         )
         for side, t in (("before", before), ("after", after)):
             if t is None:

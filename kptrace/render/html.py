@@ -250,7 +250,7 @@ def diff_html(
             (
                 c.service or "?",
                 c.probe.dst,
-                c.probe.origin + (f" {c.probe.source}" if c.probe.source else ""),
+                c.probe.origin + (f" {c.probe.source_class}" if c.probe.source_class else ""),
                 c.before.summary(),
                 c.after.summary(),
                 c.cause + (f" ({c.explanation})" if c.explanation else ""),

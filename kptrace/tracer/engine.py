@@ -1215,6 +1215,7 @@ def _merge(states: list[_St], family: int, delivery_of) -> tuple[Outcome, ...]:
             branches=tuple(Branch(m.prob, tuple(m.path)) for m in members),
             assumptions=tuple(assumptions),
             paths=sum(m.npaths for m in members),
+            recent=frozenset(s0.recent),
         ))
     outcomes.sort(key=lambda o: (-float(o.probability), o.dst))
     total = _exact_sum([o.probability for o in outcomes])

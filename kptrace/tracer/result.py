@@ -60,6 +60,9 @@ class Outcome:
     #: how many rule paths lead here: more than ``len(branches)`` when identical branches were merged on the
     #: way (only the most likely path of each merged group is kept); 0 means one per branch
     paths: int = 0
+    #: the session-affinity lists (iptables ``recent`` names, nft ``affinity-`` sets) the client is in after this
+    #: packet: where a returning client is pinned (``kptrace diff``'s returning-client source class)
+    recent: frozenset[str] = frozenset()
 
     @property
     def path_count(self) -> int:
