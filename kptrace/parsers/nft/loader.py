@@ -3,10 +3,11 @@ tables, chains and sets; rule and element lines are filed under their chain or s
 (:mod:`.entries` reads them on first use).
 
 Speed: a 10k-Service ruleset has ~350,000 lines, and the load reads each once, at about 1 us a line. The
-fast paths below take ~99% of a big input's lines, each in a loop of its own that keeps its state in locals
-and returns at the first line it does not take; :meth:`Loader.statement` (the slow path, through
-:mod:`.blocks`, :mod:`.commands` and :mod:`.properties`) reads that line, and :meth:`Loader.run` picks the
-loop for where the reading is then. So a call is paid per block or per slow line, never per fast line.
+fast paths below take ~99% of a big input's lines, in two loops (a listing's tables and chains, knftables
+commands) that keep their state in locals and return at the first line they do not take;
+:meth:`Loader.statement` (the slow path, through :mod:`.blocks`, :mod:`.commands` and :mod:`.properties`) reads
+that line, and :meth:`Loader.run` picks the loop for where the reading is then. So a call is paid per slow
+line, never per fast line or per chain.
 """
 
 from __future__ import annotations
@@ -46,10 +47,8 @@ class Loader(BlockReader, CommandReader):
         while i < n:
             stack = self.stack
             kind = stack[-1][0] if stack else None
-            if kind is CHAIN:
-                i = self.chain_lines(i, stack[-1][1]._entries)
-            elif kind is TABLE:
-                i = self.table_lines(i)
+            if kind is CHAIN or kind is TABLE:
+                i = self.listing_lines(i)
             elif kind is None:
                 i = self.command_lines(i)
             else:  # inside a set or an object block
@@ -59,41 +58,36 @@ class Loader(BlockReader, CommandReader):
         self.finish()
         return self.rs
 
-    def chain_lines(self, i: int, entries: list) -> int:
-        """A listing's chain block from line ``i``: rule lines are filed (``~i``); returns after the first
-        line that is not one (``}``, a property, a line to read in full)."""
+    def listing_lines(self, i: int) -> int:
+        """A listing's table or chain block from line ``i``: a chain's header line (``chain NAME {``, maybe with
+        ``# handle N``) opens it, its rule lines are filed (``~i``), its ``}`` closes it; returns after the first
+        line none of these takes (a property, a set, the table's ``}``, a line to read in full)."""
         lines = self.lines
         n = len(lines)
         chain_props = CHAIN_PROPS
         elision = ELISION
+        top = self.stack[-1]
+        entries = top[1]._entries if top[0] is CHAIN else None  # the open chain's, or None between chains
         while i < n:
             line = lines[i]
             s = line.strip()
             if not s:
                 i += 1
                 continue
-            c0 = s[0]
-            if c0 != "}" and c0 != "#" and c0 != '"' and ";" not in s and not s.startswith(chain_props) and \
-                    ("{" not in s or s.count("{") == s.count("}")) and s not in elision:
-                entries.append(~i)
-                i += 1
-                continue
-            if s == "}":
+            if entries is not None:
+                c0 = s[0]
+                if c0 != "}" and c0 != "#" and c0 != '"' and ";" not in s and not s.startswith(chain_props) and \
+                        ("{" not in s or s.count("{") == s.count("}")) and s not in elision:
+                    entries.append(~i)
+                    i += 1
+                    continue
+                if s != "}":
+                    return self.statement(i)
                 self.close_block(i, line.find("}") + 1)
-                return i + 1
-            return self.statement(i)
-        return i
-
-    def table_lines(self, i: int) -> int:
-        """A listing's table block from line ``i``: returns after opening a chain by its header line
-        (``chain NAME {``, maybe with ``# handle N``), or after the first other line."""
-        lines = self.lines
-        n = len(lines)
-        while i < n:
-            line = lines[i]
-            s = line.strip()
-            if not s:
                 i += 1
+                if not self.stack or self.stack[-1][0] is not TABLE:  # a chain pasted without its table ends
+                    return i
+                entries = None
                 continue
             if s[:6] == "chain " and '"' not in s and s.count("{") == 1:
                 head, _, after = s.partition("{")
@@ -105,7 +99,9 @@ class Loader(BlockReader, CommandReader):
                     if handle:
                         c.handle = int(handle.group(1))
                     self.stack.append((CHAIN, c, i + 1, line.find("c") + 1))
-                    return i + 1
+                    entries = c._entries
+                    i += 1
+                    continue
             return self.statement(i)
         return i
 
