@@ -123,19 +123,34 @@ class _DumpReader:
                           "-X": self.delete_chains, "-F": self.flush_chains, "-P": self.set_policy}
 
     def read(self) -> None:
+        # Two fast paths, for the rules of declared chains and for the declarations of new user chains (a
+        # 10k-Service dump: 323,000 and 111,000 lines); every other line goes to its kind's method. The loop
+        # keeps the open table's chains in locals and takes them again after such a line, which may change them.
+        # Declarations through chain_line cost 9% more load (an extra call and attribute loads a line).
         by_first = self._by_first
         other = self.other_line
-        rows = self.rows
-        for idx, line in enumerate(self.lines):
+        lines = self.lines
+        name, parse = self.name, self.parse_rule
+        rows, chains, table = self.rows, self.chains, self.table
+        builtins = BUILTIN_CHAINS[table.name] if table is not None else ()
+        for idx, line in enumerate(lines):
             if not line:
                 continue
             c0 = line[0]
             if c0 == "-" and line.startswith("-A "):
-                # The fast path: 99% of a big dump. Everything else goes through a line kind's method.
                 sp = line.find(" ", 3)
                 chain_rows = rows.get(line[3:sp] if sp > 0 else line[3:])
                 if chain_rows is not None:
                     chain_rows.append(idx)
+                    continue
+            elif c0 == ":" and table is not None:
+                parts = line[1:].split()
+                if len(parts) > 1 and parts[1] == "-" and parts[0] not in chains and parts[0] not in builtins:
+                    cname = parts[0]
+                    chain_rows = []
+                    chains[cname] = Chain(cname, table.name, policy=None, source=name, line=idx + 1, declared=True,
+                                          lines=lines, parse=parse, indices=chain_rows)
+                    rows[cname] = chain_rows
                     continue
             if self.skipping:
                 if line.strip() == "COMMIT":
@@ -145,7 +160,8 @@ class _DumpReader:
                     continue
                 self.skipping = False
             stop = by_first.get(c0, other)(idx, line)
-            rows = self.rows
+            rows, chains, table = self.rows, self.chains, self.table
+            builtins = BUILTIN_CHAINS[table.name] if table is not None else ()
             if stop:
                 break
         self.finish()
@@ -199,7 +215,8 @@ class _DumpReader:
 
     def chain_line(self, idx: int, line: str) -> None:
         """``:NAME POLICY [pkts:bytes]``: a chain declaration."""
-        if self.table is None:
+        table = self.table
+        if table is None:
             self.err(idx, line, "chain declaration outside a table", "a dump starts each table with *nat, *filter, ...")
             return
         parts = line[1:].split()
@@ -208,7 +225,7 @@ class _DumpReader:
             return
         cname = parts[0]
         policy = parts[1] if len(parts) > 1 else "-"
-        builtin = cname in BUILTIN_CHAINS[self.table.name]
+        builtin = cname in BUILTIN_CHAINS[table.name]
         if policy != "-" and policy not in _POLICIES:
             self.err(idx, line, f"bad policy {policy!r} for chain {cname}",
                      "a built-in chain's policy is ACCEPT or DROP; a user chain's is -",
