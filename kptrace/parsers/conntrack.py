@@ -230,7 +230,7 @@ def _parse_line(line: str, n: int, source: str) -> ConntrackEntry:
                     phase = 3
                 continue
             key, eq, value = tok[1:-1].partition("=")
-            if not (tok.endswith("]") and eq and _KEY_RX.fullmatch(key)):
+            if not (tok.endswith("]") and eq and _KEY_RX.fullmatch(key)) or " " in tok:
                 raise _Bad(off, len(tok), f"{tok!r} is neither a [FLAG] nor a [key=value]")
             extra.append((key, value))
             phase = max(phase, 3) if phase != 1 else 1
@@ -282,8 +282,8 @@ def _parse_line(line: str, n: int, source: str) -> ConntrackEntry:
         else:
             extra.append((key, value))
     end = len(line.rstrip())
-    if phase < 2:
-        what = "no tuple (src=... dst=...)" if phase == 0 else "no reply tuple (a second src=... dst=...)"
+    if len(addrs) < 2:  # (a "[" left open can swallow both tuples: counted by the tuples, not the phase)
+        what = "no tuple (src=... dst=...)" if not addrs else "no reply tuple (a second src=... dst=...)"
         raise _Bad(end, 1, f"the entry has {what}", "the line is cut short (a partial copy?)" if toks else _HINT_LINE)
     for i, t in enumerate(addrs):
         if t[1] is None:
