@@ -262,26 +262,42 @@ def _compare(report: NodeReport, e: ExpectedPort, a: ProgrammedPort | None) -> N
         return
 
     node_has_endpoints = bool(a.entries) or bool(a.cluster) or bool(a.local)
-    # --- REJECT / DROP rules: what the API's endpoints say vs what the node does
-    want_verdicts = _expected_verdicts(e)
-    have_verdicts = {(_kind_of(e, v.address), v.address, v.port, v.target) for v in a.verdicts if v.target in ("REJECT", "DROP")}
-    if want_verdicts != have_verdicts:
-        missing = sorted(want_verdicts - have_verdicts, key=str)
-        extra = sorted(have_verdicts - want_verdicts, key=str)
-        why = ("the API has no usable endpoints" if not e.has_endpoints else
-               "the API has endpoints but none on this node" if want_verdicts else "the API has usable endpoints")
-        parts = []
-        if missing:
-            parts.append("missing " + ", ".join(f"{t} for {_entry_text(k, ad, p)}" for k, ad, p, t in missing))
-        if extra:
-            parts.append("unexpected " + ", ".join(f"{t} for {_entry_text(k, ad, p)}" for k, ad, p, t in extra))
-        add("reject-rule-mismatch", f"{why}: " + "; ".join(parts),
-            evidence=[v.evidence for v in a.verdicts if v.target in ("REJECT", "DROP")][:4])
-
-    # --- entry points
+    _compare_verdicts(e, a, add)
     if e.has_endpoints and node_has_endpoints:
         _compare_entries(e, a, add)
-    # health-check node port: its ACCEPT rule is there whatever the endpoints
+    _compare_health_check(e, a, add)
+    if not _compare_policy(e, a, add):
+        _compare_endpoints(e, exp_cluster, a.cluster, a.cluster_name, add, local=False)
+        if e.policy.uses_local_endpoints or a.local is not None:
+            _compare_endpoints(e, exp_local, a.local, a.local_name, add, local=True)
+    for name, eps in ((a.cluster_name, a.cluster), (a.local_name, a.local)):
+        _check_shares(name, eps, add)
+    if node_has_endpoints and (a.cluster or a.local):
+        _compare_affinity(e, a, add)
+    report.ports.append(report_port())
+
+
+def _compare_verdicts(e: ExpectedPort, a: ProgrammedPort, add) -> None:
+    """REJECT / DROP rules: what the API's endpoints say vs what the node does."""
+    want_verdicts = _expected_verdicts(e)
+    have_verdicts = {(_kind_of(e, v.address), v.address, v.port, v.target) for v in a.verdicts if v.target in ("REJECT", "DROP")}
+    if want_verdicts == have_verdicts:
+        return
+    missing = sorted(want_verdicts - have_verdicts, key=str)
+    extra = sorted(have_verdicts - want_verdicts, key=str)
+    why = ("the API has no usable endpoints" if not e.has_endpoints else
+           "the API has endpoints but none on this node" if want_verdicts else "the API has usable endpoints")
+    parts = []
+    if missing:
+        parts.append("missing " + ", ".join(f"{t} for {_entry_text(k, ad, p)}" for k, ad, p, t in missing))
+    if extra:
+        parts.append("unexpected " + ", ".join(f"{t} for {_entry_text(k, ad, p)}" for k, ad, p, t in extra))
+    add("reject-rule-mismatch", f"{why}: " + "; ".join(parts),
+        evidence=[v.evidence for v in a.verdicts if v.target in ("REJECT", "DROP")][:4])
+
+
+def _compare_health_check(e: ExpectedPort, a: ProgrammedPort, add) -> None:
+    """The health-check node port: its ACCEPT rule is there whatever the endpoints."""
     want_hc = {e.health_check_node_port} - {0}
     have_hc = {v.port for v in a.verdicts if v.kind == "HealthCheckNodePort"}
     for p in sorted(want_hc - have_hc):
@@ -295,7 +311,9 @@ def _compare(report: NodeReport, e: ExpectedPort, a: ProgrammedPort | None) -> N
             add("stale-entry-point", f"the node accepts health checks on {p}; the API has no health-check node port for it",
                 entry=f"HealthCheckNodePort {p}", evidence=[v.evidence for v in a.verdicts if v.port == p])
 
-    # --- traffic policy
+
+def _compare_policy(e: ExpectedPort, a: ProgrammedPort, add) -> bool:
+    """Internal and external traffic policy; True when either differs (the endpoints are then not compared)."""
     internal = [x for x in a.entries if _kind_of(e, x.address) == "ClusterIP" and x.kind == "ClusterIP"]
     policy_mismatch = False
     if internal and e.has_internal_endpoints:
@@ -312,26 +330,18 @@ def _compare(report: NodeReport, e: ExpectedPort, a: ProgrammedPort | None) -> N
             policy_mismatch = True
             add("policy-mismatch", f"externalTrafficPolicy is {want} in the API, but the node's external chain implements "
                                    f"{a.external_policy[0]}", evidence=[a.external_policy[1]])
+    return policy_mismatch
 
-    # --- endpoints
-    if not policy_mismatch:
-        _compare_endpoints(e, exp_cluster, a.cluster, a.cluster_name, add, local=False)
-        if e.policy.uses_local_endpoints or a.local is not None:
-            _compare_endpoints(e, exp_local, a.local, a.local_name, add, local=True)
-    for name, eps in ((a.cluster_name, a.cluster), (a.local_name, a.local)):
-        _check_shares(name, eps, add)
 
-    # --- session affinity
-    if node_has_endpoints and (a.cluster or a.local):
-        have_timeout = a.affinity[0] if a.affinity else None
-        want_timeout = e.affinity_timeout
-        if (have_timeout is None) != (want_timeout is None) or (have_timeout and want_timeout and have_timeout != want_timeout):
-            add("affinity-mismatch",
-                f"session affinity is {f'ClientIP, {want_timeout} s' if want_timeout else 'None'} in the API, "
-                f"{'ClientIP, ' + str(have_timeout) + ' s' if have_timeout else ('ClientIP' if have_timeout == 0 else 'none')}"
-                " on the node",
-                evidence=[a.affinity[1]] if a.affinity else [])
-    report.ports.append(report_port())
+def _compare_affinity(e: ExpectedPort, a: ProgrammedPort, add) -> None:
+    have_timeout = a.affinity[0] if a.affinity else None
+    want_timeout = e.affinity_timeout
+    if (have_timeout is None) != (want_timeout is None) or (have_timeout and want_timeout and have_timeout != want_timeout):
+        add("affinity-mismatch",
+            f"session affinity is {f'ClientIP, {want_timeout} s' if want_timeout else 'None'} in the API, "
+            f"{'ClientIP, ' + str(have_timeout) + ' s' if have_timeout else ('ClientIP' if have_timeout == 0 else 'none')}"
+            " on the node",
+            evidence=[a.affinity[1]] if a.affinity else [])
 
 
 def _kind_of(e: ExpectedPort, address: str | None) -> str:
