@@ -119,25 +119,39 @@ def compare(label: str, trace: Trace, obs: KernelObservation, kernel_rule_index,
     them, which is what kptrace assumes of them (an xt match matches nothing, an xt target lets the packet go
     on); a prediction that takes one of them (an ``xt match comment``, which matches everything) cannot be
     checked."""
+    reason = _unverifiable(trace, omitted)
+    if reason is not None:
+        return VerifyResult(label, trace, "unverifiable", (), None, tuple(obs.path), (reason,), confidence=confidence)
     problems: list[str] = []
     notes: list[str] = []
-    if trace.packet.origin.value == "node" and any(o.delivery == "local" or (o.verdict != "ACCEPT" and any(
-            s.hook == "INPUT" for s in o.path)) for o in trace.outcomes):
-        return VerifyResult(label, trace, "unverifiable", (), None, tuple(obs.path), (
-            "a connection the node opens to itself is confirmed by conntrack in POSTROUTING, before the loopback's "
-            "INPUT decides, and the kernel stops tracing it there: the lab cannot see that verdict",), confidence=confidence)
-    if omitted and any((s.table, s.chain, s.rule) in omitted for o in trace.outcomes for b in o.branches for s in b.path):
-        return VerifyResult(label, trace, "unverifiable", (), None, tuple(obs.path), (
-            "the prediction takes a rule nft cannot load (an xt expression, shown by name only), which the lab "
-            "runs without (give the iptables tables as iptables-save to check this path)",), confidence=confidence)
     if omitted and any(f"at {loc} " in a for o in trace.outcomes for a in o.assumptions for loc in omitted.values()):
         notes.append("the prediction assumes a rule nft cannot load (an xt expression, shown by name only) does "
                      "nothing; the lab ran without it, so the kernel checked the rest under that assumption")
-    if any(o.verdict == "INCOMPLETE" for o in trace.outcomes):
-        return VerifyResult(label, trace, "unverifiable", (), None, tuple(obs.path), (
-            "the prediction stops at a chain the input does not hold; the kernel saw it as an empty chain",), confidence=confidence)
+    kernel, path_ok = _compare_paths(trace, obs, kernel_rule_index, tables, problems, notes)
+    affinity = _uses_affinity(trace)
+    checks = _check_outcomes(trace, obs, egress, confidence, affinity, problems, notes)
+    status = "agree" if not problems else "disagree"
+    return VerifyResult(label, trace, status, tuple(checks), path_ok, tuple(kernel), tuple(problems), affinity, confidence,
+                        tuple(notes))
 
-    # Paths: the probe's path must be one of the predicted ones.
+
+def _unverifiable(trace: Trace, omitted: dict | None) -> str | None:
+    """Why the lab cannot check this prediction, or None when it can."""
+    if trace.packet.origin.value == "node" and any(o.delivery == "local" or (o.verdict != "ACCEPT" and any(
+            s.hook == "INPUT" for s in o.path)) for o in trace.outcomes):
+        return ("a connection the node opens to itself is confirmed by conntrack in POSTROUTING, before the loopback's "
+                "INPUT decides, and the kernel stops tracing it there: the lab cannot see that verdict")
+    if omitted and any((s.table, s.chain, s.rule) in omitted for o in trace.outcomes for b in o.branches for s in b.path):
+        return ("the prediction takes a rule nft cannot load (an xt expression, shown by name only), which the lab "
+                "runs without (give the iptables tables as iptables-save to check this path)")
+    if any(o.verdict == "INCOMPLETE" for o in trace.outcomes):
+        return "the prediction stops at a chain the input does not hold; the kernel saw it as an empty chain"
+    return None
+
+
+def _compare_paths(trace: Trace, obs: KernelObservation, kernel_rule_index, tables: set[str] | None,
+                   problems: list[str], notes: list[str]) -> tuple[list, bool | None]:
+    """The probe's path must be one of the predicted ones: (the kernel's comparable path, whether it is; None: no trace)."""
     kernel = []
     for table, chain, text in obs.path:
         if tables is not None and table not in tables:
@@ -165,7 +179,12 @@ def compare(label: str, trace: Trace, obs: KernelObservation, kernel_rule_index,
         notes.append(f"{obs.tracer} gave no usable trace for the probe"
                      f"{' (it prints none for IPv6 here)' if obs.tracer == 'xtables-monitor' else ''}; "
                      "the path was not compared")
+    return kernel, path_ok
 
+
+def _check_outcomes(trace: Trace, obs: KernelObservation, egress: str | None, confidence: float, affinity: bool,
+                    problems: list[str], notes: list[str]) -> list[OutcomeCheck]:
+    """Each outcome's share of the probe's connections against its predicted probability."""
     predicted: dict[KernelFlow, Fraction] = {}
     for o in trace.outcomes:
         k = outcome_key(o, trace.packet.src, egress)
@@ -175,30 +194,26 @@ def compare(label: str, trace: Trace, obs: KernelObservation, kernel_rule_index,
     for k, count in obs.flows.items():
         loose = KernelFlow(k.verdict, k.dst, None)
         flows[k if k in predicted or loose not in predicted else loose] += count
-    obs = KernelObservation(flows, obs.sent, obs.path, obs.path_raw, obs.probe_verdict, obs.notes, obs.tracer)
-    affinity = _uses_affinity(trace)
     checks: list[OutcomeCheck] = []
-    if affinity and len(obs.flows) == 1 and next(iter(obs.flows)) in predicted:
-        (k,) = obs.flows
+    if affinity and len(flows) == 1 and next(iter(flows)) in predicted:
+        (k,) = flows
         notes.append("session affinity: after the first connection this client is pinned, so every connection went "
                      f"to {k.dst}; shares cannot be measured from one client")
-        checks.append(OutcomeCheck(k.verdict, k.dst, k.snat, predicted[k], obs.flows[k], n, 1, n, True))
+        checks.append(OutcomeCheck(k.verdict, k.dst, k.snat, predicted[k], flows[k], n, 1, n, True))
         for other in predicted:
             if other != k:
                 checks.append(OutcomeCheck(other.verdict, other.dst, other.snat, predicted[other], 0, n, 0, 0, True))
-    else:
-        z = NormalDist().inv_cdf(1 - (1 - confidence) / (2 * max(1, len(predicted))))
-        for k in sorted(set(predicted) | set(obs.flows), key=lambda k: (-(predicted.get(k) or 0), str(k.dst))):
-            p = predicted.get(k)
-            seen = obs.flows.get(k, 0)
-            low, high = _band(n, float(p), z) if p is not None else (0, 0)
-            ok = p is not None and low <= seen <= high
-            if p is None:
-                problems.append(f"the kernel did what kptrace did not predict: {k.verdict} {k.dst or ''}"
-                                f"{' with source rewritten' if k.snat else ''} ({seen} of {n})")
-            elif not ok:
-                problems.append(f"{k.verdict} {k.dst or ''}: {seen} of {n} connections, outside {low}..{high} for p={float(p):.4f}")
-            checks.append(OutcomeCheck(k.verdict, k.dst, k.snat, p, seen, n, low, high, ok))
-    status = "agree" if not problems else "disagree"
-    return VerifyResult(label, trace, status, tuple(checks), path_ok, tuple(kernel), tuple(problems), affinity, confidence,
-                        tuple(notes))
+        return checks
+    z = NormalDist().inv_cdf(1 - (1 - confidence) / (2 * max(1, len(predicted))))
+    for k in sorted(set(predicted) | set(flows), key=lambda k: (-(predicted.get(k) or 0), str(k.dst))):
+        p = predicted.get(k)
+        seen = flows.get(k, 0)
+        low, high = _band(n, float(p), z) if p is not None else (0, 0)
+        ok = p is not None and low <= seen <= high
+        if p is None:
+            problems.append(f"the kernel did what kptrace did not predict: {k.verdict} {k.dst or ''}"
+                            f"{' with source rewritten' if k.snat else ''} ({seen} of {n})")
+        elif not ok:
+            problems.append(f"{k.verdict} {k.dst or ''}: {seen} of {n} connections, outside {low}..{high} for p={float(p):.4f}")
+        checks.append(OutcomeCheck(k.verdict, k.dst, k.snat, p, seen, n, low, high, ok))
+    return checks
