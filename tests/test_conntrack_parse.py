@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from kptrace.errors import InputError, ParseError, format_diagnostic
 from kptrace.model.conntrack import ConntrackEntry
-from kptrace.parsers import conntrack as ct
 from kptrace.parsers.conntrack import iter_conntrack, looks_like_conntrack, read_conntrack
+from kptrace.parsers.conntrack import line as ctline
 from kptrace.parsers.detect import detect_format
 
 DIR = FIXTURES / "conntrack"
@@ -254,7 +254,7 @@ def test_a_large_table_streams(tmp_path):
     """Past the pre-pass's size the input is read as it comes: the first entry is out long before the
     end, and a prompt or an elision in it is still skipped (and said)."""
     line = GOOD + "\n"
-    n_lines = ct._WHOLE_BYTES // len(line) * 3
+    n_lines = ctline.WHOLE_BYTES // len(line) * 3
     consumed = 0
 
     def lines():
@@ -280,7 +280,7 @@ def test_a_large_table_streams(tmp_path):
 def format_entry(e: ConntrackEntry, extended: bool) -> str:
     """An entry as ``conntrack -L`` (``-o extended``) prints it: the writer the round trip needs."""
     name = {"tcp": "tcp", "udp": "udp", "sctp": "sctp", "icmp": "icmp", "icmpv6": "icmpv6", "gre": "gre"}.get(e.protocol, "unknown")
-    num = ct._PROTO_NUMBERS.get(e.protocol) or {v: k for k, v in ct._PROTO_NAMES.items()}.get(e.protocol, e.protocol)
+    num = ctline.PROTO_NUMBERS.get(e.protocol) or {v: k for k, v in ctline.PROTO_NAMES.items()}.get(e.protocol, e.protocol)
     out = [("ipv4     2" if e.family == 4 else "ipv6     10")] if extended else []
     out += [f"{name:<8} {num}"]
     if e.timeout is not None:
@@ -343,7 +343,7 @@ def test_generated_entries_round_trip_through_both_paths(e, extended):
     line = format_entry(e, extended)
     (got,) = list(iter_conntrack([line + "\n"], "gen.txt"))  # the fast path when it can
     assert got == e, line
-    assert ct._parse_line(line, 1, "gen.txt") == e  # the careful path, the same entry
+    assert ctline.parse_line(line, 1, "gen.txt") == e  # the careful path, the same entry
 
 
 def _real_lines() -> list[str]:
@@ -394,7 +394,7 @@ def test_mutated_lines_never_raise_anything_but_a_parse_error(line, mutations, l
         return
     assert all(isinstance(x, ConntrackEntry) for x in got) and len(got) <= 2
     for x in got:  # whatever was read is an entry a writer can print and the reader reads back the same
-        back = ct._parse_line(format_entry(x, False), 1, "m.txt")
+        back = ctline.parse_line(format_entry(x, False), 1, "m.txt")
         assert back[:15] == x[:15] and sorted(back.extra) == sorted(x.extra)  # (an odd key moves to the end)
 
 

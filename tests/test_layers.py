@@ -50,9 +50,6 @@ RANK = {
 # Offenders whose fix is under way elsewhere, each with who fixes it: (file, imported module or module.name).
 # The lead empties this list when the issue-18 work has landed; an entry that no longer occurs is reported.
 ALLOWED: dict[tuple[str, str], str] = {
-    # the lead (model/nft.py is theirs): the nft lab needs which tables it may load and their names
-    ("kptrace/lab/verify.py", "kptrace.model.nft._loadable"): "the lead",
-    ("kptrace/lab/verify.py", "kptrace.model.nft._name"): "the lead",
 }
 
 

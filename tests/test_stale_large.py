@@ -26,7 +26,7 @@ def _table(path, copies: int) -> int:
     for c in range(copies):
         for i, line in enumerate(lines):
             port = 1024 + (c * len(lines) + i) % 64000
-            new = _PORTS.sub(lambda m: f"sport={port} dport={m[2]} {m[3] or ''}src={m[4]} dst={m[5]} sport={m[6]} dport={port}", line)
+            new = _PORTS.sub(lambda m, port=port: f"sport={port} dport={m[2]} {m[3] or ''}src={m[4]} dst={m[5]} sport={m[6]} dport={port}", line)
             out.append(new)
             if ":" in new.split()[3 if new.split()[3].startswith("src=") else 4] and c % 7 == 0:
                 v6.append(new)

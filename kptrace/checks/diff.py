@@ -318,7 +318,7 @@ def _returning(k: tuple, kind: str, *sides) -> list[Probe]:
     or loses when the endpoint or the affinity went away)."""
     fam, proto, addr, port = k
     endpoints: set[str] = set()
-    for dp, info, ports in sides:
+    for _dp, info, ports in sides:
         p = ports.get(info.port_key) if info is not None and info.port_key is not None else None
         if p is None or p.affinity is None:
             continue
@@ -365,7 +365,7 @@ def _rest_signature(dp: Dataplane) -> tuple:
     Services' paths around their own chains are the same."""
     from kptrace.model.kube import SERVICE_CHAIN_PREFIXES
 
-    parts = []
+    parts: list[tuple] = []
     for fam, rs in sorted(dp.rulesets.items()):
         for tname, t in sorted(rs.tables.items()):
             for cname, c in sorted(t.chains.items()):
@@ -377,17 +377,49 @@ def _rest_signature(dp: Dataplane) -> tuple:
                              and "KUBE-SVL-" not in x and "KUBE-XLB-" not in x and "--comment" not in x]
                 parts.append((fam, tname, cname, c.policy, tuple(texts)))
     if dp.nft is not None:
-        for (family, name), t in sorted(dp.nft.tables.items()):
-            for cname, c in sorted(t.chains.items()):
+        for (family, name), nt in sorted(dp.nft.tables.items()):
+            for cname, nc in sorted(nt.chains.items()):
                 if cname.startswith(("service-", "local-", "external-", "endpoint-", "firewall-")):
                     continue
-                parts.append((family, name, cname, c.hook, c.priority, c.policy, tuple(text for _, text in c.texts())))
-            for sname, s in sorted(t.sets.items()):
+                parts.append((family, name, cname, nc.hook, nc.priority, nc.policy, tuple(text for _, text in nc.texts())))
+            for sname, s in sorted(nt.sets.items()):
                 if sname in ("service-ips", "service-nodeports", "no-endpoint-services", "no-endpoint-nodeports",
                              "firewall-ips", "cluster-ips", "hairpin-connections") or sname.startswith("affinity-"):
                     continue
                 parts.append((family, name, sname, tuple(map(repr, s.elements))))
     return (dp.mode, tuple(parts))
+
+
+def _key_probes(keys: list[tuple], side_b: tuple, side_a: tuple, shortcut: bool,
+                sources: tuple[str | None, ...]) -> list[tuple[Probe, str | None, bool]]:
+    """The probes of each entry point: every origin that reaches it, a client in each of its source ranges, each
+    ``--src``, and a returning client of each endpoint where it has affinity; each with the Service's name and
+    whether the shortcut may skip it (equal programmed facts on both sides)."""
+    from kptrace.tracer.services import host_in
+
+    before, eb, pb, sig_b = side_b
+    after, ea, pa, sig_a = side_a
+    probes: list[tuple[Probe, str | None, bool]] = []
+    for k in keys:
+        fam, proto, addr, port = k
+        infos = [x for x in (eb.get(k), ea.get(k)) if x is not None]
+        info = infos[0]  # k is a key of one side at least
+        name = next((x.service for x in infos if x.service), None)
+        kinds = {x.kind for x in infos}
+        kind = "ClusterIP" if kinds == {"ClusterIP"} else next(iter(kinds - {"ClusterIP"}), info.kind)
+        same = shortcut and k in eb and k in ea and sig_b.get(k) is not None and sig_b.get(k) == sig_a.get(k)
+        for origin in _origins(kind):
+            probes.append((Probe(fam, proto, addr, port, origin), name, same))
+        ranges = {r for x in infos for r in x.source_ranges}
+        for r in sorted(ranges):
+            host = host_in(r)
+            if host is not None and addr is not None and (":" in host) == (fam == 6):
+                probes.append((Probe(fam, proto, addr, port, "external", host), name, same))
+        for src in sources:
+            if src is not None and (":" in src) == (fam == 6):
+                probes.append((Probe(fam, proto, addr, port, "external", src), name, False))
+        probes.extend((p, name, same) for p in _returning(k, kind, (before, eb.get(k), pb), (after, ea.get(k), pa)))
+    return probes
 
 
 def diff_dataplanes(before: Dataplane, after: Dataplane, *, sources: tuple[str | None, ...] = (), full: bool = False,
@@ -397,7 +429,6 @@ def diff_dataplanes(before: Dataplane, after: Dataplane, *, sources: tuple[str |
     report = DiffReport(list(before.sources), list(after.sources))
     # Two texts of one mode: the ports whose own lines differ are all that can behave differently.
     from kptrace.checks.textdelta import changed_ports, port_count, port_names
-    from kptrace.tracer.services import host_in
 
     affected = None if full else changed_ports(before, after)
     only = {h for _f, h in affected} if affected is not None else None
@@ -417,29 +448,10 @@ def diff_dataplanes(before: Dataplane, after: Dataplane, *, sources: tuple[str |
     if not full and not shortcut and affected is None:
         report.notes.append(f"{before.mode} -> {after.mode}: every entry point traced on both sides" if before.mode != after.mode
                             else "every entry point traced on both sides: the rulesets differ outside the Services' own chains")
-    sig_b = {k: _signature(pb.get(eb[k].port_key)) for k in keys if k in eb} if shortcut else {}
-    sig_a = {k: _signature(pa.get(ea[k].port_key)) for k in keys if k in ea} if shortcut else {}
+    sig_b = {k: _signature(pb.get(eb[k].port_key)) for k in keys if k in eb} if shortcut else {}  # type: ignore[arg-type]
+    sig_a = {k: _signature(pa.get(ea[k].port_key)) for k in keys if k in ea} if shortcut else {}  # type: ignore[arg-type]
 
-    probes: list[tuple[Probe, str | None, bool]] = []
-    for k in keys:
-        fam, proto, addr, port = k
-        info = eb.get(k) or ea.get(k)
-        infos = [x for x in (eb.get(k), ea.get(k)) if x is not None]
-        name = next((x.service for x in infos if x.service), None)
-        kinds = {x.kind for x in infos}
-        kind = "ClusterIP" if kinds == {"ClusterIP"} else next(iter(kinds - {"ClusterIP"}), info.kind)
-        same = shortcut and k in eb and k in ea and sig_b.get(k) is not None and sig_b.get(k) == sig_a.get(k)
-        for origin in _origins(kind):
-            probes.append((Probe(fam, proto, addr, port, origin), name, same))
-        ranges = {r for x in infos for r in x.source_ranges}
-        for r in sorted(ranges):
-            host = host_in(r)
-            if host is not None and addr is not None and (":" in host) == (fam == 6):
-                probes.append((Probe(fam, proto, addr, port, "external", host), name, same))
-        for src in sources:
-            if src is not None and (":" in src) == (fam == 6):
-                probes.append((Probe(fam, proto, addr, port, "external", src), name, False))
-        probes.extend((p, name, same) for p in _returning(k, kind, (before, eb.get(k), pb), (after, ea.get(k), pa)))
+    probes = _key_probes(keys, (before, eb, pb, sig_b), (after, ea, pa, sig_a), shortcut, sources)
     if affected is None:  # with identical surroundings the modes' differences behave alike on both sides
         probes.extend((p, None, False) for p in _mode_probes([(before, eb), (after, ea)], keys))
     # a sample of the shortcut ones is traced too: if any differs, the shortcut is off
@@ -450,7 +462,7 @@ def diff_dataplanes(before: Dataplane, after: Dataplane, *, sources: tuple[str |
     done = 0
     total = len(todo)
     results: dict[int, tuple[Behaviour, Behaviour]] = {}
-    for i, (probe, name, same) in todo:
+    for i, (probe, _name, same) in todo:
         results[i] = _both(before, after, probe, families_b, families_a)
         done += 1
         if progress is not None and (done % 50 == 0 or done == total):

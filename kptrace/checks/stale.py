@@ -120,7 +120,7 @@ class _Index:
 
     def key_of(self, e: ConntrackEntry) -> tuple | None:
         proto = e.protocol
-        k = (e.family, proto, e.orig_dst, e.orig_dport)
+        k: tuple = (e.family, proto, e.orig_dst, e.orig_dport)
         if k in self.entries:
             return k
         if e.orig_dst in self.node_ips or e.orig_dst.startswith("127."):
@@ -205,7 +205,8 @@ class _Check:
             if not now:
                 reason = f"the rules send no new {e.protocol.upper()} connection from {origin} to {dst} anywhere now (no endpoints)"
             else:
-                reason = f"{endpoint} is not an endpoint of {dst} from {origin} under the current rules ({len(now)} {'is' if len(now) == 1 else 'are'})"
+                reason = (f"{endpoint} is not an endpoint of {dst} from {origin} under the current rules "
+                          f"({len(now)} {'is' if len(now) == 1 else 'are'})")
         elif self.expected is not None and info.service in self.expected and endpoint not in self.expected[info.service]:
             reason = f"{endpoint} is still in the node's rules but not an endpoint of {info.service} in the API (the rules are behind)"
         if reason is None:
@@ -227,9 +228,10 @@ class _Check:
         bucket, stale = self.entry(e)
         if stale is not None:
             return None
-        if bucket != "service" or self.idx.key_of(e) is None:
+        key = self.idx.key_of(e)
+        if bucket != "service" or key is None:
             return bucket
-        info = self.idx.entries[self.idx.key_of(e)]
+        info = self.idx.entries[key]
         if info.source_ranges:
             return None
         for origin in _ORIGINS:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import re
 from collections import Counter
+from typing import Any
 
 from kptrace.model.dataplane import Dataplane
 from kptrace.model.kube import SERVICE_CHAIN_PREFIXES, chain_hash_of, service_chain_hash
@@ -36,7 +37,7 @@ class _Unknown(Exception):
     """A changed line that is not one Service port's: compare another way."""
 
 
-def _inputs(dp: Dataplane) -> list[tuple[str, int, list[str], object]] | None:
+def _inputs(dp: Dataplane) -> list[tuple[str, int, Any, Any]] | None:
     """(kind, family, lines, owner-finder data) of every input; None when one is not text."""
     out = []
     seen: set[int] = set()
@@ -51,15 +52,15 @@ def _inputs(dp: Dataplane) -> list[tuple[str, int, list[str], object]] | None:
                     out.append(("iptables", fam, lines, rs))
     if dp.nft is not None:
         by_lines: dict[int, list] = {}
-        for (family, name), t in dp.nft.tables.items():
-            objs = list(t.chains.values()) + list(t.sets.values())
+        for nt in dp.nft.tables.values():
+            objs = list(nt.chains.values()) + list(nt.sets.values())
             reader = next((getattr(o, "_reader", None) for o in objs), None)
             lines = getattr(reader, "lines", None)
             if lines is None:
                 if objs:
                     return None  # JSON
                 continue
-            by_lines.setdefault(id(lines), [lines, []])[1].append(t)
+            by_lines.setdefault(id(lines), [lines, []])[1].append(nt)
         for lines, tables in by_lines.values():
             out.append(("nft", 0, lines, tables))
     if dp.ipvs is not None and len(dp.ipvs):
@@ -119,7 +120,7 @@ def _changed_middle(before: list[str], after: list[str], norm) -> tuple[list[int
     return ia, ib
 
 
-def _ipt_owner(fam: int, line: str, rs) -> set[tuple[int, str]]:
+def _ipt_owner(fam: int, line: str, rs) -> set[tuple[int, str | None]]:
     line = _norm_ipt(line).strip()
     if line.startswith(("*", "COMMIT")):
         raise _Unknown(line)
@@ -152,7 +153,7 @@ def _ipt_owner(fam: int, line: str, rs) -> set[tuple[int, str]]:
     raise _Unknown(line)
 
 
-def _sep_owners(rs, sep: str) -> set[str]:
+def _sep_owners(rs, sep: str) -> set[str | None]:
     nat = rs.tables.get("nat")
     out = set()
     for name, c in (nat.chains.items() if nat is not None else ()):
@@ -185,7 +186,7 @@ class _NftOwners:
         return None
 
 
-def _nft_port(fam: int | None, name: str, names: dict) -> tuple[int, str]:
+def _nft_port(fam: int | None, name: str, names: dict) -> tuple[Any, str]:
     info = nft_chain_service(name)
     if fam is None or info is None:
         raise _Unknown(name)
@@ -198,10 +199,10 @@ def port_names(ports: dict[tuple[int, str], tuple[str, str] | None]) -> set[tupl
     """(ns/name:port, protocol) of the ports ``changed_ports`` found (None when one of them is known only by hash)."""
     if any(v is None for v in ports.values()):
         return None
-    return set(ports.values())
+    return {v for v in ports.values() if v is not None}
 
 
-def _nft_owner(line: str, owners: _NftOwners, index: int, names: dict) -> set[tuple[int, str]]:
+def _nft_owner(line: str, owners: _NftOwners, index: int, names: dict) -> set[tuple[Any, Any]]:
     text = _norm_nft(line)
     if text in ("}", "{") or not text:
         return set()
@@ -244,7 +245,7 @@ def changed_ports(before: Dataplane, after: Dataplane) -> dict[tuple[int, str], 
     ib, ia = _inputs(before), _inputs(after)
     if ib is None or ia is None or len(ib) != len(ia) or before.mode != after.mode:
         return None
-    out: set[tuple[int, str]] = set()
+    out: set[tuple[Any, Any]] = set()  # (family, chain hash): the hash is None for a chain no Service owns
     names: dict[tuple[int, str], tuple[str, str]] = {}
     try:
         for (kb, fb, lb, ob), (ka, fa, la, oa) in zip(ib, ia):
@@ -270,7 +271,7 @@ def changed_ports(before: Dataplane, after: Dataplane) -> dict[tuple[int, str], 
 
 def port_count(dp: Dataplane) -> int:
     """How many Service ports the rules have chains for (from chain names alone)."""
-    seen: set[tuple[int, str]] = set()
+    seen: set[tuple[int, str | None]] = set()
     for fam, rs in dp.rulesets.items():
         nat = rs.tables.get("nat")
         for name in (nat.chains if nat is not None else ()):

@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 from kptrace.checks.verify import VerifyResult, compare, connections_needed
 from kptrace.lab.netns import Lab
 from kptrace.model.dataplane import Dataplane
-from kptrace.model.nft import SetUpdate, _loadable, _name, format_nft
+from kptrace.model.nft import SetUpdate, format_nft, quoted_name, unloadable_reason
 from kptrace.parsers.grammar import iptables_grammar
 from kptrace.render.iptables_save import format_ruleset
 from kptrace.tracer.defaults import PacketPlan, trace_packet
@@ -65,13 +65,13 @@ def _omitted(dp: Dataplane) -> dict[tuple[str, str, int], str]:
     """The nft rules the lab cannot load (format_nft writes them as comments): (table, chain, number) -> location."""
     if dp.nft is None:
         return {}
-    return {(f"{r.family} {r.table}", r.chain, r.number): r.location for r in dp.nft.iter_rules() if _loadable(r) is not None}
+    return {(f"{r.family} {r.table}", r.chain, r.number): r.location for r in dp.nft.iter_rules() if unloadable_reason(r) is not None}
 
 
 def _loaded_numbers(dp: Dataplane) -> dict[tuple[str, str], list[int]]:
     """``("FAMILY TABLE", chain) -> [model rule numbers]`` of the nft rules the kernel holds, in order."""
     tables = dp.nft.tables.values() if dp.nft is not None else ()
-    return {(f"{t.family} {t.name}", c.name): [r.number for r in c.rules if _loadable(r) is None]
+    return {(f"{t.family} {t.name}", c.name): [r.number for r in c.rules if unloadable_reason(r) is None]
             for t in tables for c in t.chains.values()}
 
 
@@ -106,7 +106,7 @@ def _dynamic_sets(dp: Dataplane) -> tuple[tuple[str, str, str], ...]:
     """(family, table, set) of the nft sets rules update from the packet path (session affinity)."""
     if dp.nft is None:
         return ()
-    return tuple(sorted({(r.family, _name(r.table), _name(s.set)) for r in dp.nft.iter_rules() for s in r.exprs
+    return tuple(sorted({(r.family, quoted_name(r.table), quoted_name(s.set)) for r in dp.nft.iter_rules() for s in r.exprs
                          if type(s) is SetUpdate}))
 
 

@@ -14,10 +14,16 @@ False
 from __future__ import annotations
 
 import ipaddress
+from typing import TYPE_CHECKING
 
 from kptrace.model.ipvs import IPSet
+from kptrace.tracer.matchers import Assumed
+from kptrace.tracer.state import TraceState
 
-__all__ = ["SetMatcher"]
+if TYPE_CHECKING:
+    from kptrace.tracer.engine import Tracer
+
+__all__ = ["SetMatcher", "lookup"]
 
 _NET_KINDS = {"net"}
 _IP_KINDS = {"ip"}
@@ -83,3 +89,20 @@ def _part_matches(part: str, kind: str, fam: int, addr: int, port: int, proto: s
         host_bits = net.max_prefixlen - net.prefixlen
         return net.version == fam and (addr >> host_bits) == (int(net.network_address) >> host_bits)
     return part == _text(kind, fam, addr, port, proto)
+
+
+def lookup(tracer: Tracer, name: str, flags: str, st: TraceState):
+    """The answer of ipset NAME for the packet: a bool, or an Assumed one where the sets were not given."""
+    if tracer.ipsets is None:
+        return Assumed(False, f"ipset {name} contents not given: assumed no match (give --ipset)")
+    m = tracer.set_matchers.get(name)
+    if m is None:
+        ipset = tracer.ipsets.get(name)
+        if ipset is None:
+            return Assumed(False, f"ipset {name} is not in the ipset input: assumed no match")
+        m = tracer.set_matchers[name] = SetMatcher(ipset)
+    proto = {6: "tcp", 17: "udp", 132: "sctp"}.get(st.proto_num, "tcp")
+    hit = m.match(flags, src=(tracer.family, st.src), dst=(tracer.family, st.dst), sport=st.sport, dport=st.dport, proto=proto)
+    if not hit and m.set.truncated:
+        return Assumed(False, f"ipset {name} is listed only in part (truncated): no match assumed")
+    return hit

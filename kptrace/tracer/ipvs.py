@@ -23,11 +23,19 @@ from __future__ import annotations
 
 import ipaddress
 from fractions import Fraction
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
+from kptrace.model.addr import format_addr, format_endpoint, parse_addr
 from kptrace.model.ipvs import RealServer, VirtualService
+from kptrace.tracer.result import Step
+from kptrace.tracer.state import TraceState
 
-__all__ = ["Choice", "choose"]
+if TYPE_CHECKING:
+    from kptrace.tracer.engine import Tracer
+
+_new = tuple.__new__  # Steps are NamedTuples; tuple.__new__ skips their Python-level __new__
+
+__all__ = ["Choice", "balance", "choose"]
 
 _EXACT = {"rr", "wrr"}
 _CONNECTION_BASED = {"lc", "wlc", "sed", "nq", "lblc", "lblcr", "fo", "ovf", "twos"}
@@ -101,3 +109,56 @@ def _hashed(vs: VirtualService, src: str, sport: int, sched: str) -> RealServer 
         if dest.weight is None or dest.weight > 0:
             return dest
     return None
+
+
+def balance(tracer: Tracer, states: list[TraceState], hook: str, finals: list[TraceState]
+            ) -> tuple[list[TraceState], list[TraceState]]:
+    """IPVS: a new connection to a virtual service goes to one of its real servers (LOCAL_IN after filter
+    INPUT, LOCAL_OUT after nat OUTPUT; ip_vs_core.c). Returns (balanced states, the others)."""
+    out, rest = [], []
+    for st in states:
+        proto = {6: "TCP", 17: "UDP", 132: "SCTP"}.get(st.proto_num, "TCP")
+        vs = tracer.ipvs.by_fwmark(st.mark, tracer.family) if st.mark else None
+        vs = vs or tracer.ipvs.virtual(proto, format_addr(tracer.family, st.dst), st.dport)
+        if vs is None:
+            rest.append(st)
+            continue
+        src_text = format_addr(tracer.family, st.src)
+        choices = choose(vs, src_text, st.sport)
+        loc = vs.location
+        if getattr(tracer.ipvs, "truncated", False):
+            # An elided or fragmentary listing (a paste): the real servers shown may not be all of them.
+            st.assumptions.append(f"the IPVS listing is partial: real servers of {vs.endpoint} may be missing "
+                                  f"(give the whole `ipvsadm -Ln` output)")
+        if not choices:
+            st.path.append(_new(Step, (hook, "ipvs", vs.endpoint, None, vs.text or vs.endpoint, loc.source, loc.line, None,
+                                       "virtual service with no real server taking connections", False)))
+            st.verdict, st.reason = "REJECT", f"IPVS: {vs.endpoint} has no real servers (weight > 0): connections fail"
+            finals.append(st)
+            continue
+        for c in choices:
+            n = st.copy() if len(choices) > 1 else st
+            num, den = n.prob
+            n.prob = (num * c.probability.numerator, den * c.probability.denominator)
+            rs = c.server
+            rs_family, rs_addr = parse_addr(rs.address) if rs.address is not None else (tracer.family, None)
+            if rs_family != tracer.family:
+                # An IPv6 real server behind an IPv4 virtual service (IPVS tunnelling can): this trace, of
+                # one family, does not follow it there.
+                n.assumptions.append(f"real server {rs.endpoint} is IPv{rs_family} behind the IPv{tracer.family} virtual "
+                                     f"service {vs.endpoint}: where it goes from there is not traced")
+                n.dnat = rs.endpoint
+            elif rs_addr is not None and rs.port is not None:
+                n.dst, n.dport = rs_addr, rs.port
+                n.dnat = format_endpoint(tracer.family, n.dst, n.dport)
+            persist = f", persistent {vs.persistent} s" if vs.persistent else ""
+            note = f"{vs.scheduler or '?'} -> {rs.endpoint} weight {rs.weight}{persist}: {c.note}"
+            n.path.append(_new(Step, (hook, "ipvs", vs.endpoint, vs.real_servers.index(rs) + 1, rs.text or rs.endpoint, rs.location.source,
+                                      rs.location.line, c.probability if len(choices) > 1 else None, note, False)))
+            if c.approximate:
+                n.assumptions.append(f"IPVS {vs.endpoint}: {c.note}")
+            if rs.forward not in (None, "Masq"):
+                n.assumptions.append(f"IPVS {vs.endpoint} forwards to {rs.endpoint} by {rs.forward}, not NAT: "
+                                     "the destination address is not rewritten on the wire")
+            out.append(n)
+    return out, rest

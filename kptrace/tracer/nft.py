@@ -18,14 +18,38 @@ and marks as decimal text, ``tcp``/``udp``/``sctp``), which is the spelling set 
 
 from __future__ import annotations
 
-import functools
-import ipaddress
-from typing import Any, NamedTuple
+from typing import Any
 
 from kptrace.model.addr import format_addr, format_endpoint, parse_addr
-from kptrace.model.nft import (AnonMap, AnonSet, Binop, Concat, Counter, Ct, Fib, Limit, Log, Mangle, Match, Meta, Nat, Notrack,
-                               Numgen, Payload, Prefix, Range, SetRef, SetUpdate, Unknown, Value, Verdict, Vmap, Xt)
+from kptrace.model.nft import (
+    AnonMap,
+    AnonSet,
+    Binop,
+    Concat,
+    Counter,
+    Ct,
+    Fib,
+    Limit,
+    Log,
+    Mangle,
+    Match,
+    Meta,
+    Nat,
+    Notrack,
+    Numgen,
+    Payload,
+    Prefix,
+    Range,
+    SetRef,
+    SetUpdate,
+    Unknown,
+    Value,
+    Verdict,
+    Vmap,
+    Xt,
+)
 from kptrace.tracer.matchers import Assumed, Fork
+from kptrace.tracer.nft_exprs import as_number, contains, numgens, reads_dst, taints
 from kptrace.tracer.packet import PROTOCOLS
 
 __all__ = ["Fork", "NftCompiler", "pod_cidr_nft"]
@@ -190,7 +214,7 @@ class NftCompiler:
         if value is None:
             return False
         if s.interval:
-            return any(_contains(k, value) for k, _ in s.elements)
+            return any(contains(k, value) for k, _ in s.elements)
         return value in s
 
     def _compare(self, table_key: str, m: Match, st, rule_key: int):
@@ -201,17 +225,18 @@ class NftCompiler:
         right, op = m.right, m.op
         if op == "in" or isinstance(left, set):  # a bit test: ct state new, ct status dnat
             wanted = {v.text for v in (right.elements if type(right) is AnonSet else (right,)) if type(v) is Value}
-            hit = bool(left & wanted) if isinstance(left, set) else False
-            return (not hit) if op == "!=" else hit
+            bit = bool(left & wanted) if isinstance(left, set) else False
+            return (not bit) if op == "!=" else bit
         rt = type(right)
+        hit: bool | Assumed
         if rt is SetRef:
             hit = self._in_set(table_key, right, left, st)
             if isinstance(hit, Assumed):
                 return hit
         elif rt is AnonSet:
-            hit = left is not None and any(_contains(el, left) for el in right.elements)
+            hit = left is not None and any(contains(el, left) for el in right.elements)
         elif rt is Prefix or rt is Range:
-            hit = left is not None and _contains(right, left)
+            hit = left is not None and contains(right, left)
         elif rt is Value:
             if left is None:
                 hit = False
@@ -220,7 +245,7 @@ class NftCompiler:
                 hit = {"==": left == r, "!=": left != r, "<": left < r, ">": left > r, "<=": left <= r, ">=": left >= r}.get(op, False)
                 return hit
             elif op in ("<", ">", "<=", ">="):
-                a, b = _num(left), _num(right.text)
+                a, b = as_number(left), as_number(right.text)
                 return {"<": a < b, ">": a > b, "<=": a <= b, ">=": a >= b}[op]
             else:
                 hit = left == right.text
@@ -239,12 +264,12 @@ class NftCompiler:
         checks: list = []
         statements: list = []
         fork = None
-        if _taints(rule.exprs):
+        if taints(rule.exprs):
             checks.append(self._taint)
         for e in rule.exprs:
             t = type(e)
             if t is Match:
-                if _reads_dst(e.left):
+                if reads_dst(e.left):
                     checks.append(lambda st, ctx, m=e: self._compare_recorded(table_key, m, st, rule_key))
                 else:
                     checks.append(lambda st, ctx, m=e: self._compare(table_key, m, st, rule_key))
@@ -262,7 +287,7 @@ class NftCompiler:
                 statements.append(("limit", e))
             else:
                 statements.append(("stmt", e))
-            for sub in _numgens(e):
+            for sub in numgens(e):
                 fork = Fork(rule_key, sub.mod, sub.offset)
         if fork is not None:
             # Last, after the matches: only a packet that reaches the numgen splits.
@@ -311,42 +336,12 @@ class NftCompiler:
                     st.assumptions.append(f"verdict {k} at {rule.location} not modelled")
                     return "ACCEPT", k, True
                 if t is Vmap:
-                    v = self._vmap_get(table_key, e, st, rule_key)
-                    if self.recorder is not None and _reads_dst(e.key):
-                        self.recorder.append((1, table_key, e, rule_key, v))
-                    if type(v) is _Unknowable:
-                        st.assumptions.append(f"{v.reason} at {rule.location}: assumed no element")
-                        return "NOMATCH", "", False
-                    if not isinstance(v, Verdict):
-                        return "NOMATCH", "", False  # no element: the kernel skips the rule
-                    if v.kind in ("jump", "goto"):
-                        return v.kind.upper(), v.target, False
-                    if v.kind == "accept":
-                        return "ACCEPT", "vmap: accept", True
-                    if v.kind == "drop":
-                        return "DROP", "vmap: drop", True
-                    if v.kind == "reject":
-                        return "REJECT", "vmap: reject", True
-                    if v.kind == "return":
-                        return "RETURN", "", False
+                    got = self._vmap_verdict(table_key, e, st, rule_key, rule)
+                    if got is not None:
+                        return got
                     continue
                 if t is Mangle:
-                    key = e.key
-                    try:
-                        value = self._value(e.value, st, rule_key)
-                        value = int(value, 0) if isinstance(value, str) else value
-                    except (_Unknowable, ValueError) as u:
-                        st.assumptions.append(f"value of a mark at {rule.location} not understood ({u}): left as it was")
-                        continue
-                    if type(key) is Meta and key.key == "mark":
-                        before = st.mark
-                        st.mark = value & 0xFFFFFFFF
-                        notes.append(f"mark {before:#x} -> {st.mark:#x}")
-                    elif type(key) is Ct and key.key == "mark":
-                        st.ctmark = value & 0xFFFFFFFF
-                        notes.append(f"ct mark -> {st.ctmark:#x}")
-                    else:
-                        st.assumptions.append(f"{e} at {rule.location} not modelled")
+                    self._mangle(e, st, rule_key, rule, notes)
                     continue
                 if t is SetUpdate:
                     if e.set.startswith("affinity-"):
@@ -368,6 +363,48 @@ class NftCompiler:
             return "", "; ".join(notes), False
         return run
 
+    def _vmap_verdict(self, table_key: str, e: Vmap, st, rule_key: int, rule) -> tuple | None:
+        """A verdict map's verdict for the packet (recorded while a shared walk is recorded), or None when its
+        element changes nothing here."""
+        v = self._vmap_get(table_key, e, st, rule_key)
+        if self.recorder is not None and reads_dst(e.key):
+            self.recorder.append((1, table_key, e, rule_key, v))
+        if type(v) is _Unknowable:
+            st.assumptions.append(f"{v.reason} at {rule.location}: assumed no element")
+            return "NOMATCH", "", False
+        if not isinstance(v, Verdict):
+            return "NOMATCH", "", False  # no element: the kernel skips the rule
+        if v.kind in ("jump", "goto"):
+            return v.kind.upper(), v.target, False
+        if v.kind == "accept":
+            return "ACCEPT", "vmap: accept", True
+        if v.kind == "drop":
+            return "DROP", "vmap: drop", True
+        if v.kind == "reject":
+            return "REJECT", "vmap: reject", True
+        if v.kind == "return":
+            return "RETURN", "", False
+        return None
+
+    def _mangle(self, e: Mangle, st, rule_key: int, rule, notes: list) -> None:
+        """``meta mark set ...`` / ``ct mark set ...``."""
+        key = e.key
+        try:
+            value = self._value(e.value, st, rule_key)
+            value = int(value, 0) if isinstance(value, str) else value
+        except (_Unknowable, ValueError) as u:
+            st.assumptions.append(f"value of a mark at {rule.location} not understood ({u}): left as it was")
+            return
+        if type(key) is Meta and key.key == "mark":
+            before = st.mark
+            st.mark = value & 0xFFFFFFFF
+            notes.append(f"mark {before:#x} -> {st.mark:#x}")
+        elif type(key) is Ct and key.key == "mark":
+            st.ctmark = value & 0xFFFFFFFF
+            notes.append(f"ct mark -> {st.ctmark:#x}")
+        else:
+            st.assumptions.append(f"{e} at {rule.location} not modelled")
+
     def _map_get(self, table_key: str, mapping, key):
         if key is None:
             return None
@@ -379,7 +416,7 @@ class NftCompiler:
                 return None
             if s.interval:
                 for k, v in s.elements:
-                    if _contains(k, key):
+                    if contains(k, key):
                         return v
                 return None
             return s.lookup(key)
@@ -445,139 +482,12 @@ class NftCompiler:
         return "ACCEPT", pre + e.kind, True
 
 
-_DST_FIELDS = frozenset({"daddr", "dport"})
-_PLAIN_FIELDS = frozenset({"saddr", "daddr", "sport", "dport"})
-_PLAIN_META = frozenset({"l4proto", "nfproto", "iifname", "oifname"})
-
-
-def _reads_dst(e) -> bool:
-    """Whether expression ``e`` reads the packet's destination address or port."""
-    t = type(e)
-    if t is Payload:
-        return e.field in _DST_FIELDS
-    if t is Fib:
-        return "daddr" in e.flags
-    if t is Concat:
-        return any(_reads_dst(i) for i in e.items)
-    if t is Binop:
-        return _reads_dst(e.left) or _reads_dst(e.right)
-    return False
-
-
-def _replayable(e) -> bool:
-    """Whether ``e`` reads only what a walk of FORWARD or POSTROUTING leaves as it was (addresses, ports,
-    protocol, interfaces), and nothing with side effects: then it can be evaluated again for another state."""
-    t = type(e)
-    if t is Payload:
-        return e.field in _PLAIN_FIELDS
-    if t is Meta:
-        return e.key in _PLAIN_META
-    if t is Value:
-        return True
-    if t is Concat:
-        return all(_replayable(i) for i in e.items)
-    if t is Binop:
-        return _replayable(e.left) and type(e.right) is Value
-    return False
-
-
-def _taints(exprs) -> bool:
-    """Whether a rule reads the destination in a way :meth:`NftCompiler.replay` cannot check: anything but a
-    plain match, a verdict map's key, and masquerade (whose address replay() compares)."""
-    for e in exprs:
-        t = type(e)
-        if t is Match:
-            if _reads_dst(e.left) and (not _replayable(e.left) or (type(e.right) is SetRef
-                                                                   and e.right.name.startswith("affinity-"))):
-                return True
-        elif t is Vmap:
-            if _reads_dst(e.key) and not _replayable(e.key):
-                return True
-        elif t is Nat:
-            if e.kind != "masquerade":
-                return True
-        elif t is Mangle:
-            if _reads_dst(e.value):
-                return True
-    return False
-
-
-def _numgens(e) -> list[Numgen]:
-    """The numgen expressions inside a statement (a vmap's or a nat map's key)."""
-    t = type(e)
-    if t is Numgen:
-        return [e]
-    if t is Vmap:
-        return _numgens(e.key)
-    if t is Nat:
-        return _numgens(e.map_key) if e.map_key is not None else []
-    if t is Concat:
-        return [n for i in e.items for n in _numgens(i)]
-    return []
-
-
-def _num(text: str):
-    try:
-        return int(text, 0)
-    except ValueError:
-        return int(ipaddress.ip_address(text))
-
-
-@functools.lru_cache(maxsize=65536)
-def _network(p: Prefix) -> tuple[int, int, int] | None:
-    """(version, network as an int, mask) of a prefix, parsed once (a trace tests the same few prefixes
-    thousands of times: ``ipaddress`` per test was 9% of a classic-layout trace)."""
-    try:
-        version, addr = parse_addr(p.addr)
-    except ValueError:
-        return None
-    bits = 32 if version == 4 else 128
-    if not 0 <= p.length <= bits:
-        return None
-    mask = ((1 << bits) - 1) ^ ((1 << (bits - p.length)) - 1)
-    return version, addr & mask, mask
-
-
-@functools.lru_cache(maxsize=65536)
-def _address(value: str) -> tuple[int, int] | None:
-    try:
-        return parse_addr(value)
-    except (ValueError, TypeError):
-        return None
-
-
-def _contains(el, value) -> bool:
-    """Whether a set element (a value, a Prefix, a Range, or a concatenation of those) holds ``value``."""
-    if isinstance(el, tuple) and type(el) not in (Prefix, Range, Value):
-        if not isinstance(value, tuple) or len(value) != len(el):
-            return False
-        return all(_contains(a, b) for a, b in zip(el, value))
-    t = type(el)
-    if t is Value:
-        el = el.text
-        t = str
-    if t is str:
-        return el == value
-    if t is Prefix:
-        net = _network(el)
-        if net is None:
-            return False
-        addr = _address(value)
-        return addr is not None and addr[0] == net[0] and (addr[1] & net[2]) == net[1]
-    if t is Range:
-        try:
-            return _num(el.lo) <= _num(value) <= _num(el.hi)
-        except ValueError:
-            return False
-    return False
-
-
 def pod_cidr_nft(nft, family: int):
     """The pod CIDR kube-proxy's nft rules reveal: ``ip saddr != CIDR`` next to a masquerade mark."""
     from kptrace.model.addr import parse_cidr
 
     fam = "ip" if family == 4 else "ip6"
-    for (tfam, name), table in nft.tables.items():
+    for (tfam, _name), table in nft.tables.items():
         if tfam != fam:
             continue
         for chain_name in ("services",) + tuple(c for c in table.chains if c.startswith("service-"))[:50]:

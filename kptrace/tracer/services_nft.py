@@ -31,7 +31,8 @@ def _ports(dp: Dataplane, names: set[tuple[str, str]] | None = None) -> list[Pro
     cached = dp.cache.get(key)
     if cached is None:
         ports: dict = {}
-        read_nft(dp.nft, ports, {}, names=names)
+        if dp.nft is not None:
+            read_nft(dp.nft, ports, {}, names=names)
         cached = dp.cache[key] = [p for _, p in sorted(ports.items(), key=lambda kv: (kv[0][0], kv[1].spn or ""))]
     return cached
 
@@ -40,7 +41,7 @@ def _candidates(dp: Dataplane, query: str) -> set[tuple[str, str]]:
     """(ns/name:port, protocol) of the ports ``query`` may mean, found from chain names and map elements
     without reading any rule."""
     out: set[tuple[str, str]] = set()
-    tables = [t for (_f, n), t in dp.nft.tables.items() if n == "kube-proxy"]
+    tables = [t for (_f, n), t in dp.nft.tables.items() if n == "kube-proxy"] if dp.nft is not None else []
     info = nft_chain_service(query)
     if info is not None:
         return {(info[1], info[2])}
@@ -107,14 +108,14 @@ def _matches(p: ProgrammedPort, query: str) -> bool:
     if info is not None:
         return p.spn == info[1] and p.protocol == info[2]
     try:
-        fam, addr, port = parse_endpoint(query)
+        fam, addr, eport = parse_endpoint(query)
     except ValueError:
         raise InputError(f"{query!r} is not a Service name, address or chain",
                          hint="give NAMESPACE/NAME[:PORT], a ClusterIP[:PORT], or a service-…/endpoint-… chain") from None
     from kptrace.model.addr import format_addr
 
     text = format_addr(fam, addr)
-    return p.family == fam and any(e.address == text and (port is None or e.port == port) for e in p.entries + p.verdicts)
+    return p.family == fam and any(e.address == text and (eport is None or e.port == eport) for e in p.entries + p.verdicts)
 
 
 def nft_service_views(dp: Dataplane, query: str | None, *, origins: tuple[Origin, ...] | None = None) -> list[ServiceView]:
