@@ -465,7 +465,8 @@ class Tracer:
         The walk's three parts: this loop finds the next rule a state reaches, the checks decide whether it
         matches (inline for True/False, :meth:`_odd_check` for a random rule, an nft numgen or an assumption),
         and :meth:`_act` does what a matching rule does. The check loop stays inline: it runs for every rule a
-        trace visits, and a call per rule there costs ~10% of a trace (benchmarks/run.py)."""
+        trace visits, where a call each would be the costliest place for one (split so, a 10k-Service iptables
+        trace took 0.396 ms against 0.391 ms before the split: best of 3, CPU time, same session)."""
         cc = self._compiled.get((table, cname)) or self.compiled(table, cname)
         if cc is None:
             # A jump to a chain that is not in the input (partial dump): stop and say where.
