@@ -62,10 +62,36 @@ def drift(
     max_size: str = MaxSizeOpt,
     output: OutputFormat = OutputOpt,
 ) -> None:
-    from kptrace.checks.drift import KINDS, SEVERITY, check_node, select_findings
+    # The signature is the command's options (typer declarations, not logic); the body below is short.
+    from kptrace.checks.drift import KINDS, SEVERITY
     from kptrace.checks.selection import profile_for_version
 
     dumps = list(dumps) + [f for f in (ipvs, ipset) if f]
+    _one_input(dumps, bundles, local, ssh, nodes, all_nodes, node_name)
+    fail_kinds = _fail_on(fail_on, KINDS, SEVERITY)
+    profile = profile_for_version(kube_proxy_version)
+    state = expected_state(cluster_state, kubeconfig, context, max_size)
+    if conntrack_tables and not dumps:
+        raise typer.BadParameter("--conntrack goes with --dump (one node); bundles carry their own tables", param_hint="--conntrack")
+    tmp = None
+    try:
+        if not dumps and not bundles:
+            tmp = tempfile.TemporaryDirectory(prefix="kptrace-drift-")
+        collect = lambda out_dir: _collect(local, ssh, nodes, all_nodes, node_name, kubeconfig, context,  # noqa: E731
+                                           selector, ssh_config, parallel, out_dir)
+        targets, bundle_paths, errors = _targets(dumps, bundles, node_name, node_ips, lenient, max_size, tmp, collect)
+        reports = _check_targets(targets, errors, state, profile, ignore, conntrack_tables, bundle_paths, lenient)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    _write_reports(reports, errors, state, profile, output, junit, html)
+    if errors:
+        raise typer.Exit(EXIT_PARTIAL if reports else EXIT_ENVIRONMENT)
+    if any(f.kind in fail_kinds for r in reports for f in r.findings):
+        raise typer.Exit(EXIT_FINDINGS)
+
+
+def _one_input(dumps, bundles, local, ssh, nodes, all_nodes, node_name) -> None:
     sources = sum(map(bool, (dumps, bundles, local, ssh, nodes or all_nodes)))
     if sources == 0:
         raise typer.BadParameter("say which nodes to check: --dump FILE --node-name NAME, --bundle DIR, --local, --ssh HOST, "
@@ -75,53 +101,54 @@ def drift(
     if dumps and not node_name:
         raise typer.BadParameter("which node are these rules from? give --node-name NAME (endpoints on that node count as local)",
                                  param_hint="--node-name")
-    fail_kinds = _fail_on(fail_on, KINDS, SEVERITY)
-    profile = profile_for_version(kube_proxy_version)
-    state = expected_state(cluster_state, kubeconfig, context, max_size)
-    err = stderr_console()
 
-    reports, errors = [], []
+
+def _targets(dumps, bundles, node_name, node_ips, lenient, max_size, tmp, collect):
+    """The nodes to check, each as (node, loader); the bundle of each node that has one; the nodes that could not be read."""
+    errors: list[tuple[str, str]] = []
     bundle_paths: dict[str, str] = {}
-    if conntrack_tables and not dumps:
-        raise typer.BadParameter("--conntrack goes with --dump (one node); bundles carry their own tables", param_hint="--conntrack")
-    tmp = None
     targets: list[tuple[str, object]] = []  # (node, loader)
-    try:
-        if dumps:
-            from kptrace.load import load_dumps
+    if dumps:
+        from kptrace.load import load_dumps
 
-            targets.append((node_name, lambda: load_dumps(dumps, node_ips=node_ips, lenient=lenient, max_bytes=parse_size(max_size))))
-        elif bundles:
-            for path in _bundle_dirs(bundles):
-                bundle_paths[_bundle_node(path)] = path
-                targets.append((_bundle_node(path), lambda path=path: _load_bundle(path, node_ips, lenient)))
-        else:
-            tmp = tempfile.TemporaryDirectory(prefix="kptrace-drift-")
-            for name, path, error in _collect(local, ssh, nodes, all_nodes, node_name, kubeconfig, context, selector, ssh_config,
-                                              parallel, tmp.name):
-                if error:
-                    errors.append((name, error))
-                else:
-                    bundle_paths[name] = path
-                    targets.append((name, lambda path=path: _load_bundle(path, node_ips, lenient)))
-        for name, load in targets:
-            try:
-                dp = load()
-            except KptraceError as e:
-                if len(targets) == 1 and not errors:
-                    raise
-                errors.append((name, e.render()))
-                continue
-            warn_diagnostics(dp.diagnostics)
-            report = check_node(dp, state, name, profile=profile)
-            _add_stale(report, dp, name, state, profile, conntrack_tables, bundle_paths.get(name), lenient)
-            select_findings(report, ignore)
-            reports.append(report)
-            del dp
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+        targets.append((node_name, lambda: load_dumps(dumps, node_ips=node_ips, lenient=lenient, max_bytes=parse_size(max_size))))
+    elif bundles:
+        for path in _bundle_dirs(bundles):
+            bundle_paths[_bundle_node(path)] = path
+            targets.append((_bundle_node(path), lambda path=path: _load_bundle(path, node_ips, lenient)))
+    else:
+        for name, path, error in collect(tmp.name):
+            if error:
+                errors.append((name, error))
+            else:
+                bundle_paths[name] = path
+                targets.append((name, lambda path=path: _load_bundle(path, node_ips, lenient)))
+    return targets, bundle_paths, errors
 
+
+def _check_targets(targets, errors, state, profile, ignore, conntrack_tables, bundle_paths, lenient) -> list:
+    """Load and check each node in turn (one data plane in memory at a time); a node that fails to load joins ``errors``."""
+    from kptrace.checks.drift import check_node, select_findings
+
+    reports = []
+    for name, load in targets:
+        try:
+            dp = load()
+        except KptraceError as e:
+            if len(targets) == 1 and not errors:
+                raise
+            errors.append((name, e.render()))
+            continue
+        warn_diagnostics(dp.diagnostics)
+        report = check_node(dp, state, name, profile=profile)
+        _add_stale(report, dp, name, state, profile, conntrack_tables, bundle_paths.get(name), lenient)
+        select_findings(report, ignore)
+        reports.append(report)
+        del dp
+    return reports
+
+
+def _write_reports(reports, errors, state, profile, output: OutputFormat, junit: str | None, html: str | None) -> None:
     if junit:
         from kptrace.render.drift import drift_junit
 
@@ -142,11 +169,7 @@ def drift(
 
         render_drift(stdout_console(), reports, errors)
         if junit:
-            err.print(f"JUnit report written to {junit}", highlight=False)
-    if errors:
-        raise typer.Exit(EXIT_PARTIAL if reports else EXIT_ENVIRONMENT)
-    if any(f.kind in fail_kinds for r in reports for f in r.findings):
-        raise typer.Exit(EXIT_FINDINGS)
+            stderr_console().print(f"JUnit report written to {junit}", highlight=False)
 
 
 def _fail_on(text: str, kinds, severity) -> set[str]:
