@@ -38,29 +38,57 @@ def svc(
     max_size: str = MaxSizeOpt,
     output: OutputFormat = OutputOpt,
 ) -> None:
-    from kptrace.tracer.services import service_views
-
-    kubeconfig, context, bundle = source.kubeconfig, source.context, source.bundle
+    # The signature is the command's options (typer declarations, not logic); the body below is short.
     if graph or html:
         from kptrace.cli.options import check_picture_tools
 
         check_picture_tools(graph)
     dp = source.load(lenient=lenient, max_size=max_size)
     warn_diagnostics(dp.diagnostics)
-    drift = state = None
     if cluster_state and not node_name and dp.ipvs is None:
         raise typer.BadParameter("--cluster-state needs --node-name: which node's view of the Service to expect", param_hint="--node-name")
+    views, drift = _views(dp, query, source, node_name, cluster_state, kube_proxy_version, max_size)
+    counters = _counters(dp, views, since, lenient, max_size)
+    stale = _stale_by_view(dp, views, tables, source.bundle, lenient)
+    if graph or html:
+        from kptrace.cli.options import write_pictures
+        from kptrace.render.graph import service_graph
+
+        write_pictures(service_graph(views), graph, html, lambda svg, dot: _html(views, dp, svg, dot))
+    if graph in ("-", "dot:-", "mmd:-"):
+        pass  # stdout holds the graph
+    elif output is OutputFormat.json:
+        _print_json(views, dp, drift, counters, stale)
+    else:
+        from kptrace.render.text import render_service
+
+        console = stdout_console()
+        for v in views:
+            render_service(console, v, show_paths=paths, drift=drift, counters=counters.get(id(v)),
+                           stale=stale.get(id(v), []) if stale is not None else None)
+        for n in dp.notes:
+            console.print(f"[dim]note: {n}[/]")
+    if strict and (any(v.warnings for v in views) or (drift is not None and drift.findings)
+                   or any(c is not None and c.skewed for c in counters.values())):
+        raise typer.Exit(EXIT_FINDINGS)
+
+
+def _views(dp, query, source: NodeSource, node_name, cluster_state, kube_proxy_version, max_size):
+    """The Service's views on the node, and (with --node-name and a cluster state) the drift of just those ports."""
+    from kptrace.tracer.services import service_views
+
+    state = drift = None
     if node_name or cluster_state:
         from kptrace.cli.drift import expected_state
 
-        state = expected_state(cluster_state, kubeconfig, context, max_size)
+        state = expected_state(cluster_state, source.kubeconfig, source.context, max_size)
     if dp.ipvs is not None:
         from kptrace.checks.expected import expected_ports
         from kptrace.tracer.services_ipvs import ipvs_service_views
 
         node_for = node_name
-        if state is None and bundle:
-            state, node_for = _bundle_cluster_state(bundle)
+        if state is None and source.bundle:
+            state, node_for = _bundle_cluster_state(source.bundle)
         views = ipvs_service_views(dp, query, state, node_for, expected_ports=expected_ports)
     else:
         views = service_views(dp, query)
@@ -70,6 +98,11 @@ def svc(
 
         drift = check_node(dp, state, node_name, profile=profile_for_version(kube_proxy_version),
                            only={v.hash for v in views if v.hash})
+    return views, drift
+
+
+def _counters(dp, views, since, lenient, max_size) -> dict:
+    """id(view) -> the shares observed from the counters' growth (since --since's snapshot, or since they were zeroed)."""
     from kptrace.checks.counters import observed_shares
 
     before = None
@@ -85,39 +118,22 @@ def svc(
         raise InputError("--since: the input has no packet counters to compare",
                          hint="take both snapshots with `iptables-save -c` (or `iptables -L -n -v -x`; nftables mode: "
                                   "kube-proxy's rules with `counter`, listed by `nft list ruleset`)")
-    stale = _stale_by_view(dp, views, tables, bundle, lenient)
-    if graph or html:
-        from kptrace.cli.options import write_pictures
-        from kptrace.render.graph import service_graph
+    return counters
 
-        write_pictures(service_graph(views), graph, html, lambda svg, dot: _html(views, dp, svg, dot))
-    if graph in ("-", "dot:-", "mmd:-"):
-        pass  # stdout holds the graph
-    elif output is OutputFormat.json:
-        from kptrace.render.json_out import dumps as to_json, service_json
 
-        out = service_json(views, dp.notes, drift=drift, counters=counters)
-        if stale is not None:
-            from kptrace.checks.stale import delete_command
+def _print_json(views, dp, drift, counters, stale) -> None:
+    from kptrace.render.json_out import dumps as to_json, service_json
 
-            for v, d in zip(views, out["services"]):
-                d["stale_conntrack"] = [{"protocol": s.entry.protocol, "src": s.entry.orig_src, "sport": s.entry.orig_sport,
-                                         "dst": s.entry.orig_dst, "dport": s.entry.orig_dport, "endpoint": s.endpoint,
-                                         "blackholed": s.blackholed, "reason": s.reason, "command": delete_command(s)}
-                                        for s in stale.get(id(v), [])]
-        typer.echo(to_json(out))
-    else:
-        from kptrace.render.text import render_service
+    out = service_json(views, dp.notes, drift=drift, counters=counters)
+    if stale is not None:
+        from kptrace.checks.stale import delete_command
 
-        console = stdout_console()
-        for v in views:
-            render_service(console, v, show_paths=paths, drift=drift, counters=counters.get(id(v)),
-                           stale=stale.get(id(v), []) if stale is not None else None)
-        for n in dp.notes:
-            console.print(f"[dim]note: {n}[/]")
-    if strict and (any(v.warnings for v in views) or (drift is not None and drift.findings)
-                   or any(c is not None and c.skewed for c in counters.values())):
-        raise typer.Exit(EXIT_FINDINGS)
+        for v, d in zip(views, out["services"]):
+            d["stale_conntrack"] = [{"protocol": s.entry.protocol, "src": s.entry.orig_src, "sport": s.entry.orig_sport,
+                                     "dst": s.entry.orig_dst, "dport": s.entry.orig_dport, "endpoint": s.endpoint,
+                                     "blackholed": s.blackholed, "reason": s.reason, "command": delete_command(s)}
+                                    for s in stale.get(id(v), [])]
+    typer.echo(to_json(out))
 
 
 def _html(views, dp, svg, dot):
