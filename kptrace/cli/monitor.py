@@ -64,30 +64,8 @@ def monitor(
     from kptrace.monitor.run import MonitorOptions, run
 
     dumps = list(dumps) + [f for f in (ipvs, ipset) if f]
-    sources = sum(map(bool, (dumps, bundles, local, ssh, nodes or all_nodes)))
-    if sources != 1:
-        raise typer.BadParameter("give one kind of rule input: --dump, --bundle, --local, --ssh, or --node/--all-nodes",
-                                 param_hint="--dump")
-    if "-" in dumps:
-        raise typer.BadParameter("the monitor reads files again when they change: stdin cannot be re-read", param_hint="--dump")
-    if dumps and not node_name:
-        raise typer.BadParameter("which node are these rules from? give --node-name NAME", param_hint="--node-name")
-    if log_level not in ("debug", "info", "warning", "error"):
-        raise typer.BadParameter("debug, info, warning or error", param_hint="--log-level")
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit():
-        raise typer.BadParameter(f"{listen!r}: give HOST:PORT (0.0.0.0:9633, [::]:9633, 127.0.0.1:0)", param_hint="--listen")
-    kube = None
-    if nodes or all_nodes:
-        cache: list = []
-
-        def kube():
-            if not cache:
-                from kptrace.sources.kube import api
-
-                cache.append(api(kubeconfig, context))
-            return cache[0]
-
+    _check_options(dumps, bundles, local, ssh, nodes, all_nodes, node_name, log_level, listen)
+    kube = _lazy_api(kubeconfig, context) if nodes or all_nodes else None
     # One node's rules (the DaemonSet, a dump): only that Node is watched. Every node's (--all-nodes, bundles): all.
     only = rules_node = node_name or (os.environ.get("NODE_NAME") or os.uname().nodename if local else None)
     if nodes and len(nodes) == 1 and not all_nodes:
@@ -101,3 +79,33 @@ def monitor(
                        interval=interval, debounce=debounce, poll=poll, watch_timeout=watch_timeout, api_timeout=api_timeout,
                        backoff_max=backoff_max, parallel=parallel, profile=profile_for_version(kube_proxy_version),
                        ignore=list(ignore), log_level=log_level, max_bytes=parse_size(max_size), only_node=only))
+
+
+def _check_options(dumps, bundles, local, ssh, nodes, all_nodes, node_name, log_level: str, listen: str) -> None:
+    sources = sum(map(bool, (dumps, bundles, local, ssh, nodes or all_nodes)))
+    if sources != 1:
+        raise typer.BadParameter("give one kind of rule input: --dump, --bundle, --local, --ssh, or --node/--all-nodes",
+                                 param_hint="--dump")
+    if "-" in dumps:
+        raise typer.BadParameter("the monitor reads files again when they change: stdin cannot be re-read", param_hint="--dump")
+    if dumps and not node_name:
+        raise typer.BadParameter("which node are these rules from? give --node-name NAME", param_hint="--node-name")
+    if log_level not in ("debug", "info", "warning", "error"):
+        raise typer.BadParameter("debug, info, warning or error", param_hint="--log-level")
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise typer.BadParameter(f"{listen!r}: give HOST:PORT (0.0.0.0:9633, [::]:9633, 127.0.0.1:0)", param_hint="--listen")
+
+
+def _lazy_api(kubeconfig: str | None, context: str | None):
+    """The Kubernetes API client, made on first use (the rule source calls it when it reads a node through its pod)."""
+    cache: list = []
+
+    def kube():
+        if not cache:
+            from kptrace.sources.kube import api
+
+            cache.append(api(kubeconfig, context))
+        return cache[0]
+
+    return kube
