@@ -66,6 +66,25 @@ def _load_texts(sources: Iterable[SourceText], *, node_ips: Iterable[str], lenie
             parse_addr(a)
         except ValueError:
             raise InputError(f"--node-ip {a!r} is not an IP address", hint="give each node address as --node-ip 192.168.0.2") from None
+    results, ipvs, ipsets, nft = _read_all(sources, lenient=lenient, full=full)
+    rulesets = _merge_families(results, full=full)
+    if ipvs is not None:
+        for fam in sorted({vs.family or 4 for vs in ipvs}):
+            if fam not in rulesets:
+                rulesets[fam] = Ruleset(fam, sources=[ipvs.source], notes=[
+                    f"IPv{fam}: no iptables rules given: only IPVS is traced; what iptables does around it (marks, "
+                    f"masquerade, filters) is not checked"])
+    if nft is not None:
+        _finish_nft(nft, rulesets, lenient=lenient, full=full)
+    for rs in rulesets.values():
+        if not rs.tables and (ipvs is not None and rs.sources == [ipvs.source] or nft is not None):
+            continue  # IPVS or nftables only: no iptables input, said above
+        _finish_ruleset(rs, lenient=lenient, full=full)
+    return Dataplane(rulesets, node_ips, ipvs=ipvs, ipsets=ipsets, nft=nft)
+
+
+def _read_all(sources: Iterable[SourceText], *, lenient: bool, full: bool):
+    """Each dump to its own reader: (iptables parse results, the ipvsadm input, the ipset input, the nft ruleset)."""
     results: list[ParseResult] = []
     ipvs = ipsets = nft = None
     # Several dumps pasted one after another (`iptables-save; ipvsadm -Ln`): each to its own reader, at its own lines.
@@ -109,6 +128,11 @@ def _load_texts(sources: Iterable[SourceText], *, node_ips: Iterable[str], lenie
             raise InputError(f"{src.name}: this is {FORMATS[fmt]}, which kptrace does not read here",
                              hint=f"kptrace reads {formats_read()}")
         results.append(parse_iptables_save(src, lenient=lenient))
+    return results, ipvs, ipsets, nft
+
+
+def _merge_families(results: list[ParseResult], *, full: bool) -> dict[int, Ruleset]:
+    """One ruleset per address family; two dumps of a family merge by table, never holding the same table twice."""
     rulesets: dict[int, Ruleset] = {}
     for res in results:
         rs = res.ruleset
@@ -128,49 +152,41 @@ def _load_texts(sources: Iterable[SourceText], *, node_ips: Iterable[str], lenie
             prev.diagnostics.extend(rs.diagnostics)
         else:
             rulesets[rs.family] = rs
-    if ipvs is not None:
-        for fam in sorted({vs.family or 4 for vs in ipvs}):
-            if fam not in rulesets:
-                from kptrace.model.rules import Ruleset
+    return rulesets
 
-                rulesets[fam] = Ruleset(fam, sources=[ipvs.source], notes=[
-                    f"IPv{fam}: no iptables rules given: only IPVS is traced; what iptables does around it (marks, "
-                    f"masquerade, filters) is not checked"])
-    if nft is not None:
-        _drop_iptables_nft_copies(nft, rulesets)
-        if full:  # `kptrace parse`: every rule and element read and its values checked now
-            from kptrace.model.nft_values import check_ruleset
-            from kptrace.parsers.nft import parse_all_rules as read_all_nft
 
-            read_all_nft(nft)
-            nft.diagnostics.extend(check_ruleset(nft))
-        for fam in sorted({f for t in nft.tables.values() for f in _NFT_FAMILIES.get(t.family, ())}):
-            if fam not in rulesets:
-                from kptrace.model.rules import Ruleset
+def _finish_nft(nft, rulesets: dict[int, Ruleset], *, lenient: bool, full: bool) -> None:
+    _drop_iptables_nft_copies(nft, rulesets)
+    if full:  # `kptrace parse`: every rule and element read and its values checked now
+        from kptrace.model.nft_values import check_ruleset
+        from kptrace.parsers.nft import parse_all_rules as read_all_nft
 
-                rulesets[fam] = Ruleset(fam, sources=list(nft.sources))
-        if not lenient:
-            errors = [d for d in nft.diagnostics if d.severity == "error"]
-            if errors:
-                raise ParseError(errors)
-    for rs in rulesets.values():
-        if not rs.tables and (ipvs is not None and rs.sources == [ipvs.source] or nft is not None):
-            continue
-            continue  # IPVS only: no iptables input, said above
-        rs.notes.extend(add_standard_jumps(rs, chain_from_lines))
-        # Every rule is checked (``full`` has parsed them all already: then only the jump graph), so every
-        # command refuses what `kptrace parse` refuses, with the same message.
-        check_rules(rs, values=not full)
-        if not lenient:
-            errors = [d for d in rs.diagnostics if d.severity == "error"]
-            if errors:
-                raise ParseError(errors)
-        if "nat" not in rs.tables:
-            rs.notes.append(f"IPv{rs.family}: the input has no nat table: no Service rewrites can be traced")
-        if "filter" not in rs.tables:
-            rs.notes.append(f"IPv{rs.family}: the input has no filter table: REJECT/DROP verdicts "
-                            "(Services without endpoints, firewalls) are not checked")
-    return Dataplane(rulesets, node_ips, ipvs=ipvs, ipsets=ipsets, nft=nft)
+        read_all_nft(nft)
+        nft.diagnostics.extend(check_ruleset(nft))
+    for fam in sorted({f for t in nft.tables.values() for f in _NFT_FAMILIES.get(t.family, ())}):
+        if fam not in rulesets:
+            rulesets[fam] = Ruleset(fam, sources=list(nft.sources))
+    if not lenient:
+        errors = [d for d in nft.diagnostics if d.severity == "error"]
+        if errors:
+            raise ParseError(errors)
+
+
+def _finish_ruleset(rs: Ruleset, *, lenient: bool, full: bool) -> None:
+    """kube-proxy's implied jumps, every rule checked, and notes on the tables the input lacks."""
+    rs.notes.extend(add_standard_jumps(rs, chain_from_lines))
+    # Every rule is checked (``full`` has parsed them all already: then only the jump graph), so every
+    # command refuses what `kptrace parse` refuses, with the same message.
+    check_rules(rs, values=not full)
+    if not lenient:
+        errors = [d for d in rs.diagnostics if d.severity == "error"]
+        if errors:
+            raise ParseError(errors)
+    if "nat" not in rs.tables:
+        rs.notes.append(f"IPv{rs.family}: the input has no nat table: no Service rewrites can be traced")
+    if "filter" not in rs.tables:
+        rs.notes.append(f"IPv{rs.family}: the input has no filter table: REJECT/DROP verdicts "
+                        "(Services without endpoints, firewalls) are not checked")
 
 
 #: the address families an nft table's packets are in (an inet table sees both)
