@@ -7,66 +7,31 @@ protocol), so dumps without comments work; comments, when present, supply the po
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 
 from kptrace.errors import InputError, NotFoundError
-from kptrace.model.addr import is_uint, parse_addr, parse_cidr, parse_endpoint
+from kptrace.model.addr import is_uint, parse_endpoint
 from kptrace.model.dataplane import Dataplane
 from kptrace.model.kube import SERVICE_CHAIN_PREFIXES, chain_hash_of, entry_point_kind, service_chain_hash
 from kptrace.model.rules import Chain, Rule, Ruleset
-from kptrace.tracer.defaults import ASSUMED_NODE_IP, plan_packet, trace_packet
 from kptrace.tracer.packet import Origin
-from kptrace.tracer.result import Trace
+from kptrace.tracer.service_view import (
+    Endpoint,
+    EntryPoint,
+    EntryTrace,
+    ServiceView,
+    host_in,
+    trace_entries,
+    traced_shares,
+)
 
-__all__ = ["EntryPoint", "EntryTrace", "ServiceView", "find_services", "service_views"]
+# The values every mode's view is made of, and the entry-point tracing the modes share, live in service_view;
+# they are named here too, where the IPVS and nftables views and the renderers have always found them.
+__all__ = ["Endpoint", "EntryPoint", "EntryTrace", "ServiceView", "all_service_views", "find_services", "host_in",
+           "service_views", "trace_entries", "traced_shares"]
 
 _PROTOS = ("tcp", "udp", "sctp")
-
-
-@dataclass(frozen=True, slots=True)
-class EntryPoint:
-    kind: str  # ClusterIP | ExternalIP | LoadBalancerIP | ExternalIP/LoadBalancerIP | NodePort | HealthCheckNodePort
-    address: str | None  # None for a NodePort: any node address
-    port: int
-    protocol: str
-    via: str  # the chain or verdict the entry rule leads to
-    location: str  # file:line of the rule
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class EntryTrace:
-    entry: EntryPoint
-    origin: Origin
-    label: str  # "pod", "node", "external", "external (in 198.51.100.0/24)"
-    trace: Trace
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    address: str  # ip:port
-    chain: str  # KUBE-SEP-...
-    probability: Fraction | None  # effective share from a pod to the first ClusterIP; None if not traced
-    local: bool = False  # listed in the Local-policy (KUBE-SVL) chain
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceView:
-    name: str  # ns/name:port as kube-proxy writes it, or "? (hash ...)" when the input does not say
-    protocol: str
-    hash: str
-    family: int
-    chains: tuple[str, ...]
-    entry_points: tuple[EntryPoint, ...]
-    endpoints: tuple[Endpoint, ...]
-    source_ranges: tuple[str, ...]
-    internal_policy: str
-    external_policy: str | None
-    affinity_timeout: int | None
-    traces: tuple[EntryTrace, ...]
-    warnings: tuple[str, ...]
-    notes: tuple[str, ...] = field(default=())
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,15 +365,40 @@ def _view(dp: Dataplane, k: _Key, origins: tuple[Origin, ...] | None) -> Service
     h = k.hash
     chains = _hash_chains(rs, h)
     proto = k.protocol or "tcp"
+    warnings: list[str] = []
+    notes: list[str] = []
+    entries = _entry_points(rs, k, proto, warnings)
+    svc_chain = "KUBE-SVC-" + h
+    svl_chain = "KUBE-SVL-" + h
+    listed = _endpoints_of(rs, svc_chain)
+    local = _endpoints_of(rs, svl_chain)
+    _chain_warnings(rs, chains, listed, local, warnings)
+    # Trace each entry point from each origin that reaches it.
+    source_ranges = _source_ranges(rs, h)
+    traces = trace_entries(dp, k.family, entries, proto, source_ranges, origins, warnings, notes)
+    endpoints = _endpoints(rs, svc_chain, entries, listed, local, traces, warnings, notes)
+    name = k.spn if k.spn is not None else f"? (hash {h}; the input has no comment naming it)"
+    internal = "Local" if any(e.via.startswith("KUBE-SVL-") for e in entries if e.kind == "ClusterIP") or any(
+        "no local endpoints" in w and w.startswith("ClusterIP") for w in warnings) else "Cluster"
+    return ServiceView(
+        name=name, protocol=proto, hash=h, family=k.family, chains=tuple(chains), entry_points=tuple(entries),
+        endpoints=endpoints, source_ranges=tuple(source_ranges), internal_policy=internal,
+        external_policy=_external_policy(rs, h) if any(e.kind not in ("ClusterIP", "HealthCheckNodePort") for e in entries) else None,
+        affinity_timeout=_affinity(rs, svc_chain) if rs.chain("nat", svc_chain) else _affinity(rs, svl_chain),
+        traces=tuple(traces), warnings=tuple(dict.fromkeys(warnings)), notes=tuple(notes),
+    )
+
+
+def _entry_points(rs: Ruleset, k: _Key, proto: str, warnings: list[str]) -> list[EntryPoint]:
+    """The nat rules that lead to the Service's chains, then the filter verdicts (health checks, REJECT/DROP)
+    for entry points the nat rules do not already lead somewhere."""
     entries: list[EntryPoint] = []
     seen = set()
-    for r in _entry_rules(rs, h):
+    for r in _entry_rules(rs, k.hash):
         e = _classify(r, proto)
         if e is not None and (e.kind, e.address, e.port) not in seen:
             seen.add((e.kind, e.address, e.port))
             entries.append(e)
-    warnings: list[str] = []
-    notes: list[str] = []
     addresses = tuple(e.address for e in entries if e.address)
     for r in _filter_rules_for(rs, k.spn, addresses):
         verdict = r.target.name if r.target else ""
@@ -433,12 +423,12 @@ def _view(dp: Dataplane, k: _Key, origins: tuple[Origin, ...] | None) -> Service
         if (e.kind, e.address, e.port) not in seen:  # an entry the nat rules already lead somewhere is traced once
             seen.add((e.kind, e.address, e.port))
             entries.append(e)
+    return entries
 
-    # Endpoints and their effective shares.
-    svc_chain = "KUBE-SVC-" + h
-    svl_chain = "KUBE-SVL-" + h
-    listed = _endpoints_of(rs, svc_chain)
-    local = _endpoints_of(rs, svl_chain)
+
+def _chain_warnings(rs: Ruleset, chains: list[str], listed: list[tuple[str, str]], local: list[tuple[str, str]],
+                    warnings: list[str]) -> None:
+    """Endpoints listed twice, jumps to chains the input lacks, and rules no packet reaches."""
     dupes: dict[str, list[str]] = {}
     for sep, dest in listed + [x for x in local if x not in listed]:
         dupes.setdefault(dest, []).append(sep)
@@ -453,10 +443,10 @@ def _view(dp: Dataplane, k: _Key, origins: tuple[Origin, ...] | None) -> Service
                 warnings.append(f"{cname} rule {r.number} ({r.location}) jumps to {t}, which is not in this input")
     warnings.extend(_shadowed(rs, chains))
 
-    # Trace each entry point from each origin that reaches it.
-    source_ranges = _source_ranges(rs, h)
-    traces = trace_entries(dp, k.family, entries, proto, source_ranges, origins, warnings, notes)
 
+def _endpoints(rs: Ruleset, svc_chain: str, entries: list[EntryPoint], listed: list[tuple[str, str]],
+               local: list[tuple[str, str]], traces: list[EntryTrace], warnings: list[str], notes: list[str]) -> tuple[Endpoint, ...]:
+    """The endpoints with their effective shares: traced from a pod to the ClusterIP, else the Service chain's own."""
     ref, shares = traced_shares(traces, warnings)
     have_shares = ref is not None
     if ref is None and listed and not any(e.kind == "ClusterIP" for e in entries):
@@ -476,66 +466,7 @@ def _view(dp: Dataplane, k: _Key, origins: tuple[Origin, ...] | None) -> Service
     local_dests = {d for _, d in local}
     endpoints = tuple(Endpoint(d, sep, shares.get(d) if have_shares else None, d in local_dests) for sep, d in listed)
     endpoints += tuple(Endpoint(d, sep, None, True) for sep, d in local if all(d != x for _, x in listed))
-
-    name = k.spn if k.spn is not None else f"? (hash {h}; the input has no comment naming it)"
-    internal = "Local" if any(e.via.startswith("KUBE-SVL-") for e in entries if e.kind == "ClusterIP") or any(
-        "no local endpoints" in w and w.startswith("ClusterIP") for w in warnings) else "Cluster"
-    return ServiceView(
-        name=name, protocol=proto, hash=h, family=k.family, chains=tuple(chains), entry_points=tuple(entries),
-        endpoints=endpoints, source_ranges=tuple(source_ranges), internal_policy=internal,
-        external_policy=_external_policy(rs, h) if any(e.kind not in ("ClusterIP", "HealthCheckNodePort") for e in entries) else None,
-        affinity_timeout=_affinity(rs, svc_chain) if rs.chain("nat", svc_chain) else _affinity(rs, svl_chain),
-        traces=tuple(traces), warnings=tuple(dict.fromkeys(warnings)), notes=tuple(notes),
-    )
-
-
-def trace_entries(dp: Dataplane, family: int, entries: list[EntryPoint], proto: str, source_ranges: list[str],
-                  origins: tuple[Origin, ...] | None, warnings: list[str], notes: list[str]) -> list[EntryTrace]:
-    """Trace each entry point from each origin that reaches it (and from inside an LB's source range)."""
-    node_ips = dp.node_ips_of(family)
-    node_ip = node_ips[0] if node_ips else ASSUMED_NODE_IP[family]
-    if not node_ips and any(e.kind == "NodePort" for e in entries):
-        notes.append(f"NodePorts traced to the stand-in node address {node_ip} (give --node-ip)")
-    traces: list[EntryTrace] = []
-    for e in entries:
-        if e.kind == "HealthCheckNodePort":
-            continue
-        dst = e.address or node_ip
-        try:
-            parse_addr(dst)
-        except ValueError:  # a rule `parse` refuses, read anyway under --lenient
-            warnings.append(f"{e.kind} {e.address!r} at {e.location} is not an address: not traced")
-            continue
-        wanted = (Origin.POD, Origin.NODE) if e.kind == "ClusterIP" else (Origin.EXTERNAL, Origin.POD, Origin.NODE)
-        for origin in wanted:
-            if origins is not None and origin not in origins:
-                continue
-            plan = plan_packet(dp, dst, e.port, origin=origin, proto=proto)
-            if e.address is None and not node_ips:
-                plan = type(plan)(plan.packet, tuple(set(plan.assumed_local) | {dst}), plan.notes)
-            traces.append(EntryTrace(e, origin, origin.value, trace_packet(dp, plan)))
-            if origin is Origin.EXTERNAL and source_ranges and e.kind != "NodePort":
-                inside = host_in(source_ranges[0])
-                if inside is not None and inside != plan.packet.src:
-                    plan = plan_packet(dp, dst, e.port, origin=origin, proto=proto, src=inside)
-                    traces.append(EntryTrace(e, origin, f"external from {inside} (in {source_ranges[0]})", trace_packet(dp, plan)))
-    return traces
-
-
-def traced_shares(traces: list[EntryTrace], warnings: list[str]) -> tuple[EntryTrace | None, dict[str, Fraction]]:
-    """Each endpoint's share of new connections from a pod to the first ClusterIP (the traced, exact
-    figure); a warning when they are unequal."""
-    shares: dict[str, Fraction] = {}
-    ref = next((t for t in traces if t.entry.kind == "ClusterIP" and t.origin is Origin.POD), None)
-    if ref is not None:
-        for o in ref.trace.outcomes:
-            if o.dnat:
-                shares[o.dnat] = shares.get(o.dnat, Fraction(0)) + o.probability
-        ps = [p for p in shares.values() if p > 0]
-        if len(ps) > 1 and (max(ps) - min(ps)) / max(ps) > Fraction(1, 100):
-            detail = ", ".join(f"{d} {float(p):.1%}" for d, p in sorted(shares.items(), key=lambda x: -x[1]))
-            warnings.append(f"unequal shares from a pod to {ref.entry.address}:{ref.entry.port}: {detail} (kube-proxy programs 1/n each)")
-    return ref, shares
+    return endpoints
 
 
 def _chain_shares(rs: Ruleset, chain_name: str) -> dict[str, Fraction]:
@@ -572,16 +503,6 @@ def _source_ranges(rs: Ruleset, h: str) -> list[str]:
         if s is not None and not s.negated and r.target is not None and chain_hash_of(r.target.name) == h:
             out.append(s.value)
     return out
-
-
-def host_in(cidr_text: str) -> str | None:
-    from kptrace.model.addr import format_addr
-
-    try:
-        c = parse_cidr(cidr_text)
-    except ValueError:
-        return None
-    return format_addr(c.version, c.host(1) if not c.is_host else c.network)
 
 
 def all_service_views(dp: Dataplane) -> list[ServiceView]:
