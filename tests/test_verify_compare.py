@@ -10,7 +10,7 @@ import pytest
 from conftest import CASES, FIXTURES
 
 from kptrace.checks.verify import compare
-from kptrace.lab.netns import _trace_ended, parse_conntrack, parse_nft_trace, parse_trace
+from kptrace.lab.kernel_text import parse_conntrack, parse_nft_trace, parse_trace, trace_ended
 from kptrace.load import load_dumps
 from kptrace.model.kernel import KernelFlow, KernelObservation
 from kptrace.tracer.defaults import plan_packet, trace_packet
@@ -98,7 +98,7 @@ NFT_LAB = CASES / "verify" / "nft-lab-ruleset.json"  # `nft -j list ruleset` of 
 
 
 def _nft_case(form: str):
-    from kptrace.lab.netns import kernel_handles
+    from kptrace.lab.kernel_text import kernel_handles
     from kptrace.lab.verify import _nft_rule_index
     from kptrace.tracer.defaults import PacketPlan
 
@@ -119,7 +119,7 @@ def test_parse_nft_trace_keeps_the_first_packet_by_handle_and_leaves_out_the_lab
     assert not any(t.startswith("inet kptrace") for t, _, _ in path)
     assert path[-1] == ("ip kube-proxy", "nat-postrouting", "policy ACCEPT")
     lines = NFT_TRACE.read_text().splitlines()
-    assert _trace_ended(lines) and not _trace_ended(lines[:-3])  # ends at the lab's postrouting-end chain
+    assert trace_ended(lines) and not trace_ended(lines[:-3])  # ends at the lab's postrouting-end chain
 
 
 def test_parse_nft_trace_of_a_second_packet_and_without_handles():
@@ -161,9 +161,9 @@ def test_compare_nft_masquerade_fully_random_from_the_node():
 def test_docstring_examples_of_the_lab():
     import doctest
 
-    import kptrace.lab.netns
+    import kptrace.lab.kernel_text
 
-    result = doctest.testmod(kptrace.lab.netns)
+    result = doctest.testmod(kptrace.lab.kernel_text)
     assert result.attempted > 0 and result.failed == 0
 
 
