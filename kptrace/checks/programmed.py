@@ -89,8 +89,13 @@ def _read_family(fam: int, rs: Ruleset, ports: dict, unnamed: list[Entry], only:
     for name in nat_chains:
         if (h := chain_hash_of(name)) is not None and name.startswith(SERVICE_CHAIN_PREFIXES):
             _port_for(ports, fam, h).chains.append(name)
+    _read_entries(fam, nat_chains, ports)
+    _read_verdicts(fam, rs, ports, unnamed)
+    _read_service_chains(fam, nat_chains, ports, only)
 
-    # Entry rules: jumps from KUBE-SERVICES / KUBE-NODEPORTS into a Service's chains.
+
+def _read_entries(fam: int, nat_chains: dict, ports: dict) -> None:
+    """Entry rules: jumps from KUBE-SERVICES / KUBE-NODEPORTS into a Service's chains."""
     for cname in ("KUBE-SERVICES", "KUBE-NODEPORTS"):
         chain = nat_chains.get(cname)
         if chain is None:
@@ -117,7 +122,9 @@ def _read_family(fam: int, rs: Ruleset, ports: dict, unnamed: list[Entry], only:
                 dst = None
             p.entries.append(Entry(kind, dst, port, proto, target, comment, Evidence(f"{chain.source}:{raw.line}", raw.text)))
 
-    # Filter verdicts: "has no endpoints" REJECT, "has no local endpoints" DROP, health-check ACCEPT.
+
+def _read_verdicts(fam: int, rs: Ruleset, ports: dict, unnamed: list[Entry]) -> None:
+    """Filter verdicts: "has no endpoints" REJECT, "has no local endpoints" DROP, health-check ACCEPT."""
     filt = rs.tables.get("filter")
     for cname in ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-NODEPORTS"):
         chain = filt.chains.get(cname) if filt is not None else None
@@ -150,6 +157,9 @@ def _read_family(fam: int, rs: Ruleset, ports: dict, unnamed: list[Entry], only:
             else:
                 unnamed.append(e)
 
+
+def _read_service_chains(fam: int, nat_chains: dict, ports: dict, only: set[str] | None) -> None:
+    """Each Service port's own chains: endpoints (cluster and local), jumps, source ranges, external policy."""
     for (f_, h), p in ports.items():
         if f_ != fam or not p.chains or (only is not None and h not in only):
             continue
