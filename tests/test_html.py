@@ -159,3 +159,31 @@ def test_diff_nodes_report_and_graph(run, tmp_path):
     drawn, _, _ = read_dot((tmp_path / "d.dot").read_text())
     assert sum(n.startswith("probe:") for n in drawn) == 12
     assert drawn["more-changes"]["label"].startswith(f"{len(changes) - 12} more changes")
+
+
+def test_svc_report_has_the_stale_and_drift_sections(run, tmp_path):
+    """svc --html carries what the text view adds with --conntrack and --cluster-state: the stale entries by old
+    endpoint with the command that clears them, and the drift against the API."""
+    stale_args = ("svc", "ns12/svc12", "--dump", "fixtures/nft/overall-1.37.nft", "--conntrack",
+                  "tests/cases/stale/overall-after-rollout.conntrack")
+    code, out, _ = run(*stale_args, "-o", "json")
+    doc = json.loads(out)
+    code, _, err = run(*stale_args, "--html", str(tmp_path / "s.html"))
+    html = (tmp_path / "s.html").read_text()
+    _self_contained(html)
+    cells = _cells(html)
+    stale = [s for svc in doc["services"] for s in svc["stale_conntrack"]]
+    assert stale
+    for s in stale:
+        assert s["endpoint"] in cells and s["command"] in cells
+    drift_args = ("svc", "yaobank/summary", "--dump", MODERN, "--node-name", "node1", "--cluster-state", STALE)
+    code, out, _ = run(*drift_args, "-o", "json")
+    doc = json.loads(out)
+    code, _, err = run(*drift_args, "--html", str(tmp_path / "d.html"))
+    html = (tmp_path / "d.html").read_text()
+    assert "Drift against the API as node node1" in html
+    findings = [f for svc in doc["services"] for f in svc["expected"]["findings"]]
+    assert findings
+    cells = _cells(html)
+    for f in findings:
+        assert f["kind"] in cells and f["endpoint"] in cells

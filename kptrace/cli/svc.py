@@ -54,7 +54,8 @@ def svc(
         from kptrace.cli.options import write_pictures
         from kptrace.render.graph import service_graph
 
-        write_pictures(service_graph(views), graph, html, lambda svg, dot: _html(views, dp, svg, dot))
+        write_pictures(service_graph(views), graph, html,
+                       lambda svg, dot: _html(views, dp, svg, dot, drift=drift, counters=counters, stale=stale))
     if graph in ("-", "dot:-", "mmd:-"):
         pass  # stdout holds the graph
     elif output is OutputFormat.json:
@@ -136,10 +137,10 @@ def _print_json(views, dp, drift, counters, stale) -> None:
     typer.echo(to_json(out))
 
 
-def _html(views, dp, svg, dot):
+def _html(views, dp, svg, dot, *, drift=None, counters=None, stale=None):
     from kptrace.render.html import service_html
 
-    return service_html(views, svg=svg, dot=dot, notes=dp.notes)
+    return service_html(views, svg=svg, dot=dot, notes=dp.notes, drift=drift, counters=counters, stale=stale)
 
 
 def _stale_by_view(dp, views, tables, bundle, lenient):

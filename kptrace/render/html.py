@@ -93,9 +93,11 @@ def _hostport(address: str | None, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
-def service_html(views: Sequence, *, svg: str | None = None, dot: str | None = None, notes: Sequence[str] = ()) -> str:
+def service_html(views: Sequence, *, svg: str | None = None, dot: str | None = None, notes: Sequence[str] = (),
+                 drift=None, counters: dict | None = None, stale: dict | None = None) -> str:
     """``kptrace svc --html``: per Service port its entry points, endpoints with shares, where connections
-    go from each origin, and warnings; then the picture."""
+    go from each origin, what the counters observed, its stale conntrack entries, its drift against the API
+    (as the text view, when given: ``counters`` and ``stale`` by ``id(view)``), and warnings; then the picture."""
     from kptrace.tracer.kubeproxy import masquerade_reason
 
     parts = []
@@ -153,6 +155,9 @@ def service_html(views: Sequence, *, svg: str | None = None, dot: str | None = N
                 endpoints,
                 "<h3>Where connections go, by entry point and origin</h3>",
                 flows,
+                _observed_html((counters or {}).get(id(v))),
+                _stale_html((stale or {}).get(id(v)) if stale is not None else None),
+                _drift_html(v, drift),
                 f"<h3>Warnings</h3><ul>{warnings}</ul>" if warnings else "",
             )
         )
@@ -161,6 +166,44 @@ def service_html(views: Sequence, *, svg: str | None = None, dot: str | None = N
     if notes:
         parts.append(section("Notes", "<ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>"))
     return page("kptrace svc: " + ", ".join(dict.fromkeys(v.name for v in views)), parts)
+
+
+def _observed_html(counters) -> str:
+    """What the DNAT rules' packet counters observed against the predicted shares (svc --since / counters)."""
+    if counters is None:
+        return ""
+    what = "counter growth since " + counters.since if counters.since else "DNAT rule packet counters"
+    items = "".join(f"<li>{escape(n)}</li>" for n in counters.notes)
+    cls = ' class="bad"' if counters.skewed else ""
+    return f"<h3>Observed vs predicted</h3><p{cls}>{escape(what)}: {escape(counters.verdict)}</p>" + (f"<ul>{items}</ul>" if items else "")
+
+
+def _stale_html(stale) -> str:
+    """The view's stale conntrack entries, by protocol and old endpoint, with the command that clears each group."""
+    if stale is None:
+        return ""
+    if not stale:
+        return "<h3>Stale conntrack</h3><p>no stale conntrack entries</p>"
+    from kptrace.checks.stale import delete_command
+
+    groups: dict[tuple, list] = {}
+    for s_ in stale:
+        groups.setdefault((s_.entry.protocol, s_.endpoint), []).append(s_)
+    rows = [(proto.upper(), (ep, "bad"), len(items), sum(x.blackholed for x in items), delete_command(items[0]))
+            for (proto, ep), items in sorted(groups.items())]
+    return "<h3>Stale conntrack</h3>" + table(("protocol", "old endpoint", "entries", "blackholed", "clears them"), rows,
+                                              numeric=(2, 3))
+
+
+def _drift_html(v, drift) -> str:
+    """The view's drift against the API (svc --node-name with a cluster state)."""
+    if drift is None:
+        return ""
+    found = [f for f in drift.findings if f.hash == v.hash and f.family == v.family]
+    if not found:
+        return f"<h3>Drift</h3><p>in sync with the API as node {escape(drift.node)}</p>"
+    rows = [((f.kind, "bad"), f.endpoint or f.entry or "", f.detail) for f in found]
+    return f"<h3>Drift against the API as node {escape(drift.node)}</h3>" + table(("kind", "endpoint / entry", "detail"), rows)
 
 
 def drift_html(
