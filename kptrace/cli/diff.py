@@ -10,10 +10,20 @@ Exit 0: no behaviour changed; 1: changes found.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import typer
 
-from kptrace.cli.common import LenientOpt, MaxSizeOpt, NodeIpOpt, OutputFormat, OutputOpt, parse_size, stderr_console, stdout_console
+from kptrace.cli.common import (
+    LenientOpt,
+    MaxSizeOpt,
+    NodeIpOpt,
+    OutputFormat,
+    OutputOpt,
+    parse_size,
+    stderr_console,
+    stdout_console,
+)
 from kptrace.cli.options import GraphOpt, HtmlOpt
 from kptrace.errors import EXIT_FINDINGS
 
@@ -142,7 +152,7 @@ def _nodes(directory, src, full, node_ips, lenient, max_size, output, junit, pic
         raise typer.Exit(3)
     groups.sort(key=lambda g: (-len(g), g[0]))
     ref = groups[0][0]
-    results = []
+    results: list[tuple[str, Any]] = []  # (label, DiffReport)
     for g in groups[1:]:
         for n in g:
             reports[n] = diff_dataplanes(loaded[ref], loaded[n], sources=tuple(src), full=full)
@@ -205,10 +215,10 @@ def _pictures(results, graph, html, reference, sides) -> None:
     from kptrace.cli.options import write_pictures
     from kptrace.render.graph import change_graph
 
-    changes = []
-    for label, report in results:
+    changes: list[tuple] = []
+    for label, rep in results:
         bdp, adp = sides[label]
-        for c in report.changes[: max(0, 12 - len(changes))]:  # change_graph draws twelve; the rest is counted
+        for c in rep.changes[: max(0, 12 - len(changes))]:  # change_graph draws twelve; the rest is counted
             title = f"{label + ': ' if label else ''}{c.service or '?'} {c.probe.dst}"
             changes.append((title, c.probe, *(probe_trace(dp, c.probe) if _has_rules(dp, c.probe.family) else None
                                               for dp in (bdp, adp))))

@@ -15,8 +15,20 @@ import tempfile
 
 import typer
 
-from kptrace.cli.common import (ContextOpt, KubeconfigOpt, LenientOpt, MaxSizeOpt, NodeIpOpt, OutputFormat, OutputOpt, SshConfigOpt,
-                                parse_size, stderr_console, stdout_console, warn_diagnostics)
+from kptrace.cli.common import (
+    ContextOpt,
+    KubeconfigOpt,
+    LenientOpt,
+    MaxSizeOpt,
+    NodeIpOpt,
+    OutputFormat,
+    OutputOpt,
+    SshConfigOpt,
+    parse_size,
+    stderr_console,
+    stdout_console,
+    warn_diagnostics,
+)
 from kptrace.cli.options import HtmlOpt
 from kptrace.errors import EXIT_ENVIRONMENT, EXIT_FINDINGS, EXIT_PARTIAL, InputError, KptraceError
 from kptrace.sources.runners import runner_targets
@@ -192,9 +204,8 @@ def expected_state(path: str | None, kubeconfig: str | None, context: str | None
     from kptrace.parsers.cluster_state import parse_cluster_state, state_from_objects
 
     if path:
-        from kptrace.sources.files import read_source
-
         from kptrace.parsers.cluster_state import COMMAND
+        from kptrace.sources.files import read_source
 
         src = read_source(path, max_bytes=parse_size(max_size), tool=COMMAND)
         return parse_cluster_state(src.text, src.name)

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 import typer
 
-from kptrace.cli.common import LenientOpt, MaxSizeOpt, OutputFormat, OutputOpt, ProtoOpt, parse_dst, stdout_console, warn_diagnostics
+from kptrace.cli.common import (
+    LenientOpt,
+    MaxSizeOpt,
+    OutputFormat,
+    OutputOpt,
+    ProtoOpt,
+    parse_dst,
+    stdout_console,
+    warn_diagnostics,
+)
 from kptrace.cli.options import SOURCE_OPTIONS, GraphOpt, NodeSource, node_source_options
 from kptrace.errors import EXIT_FINDINGS
 from kptrace.tracer.packet import Origin
@@ -63,7 +72,8 @@ def packet(
     if graph in ("-", "dot:-", "mmd:-"):
         pass  # stdout holds the graph
     elif output is OutputFormat.json:
-        from kptrace.render.json_out import dumps as to_json, trace_json
+        from kptrace.render.json_out import dumps as to_json
+        from kptrace.render.json_out import trace_json
 
         typer.echo(to_json(trace_json(trace)))
     else:

@@ -108,8 +108,8 @@ def _counters(dp, views, since, lenient, max_size) -> dict:
 
     before = None
     if since:
-        from kptrace.load import load_dumps
         from kptrace.cli.common import parse_size
+        from kptrace.load import load_dumps
 
         before = load_dumps(since, lenient=lenient, max_bytes=parse_size(max_size))
     counters = {id(v): observed_shares(dp, v, before) for v in views} if dp.ipvs is None else {}
@@ -123,7 +123,8 @@ def _counters(dp, views, since, lenient, max_size) -> dict:
 
 
 def _print_json(views, dp, drift, counters, stale) -> None:
-    from kptrace.render.json_out import dumps as to_json, service_json
+    from kptrace.render.json_out import dumps as to_json
+    from kptrace.render.json_out import service_json
 
     out = service_json(views, dp.notes, drift=drift, counters=counters)
     if stale is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from html import escape
+from typing import Any
 
 from kptrace import __version__
 from kptrace.tracer.result import nice_fraction
@@ -132,7 +133,8 @@ def service_html(views: Sequence, *, svg: str | None = None, dot: str | None = N
                 masq = "no"
                 if o.masquerade or o.snat:
                     step, why = masquerade_reason(o)
-                    masq = f"yes: {why}" + (f" ({step.chain} #{step.rule})" if step is not None and step.rule else "")
+                    where = f" ({step.chain} #{step.rule})" if step is not None and step.rule else ""  # type: ignore[attr-defined]
+                    masq = f"yes: {why}{where}"
                 outcome = (o.dnat or o.verdict) + (f" {o.verdict}" if o.dnat and o.verdict != "ACCEPT" else "")
                 rows.append(
                     (
@@ -280,7 +282,7 @@ def _endpoints(cluster, local) -> str:
 
 
 def diff_html(
-    results: Sequence[tuple[str, object]],
+    results: Sequence[tuple[str, Any]],  # (label, DiffReport)
     *,
     reference: str | None = None,
     svg: str | None = None,
