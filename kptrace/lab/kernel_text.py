@@ -51,17 +51,22 @@ _NFT_TRACE = re.compile(r"^trace id ([0-9a-f]+) (ip|ip6|inet|arp|bridge|netdev) 
 _NFT_RULE = re.compile(r"# handle (\d+) \(verdict ([^)]*)\)\s*$")
 
 
-def trace_ended(lines: list[str]) -> bool:
-    """Whether the probe's trace is complete: it reached the trace table's end-of-hook chain (input or
-    postrouting) or something dropped it."""
+def _first_trace(lines: list[str]):
+    """``(match, line)`` of each `nft monitor trace` event of the first trace id in ``lines`` (the probe's)."""
     first = None
     for line in lines:
         m = _NFT_TRACE.match(line)
         if not m:
             continue
         first = first or m.group(1)
-        if m.group(1) != first:
-            continue
+        if m.group(1) == first:
+            yield m, line
+
+
+def trace_ended(lines: list[str]) -> bool:
+    """Whether the probe's trace is complete: it reached the trace table's end-of-hook chain (input or
+    postrouting) or something dropped it."""
+    for m, line in _first_trace(lines):
         if f"{m.group(2)} {m.group(3)}" == " ".join(TRACE_TABLE) and m.group(4).endswith("-end") or \
                 m.group(5) == "policy" and m.group(6).startswith("drop") or "(verdict drop)" in line:
             return True
@@ -74,14 +79,7 @@ _REJECT = re.compile(r"(^|\s)reject(\s|$)")
 def trace_verdict(lines: list[str]) -> str | None:
     """How the probe's trace ended when something stopped it: "DROP" (a drop verdict or policy), "REJECT" (a rule
     with a reject statement: the kernel traces it as a drop), or None (it was not stopped)."""
-    first = None
-    for line in lines:
-        m = _NFT_TRACE.match(line)
-        if not m:
-            continue
-        first = first or m.group(1)
-        if m.group(1) != first:
-            continue
+    for m, line in _first_trace(lines):
         if m.group(5) == "policy" and m.group(6).startswith("drop"):
             return "DROP"
         if m.group(5) == "rule" and line.rstrip().endswith("(verdict drop)"):
