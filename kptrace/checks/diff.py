@@ -26,7 +26,7 @@ from typing import Callable, NamedTuple
 from kptrace.model.dataplane import Dataplane
 from kptrace.model.programmed import ProgrammedPort
 
-__all__ = ["Behaviour", "Change", "DiffReport", "Probe", "diff_dataplanes", "entry_points"]
+__all__ = ["Behaviour", "Change", "DiffReport", "Probe", "accepted_endpoints", "diff_dataplanes", "entry_points"]
 
 #: probabilities closer than this are equal: iptables quantises --probability to 2^-31, nft's numgen is exact
 _EPSILON = Fraction(1, 10**6)
@@ -287,18 +287,32 @@ def probe_affinity(dp: Dataplane, probe: Probe, plan=None) -> frozenset[str]:
     return frozenset(n for o in trace_packet(dp, plan).outcomes if o.dnat == probe.returning for n in o.recent)
 
 
-def behaviour(dp: Dataplane, probe: Probe) -> Behaviour:
+def _entry_point(dp: Dataplane, probe: Probe) -> str | None:
+    """The NodePort ``probe`` is sent to, as an outcome's DNAT would name it (None: a ClusterIP's or the like)."""
     from kptrace.tracer.defaults import ASSUMED_NODE_IP
 
+    if probe.address is not None:
+        return None
     node_ips = dp.node_ips_of(probe.family)
-    dst = probe.address or (node_ips[0] if node_ips else ASSUMED_NODE_IP[probe.family])
+    return f"{node_ips[0] if node_ips else ASSUMED_NODE_IP[probe.family]}:{probe.port}"
+
+
+def accepted_endpoints(dp: Dataplane, probe: Probe) -> tuple[str, ...]:
+    """The endpoints :func:`behaviour`'s accepted outcomes go to, sorted: what the stale conntrack check asks of
+    each entry point, without the rest of the behaviour."""
+    here = _entry_point(dp, probe)
+    return tuple(sorted({o.dnat for o in probe_trace(dp, probe).outcomes if o.verdict == "ACCEPT" and o.dnat and o.dnat != here}))
+
+
+def behaviour(dp: Dataplane, probe: Probe) -> Behaviour:
+    here = _entry_point(dp, probe)
     trace = probe_trace(dp, probe)
     merged: dict[tuple, list] = {}
     assumed = False
     for o in trace.outcomes:
         assumed = assumed or o.assumed
         endpoint = o.dnat
-        if probe.address is None and endpoint == f"{dst}:{probe.port}":
+        if endpoint == here:  # a NodePort's own address: not DNATed on
             endpoint = None
         key = (o.verdict, endpoint, bool(o.masquerade or o.snat))
         # the rule that decided: the random choice of the endpoint, else the DNAT, else the verdict's rule

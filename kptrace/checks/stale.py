@@ -150,11 +150,10 @@ class _Index:
         ck = (key, origin, pinned)
         got = self._now.get(ck)
         if got is None:
-            from kptrace.checks.diff import Probe, behaviour
+            from kptrace.checks.diff import Probe, accepted_endpoints
 
             fam, proto, addr, port = key
-            b = behaviour(self.dp, Probe(fam, proto, addr, port, origin, pinned))
-            got = self._now[ck] = tuple(sorted({o.endpoint for o in b.outcomes if o.verdict == "ACCEPT" and o.endpoint}))
+            got = self._now[ck] = accepted_endpoints(self.dp, Probe(fam, proto, addr, port, origin, pinned))
         return got
 
 
@@ -172,6 +171,7 @@ class _Check:
         self.expected = expected
         self.nodeport_numbers = {(k[0], k[1], k[3]) for k in idx.entries if k[2] is None}
         self._decided: dict[tuple, str | None] = {}
+        self._last: tuple[ConntrackEntry, tuple[str, Stale | None]] | None = None
 
     def entry(self, e: ConntrackEntry, origin: str | None = None) -> tuple[str, Stale | None]:
         """``(bucket, stale)``: bucket "other" (not DNATed, closed, no ports), "nodeport-unknown", "elsewhere"
@@ -225,19 +225,30 @@ class _Check:
         return got
 
     def _decide(self, e: ConntrackEntry) -> str | None:
-        bucket, stale = self.entry(e)
+        got = bucket, stale = self.entry(e)
         if stale is not None:
+            self._last = (e, got)  # the reader yields this entry next: find_stale takes the finding made here
             return None
-        key = self.idx.key_of(e)
+        idx = self.idx
+        key = idx.key_of(e)
         if bucket != "service" or key is None:
             return bucket
-        info = self.idx.entries[key]
-        if info.source_ranges:
+        if idx.entries[key].source_ranges:
             return None
+        # Not stale from this entry's origin, nor by the API (the same from any origin): from the others?
+        endpoint = e.endpoint
         for origin in _ORIGINS:
-            if self.entry(e, origin)[1] is not None:
+            if endpoint not in idx.now(key, origin, None):
                 return None
         return bucket
+
+    def finding(self, e: ConntrackEntry) -> tuple[str, Stale | None]:
+        """:meth:`entry` of an entry the reader yields (the one :meth:`_decide` just looked at, if it is)."""
+        last = self._last
+        if last is not None and last[0] is e:
+            self._last = None
+            return last[1]
+        return self.entry(e)
 
 
 def find_stale(dp: Dataplane, entries: Iterable[ConntrackEntry], *, expected: dict[str, set[str]] | None = None,
@@ -253,7 +264,7 @@ def find_stale(dp: Dataplane, entries: Iterable[ConntrackEntry], *, expected: di
     check = _Check(dp, expected, service_cidrs)
     only = getattr(entries, "only", None)
     if only is not None:
-        entries = only(check.decide, _CLOSED)
+        entries = only(check.decide, {"tcp": _CLOSED})
     counts = {"other": 0, "nodeport-unknown": 0, "elsewhere": 0, "service": 0}
     v6_seen: set[tuple] = set()
     for e in entries:
@@ -262,7 +273,7 @@ def find_stale(dp: Dataplane, entries: Iterable[ConntrackEntry], *, expected: di
             if ident in v6_seen:
                 continue
             v6_seen.add(ident)
-        bucket, stale = check.entry(e)
+        bucket, stale = check.finding(e)
         counts[bucket] += 1
         if stale is not None:
             report.stale.append(stale)

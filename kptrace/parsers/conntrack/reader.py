@@ -7,7 +7,7 @@ import collections
 import re
 import socket
 from dataclasses import replace
-from typing import IO, Callable, Iterable, Iterator
+from typing import IO, Callable, Iterable, Iterator, Mapping
 
 from kptrace.errors import Diagnostic, ParseError
 from kptrace.model.conntrack import ConntrackEntry
@@ -31,6 +31,9 @@ from kptrace.parsers.conntrack.line import (
 from kptrace.parsers.conntrack.xml import xml_entries
 
 __all__ = ["ConntrackReader", "other_format"]
+
+#: the protocols the fast path reads: their numbers as conntrack prints them
+_FAST_PROTOS = {p: n for p, n in PROTO_NUMBERS.items() if p in PORTED}
 
 
 # ---------------------------------------------------------------- the reader
@@ -61,7 +64,7 @@ class ConntrackReader:
         self._stats_lines: dict = {}
         self._format_checked = False
         self._decide: Callable[[ConntrackEntry], str | None] | None = None
-        self._decide_states: frozenset[str] = frozenset()
+        self._alike: set[tuple[str, str]] = set()
         #: entries counted, not built, by what :meth:`only`'s ``decide`` said of them
         self.counted: dict[str, int] = {}
         self._gen = self._run()
@@ -72,18 +75,19 @@ class ConntrackReader:
     def __next__(self) -> ConntrackEntry:
         return next(self._gen)
 
-    def only(self, decide, states: frozenset[str] = frozenset()) -> "ConntrackReader":
+    def only(self, decide, alike: Mapping[str, frozenset[str]] | None = None) -> "ConntrackReader":
         """Build only the entries an analysis needs; count the others. Call before iterating.
 
-        ``decide(entry)`` is asked once for each (protocol, whether the state is one of ``states``, original
-        destination and port, reply source and port) a plain ``conntrack -L`` line has (the first line with them, built and checked in full): None
-        to have every entry with them built and yielded, or a name to only count them in :attr:`counted` under
-        it. An analysis whose answer depends on nothing else (the stale check: where the connection was sent,
-        and where the rules send it now) then reads most lines of a million-entry table with one ``split`` and
-        a dictionary look-up (benchmarks/conntrack.py). An IPv6 connection listed twice (conntrack-tools 1.4.7
-        lists the IPv6 table again) is counted once."""
+        ``decide(entry)`` is asked once for each (protocol, original destination and port, reply source and port)
+        a plain ``conntrack -L`` line has (the first line with them, built and checked in full), and once for each
+        protocol and state of ``alike`` (protocol -> states whose entries it answers alike, whatever else they
+        hold: the stale check's closed TCP connections): None to have every entry with them built and yielded, or
+        a name to only count them in :attr:`counted` under it. An analysis whose answer depends on nothing else
+        (the stale check: where the connection was sent, and where the rules send it now) then reads most lines
+        of a million-entry table with one ``split`` and a dictionary look-up (benchmarks/conntrack.py). An IPv6
+        connection listed twice (conntrack-tools 1.4.7 lists the IPv6 table again) is counted once."""
         self._decide = decide
-        self._decide_states = states
+        self._alike = {(proto, state) for proto, states in (alike or {}).items() for state in states}
         return self
 
     # -- errors
@@ -169,61 +173,72 @@ class ConntrackReader:
         :meth:`_lines_of` (an XML listing, a paste's prompt: read as without :meth:`only`)."""
         import itertools
 
-        decisions: dict[tuple, str | None] = {}
+        decisions: dict[str, str | None] = {}
         counted: dict[str, int] = collections.defaultdict(int)
         families = FAMILIES
+        alike = self._alike
+        alike_states = {state for _, state in alike}
         states = STATES
-        marked = self._decide_states
+        unreplied = "[UNREPLIED]"
         v6_seen: set[tuple] = set()
         lines_of = self._lines_of
-        missing = decisions  # a sentinel no bucket is
         try:
             for n, raw in numbered:
-                t = raw.split()
+                # Only as many tokens as the key needs (split(None, 12): the rest of the line stays one string). The
+                # key: protocol, whether the state is marked, original dst= and dport=, reply src= and sport=, at
+                # their places in the four layouts (a state or none, [UNREPLIED] or not), joined in one string: a
+                # dictionary finds a string ~8x faster than a tuple of six (benchmarks/conntrack.py).
+                t = raw.split(None, 12)
                 try:
-                    i = 2 if t[0] in families else 0
-                    state = t[i + 3]
+                    if t[0] in families:  # -o extended, /proc: "ipv4 2 " first
+                        t = raw.split(None, 14)[2:]
+                    state = t[3]
                     if state in states:
-                        j = i + 4
-                        mark = state in marked
+                        j = 4
+                        if state in alike_states and (t[0], state) in alike:
+                            key = f"{t[0]} {state}"
+                        else:
+                            key = (f"{t[0]} {t[5]} {t[7]} {t[8]} {t[10]}" if t[8] != unreplied
+                                   else f"{t[0]} {t[5]} {t[7]} {t[9]} {t[11]}")
                     else:
-                        j = i + 3
-                        mark = False
-                    k = j + 5 if t[j + 4] == "[UNREPLIED]" else j + 4
-                    key = (t[i], mark, t[j + 1], t[j + 3], t[k], t[k + 2])
+                        j = 3
+                        key = (f"{t[0]} {t[4]} {t[6]} {t[7]} {t[9]}" if t[7] != unreplied
+                               else f"{t[0]} {t[4]} {t[6]} {t[8]} {t[10]}")
                     if t[j][:4] != "src=":
                         raise LookupError
                 except LookupError:
                     yield from lines_of(itertools.chain(((n, raw),), numbered), None, head_text)
                     return
-                bucket: str | None | dict = decisions.get(key, missing)
-                if bucket is missing:
+                try:
+                    bucket = decisions[key]
+                except KeyError:
                     bucket = yield from self._first(key, n, raw, head_text, decisions)
                     if bucket is None:
                         continue
-                elif bucket is None:
+                if bucket is None:
                     yield from lines_of(((n, raw),), None, head_text)
                     continue
-                if ":" in key[2]:  # IPv6: a connection listed twice is counted once
-                    zone = next((x for x in t[k + 4:] if x[:5] == "zone="), None) if "zone=" in raw else None
-                    ident = (key[0], t[j], t[j + 1], t[j + 2], t[j + 3], zone)
+                if ":" in t[j + 1]:  # IPv6: a connection listed twice is counted once
+                    zone = next((x for x in raw.split()[j + 8:] if x[:5] == "zone="), None) if "zone=" in raw else None
+                    ident = (t[0], t[j], t[j + 1], t[j + 2], t[j + 3], zone)
                     if ident in v6_seen:
                         continue
                     v6_seen.add(ident)
-                counted[bucket] += 1  # type: ignore[index]  # a str here: None and the sentinel went on above
+                counted[bucket] += 1  # a str here: None went on above
         finally:
             for bucket, c in counted.items():
                 self.counted[bucket] = self.counted.get(bucket, 0) + c
 
-    def _first(self, key: tuple, n: int, raw: str, head_text: str, decisions: dict):
+    def _first(self, key: str, n: int, raw: str, head_text: str, decisions: dict):
         """The first line with ``key``: built and checked in full, and decided; yields it when it is to be built.
         Returns the bucket to count it in (None: yielded, or not an entry)."""
         entries = list(self._lines_of(((n, raw),), None, head_text))
         if len(entries) != 1:  # not an entry after all (a bad line, reported; the stats line)
             yield from entries
             return None
-        if self._decide is not None and key[2][:4] == "dst=" and key[3][:6] == "dport=" and key[4][:4] == "src=" \
-                and key[5][:6] == "sport=":
+        parts = key.split(" ")  # protocol and state (``alike``), or protocol and the four tuple values
+        if self._decide is not None and (len(parts) == 2 or (parts[1][:4] == "dst=" and parts[2][:6] == "dport="
+                                                             and parts[3][:4] == "src=" and parts[4][:6] == "sport=")):
             bucket = decisions[key] = self._decide(entries[0])
         else:  # not the plain layout (ICMP, counters between the tuples): every such line is built
             bucket = decisions[key] = None
@@ -244,7 +259,7 @@ class ConntrackReader:
         locals (the tables above) and the inline checks are what make it ~2x faster than a call per line."""
         source = self.source
         families = FAMILIES
-        fast_protos = {p: n for p, n in PROTO_NUMBERS.items() if p in PORTED}
+        fast_protos = _FAST_PROTOS
         small = SMALL
         states = STATES
         v6 = v6_compressed
