@@ -16,14 +16,20 @@ still be serving it (terminating pods finish their connections). kptrace never c
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
-from typing import Iterable, NamedTuple
+from typing import TYPE_CHECKING, Iterable, NamedTuple
 
 from kptrace.model.conntrack import ConntrackEntry
 from kptrace.model.dataplane import Dataplane
 
+if TYPE_CHECKING:
+    from kptrace.checks.diff import EntryInfo
+
 __all__ = ["Stale", "StaleReport", "find_stale", "delete_command", "stale_findings"]
 
+
+_AF = {4: socket.AF_INET, 6: socket.AF_INET6}
 
 #: TCP states of a closed connection (conntrack's names)
 _CLOSED = frozenset({"TIME_WAIT", "CLOSE"})
@@ -85,15 +91,21 @@ def delete_command(s: Stale) -> str:
 
 
 class _Index:
-    """The node's Service entry points, and what each leads to from each origin (traced once, cached)."""
+    """The node's Service entry points, and what each leads to from each origin (traced once, kept in the
+    dataplane's cache)."""
 
     def __init__(self, dp: Dataplane) -> None:
         from kptrace.checks.diff import entry_points
 
         self.dp = dp
-        self.entries, _ports = entry_points(dp)
+        # Derived from the node's rules alone, so kept with them (dp.cache): a second table checked against the
+        # same rules (monitor's next interval, svc and drift of one bundle) traces nothing again.
+        cached = dp.cache.get("stale-index")
+        if cached is None:
+            cached = dp.cache["stale-index"] = (entry_points(dp)[0], {})
+        self.entries: dict[tuple, EntryInfo] = cached[0]
+        self._now: dict[tuple, tuple[str, ...]] = cached[1]
         self.node_ips = set(dp.node_ips_of(4)) | set(dp.node_ips_of(6))
-        self._now: dict[tuple, tuple[str, ...]] = {}
         from kptrace.tracer.defaults import cached_pod_cidr
 
         self.pod_cidrs = {fam: cached_pod_cidr(dp, fam) for fam in dp.rulesets}
@@ -130,16 +142,15 @@ class _Index:
         return None
 
     def origin(self, e: ConntrackEntry) -> str:
-        if e.orig_src in self.node_ips or e.orig_src.startswith("127.") or e.orig_src == "::1":
+        src = e.orig_src
+        if src in self.node_ips or src.startswith("127.") or src == "::1":
             return "node"
         cidr = self.pod_cidrs.get(e.family)
         if cidr is not None:
-            from kptrace.model.addr import parse_addr
-
-            try:
-                if cidr.contains(parse_addr(e.orig_src)[1]):
+            try:  # the reader's addresses are checked and canonical: inet_pton takes them (~4x parse_addr)
+                if cidr.contains(int.from_bytes(socket.inet_pton(_AF[e.family], src), "big")):
                     return "pod"
-            except (ValueError, AttributeError):
+            except (OSError, KeyError, AttributeError):
                 pass
         return "external"
 

@@ -35,9 +35,9 @@ class Step(NamedTuple):
         return f"{self.source}:{self.line}" if self.line else (self.source or "")
 
 
-@dataclass(frozen=True, slots=True)
-class Branch:
-    """One way of reaching an outcome: its probability and its path."""
+class Branch(NamedTuple):
+    """One way of reaching an outcome: its probability and its path (a NamedTuple, as :class:`Step` is: a
+    trace makes one a final state, and a frozen dataclass's __init__ costs several times a tuple's)."""
 
     probability: Fraction
     path: tuple[Step, ...]

