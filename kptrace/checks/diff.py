@@ -409,7 +409,7 @@ def _key_probes(keys: list[tuple], side_b: tuple, side_a: tuple, shortcut: bool,
     """The probes of each entry point: every origin that reaches it, a client in each of its source ranges, each
     ``--src``, and a returning client of each endpoint where it has affinity; each with the Service's name and
     whether the shortcut may skip it (equal programmed facts on both sides)."""
-    from kptrace.tracer.services import host_in
+    from kptrace.tracer.service_view import host_in
 
     before, eb, pb, sig_b = side_b
     after, ea, pa, sig_a = side_a

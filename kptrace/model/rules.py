@@ -8,9 +8,11 @@ hundred of them, and parsing every one up front costs ~10x the whole load (measu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
+
+from kptrace.model.tree import TableTree
 
 __all__ = [
     "BUILTIN_CHAINS",
@@ -294,7 +296,7 @@ class Table:
 
 
 @dataclass(slots=True)
-class Ruleset:
+class Ruleset(TableTree[Rule]):
     """Everything one address family of a node holds: ``family`` 4 (iptables) or 6 (ip6tables)."""
 
     family: int
@@ -307,16 +309,3 @@ class Ruleset:
     def chain(self, table: str, name: str) -> Chain | None:
         t = self.tables.get(table)
         return t.chains.get(name) if t else None
-
-    def iter_rules(self) -> Iterator[Rule]:
-        for t in self.tables.values():
-            for c in t.chains.values():
-                yield from c.rules
-
-    @property
-    def rule_count(self) -> int:
-        return sum(len(c) for t in self.tables.values() for c in t.chains.values())
-
-    @property
-    def chain_count(self) -> int:
-        return sum(len(t.chains) for t in self.tables.values())

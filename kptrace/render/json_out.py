@@ -23,7 +23,7 @@ from typing import Any
 
 from kptrace.errors import Diagnostic
 from kptrace.tracer.result import Outcome, Step, Trace, nice_fraction
-from kptrace.tracer.services import ServiceView
+from kptrace.tracer.service_view import ServiceView
 
 __all__ = ["TRACE_SCHEMA", "SERVICE_SCHEMA", "PARSE_SCHEMA", "dumps", "trace_json", "service_json", "diagnostic_json"]
 

@@ -13,7 +13,7 @@ from kptrace.errors import Diagnostic, format_diagnostic
 from kptrace.render.layout import NOTE, WRAP, Column, Grid, heading, print_grid, print_panel, print_tree, terminal_view
 from kptrace.tracer.kubeproxy import masquerade_reason
 from kptrace.tracer.result import Outcome, Step, Trace, nice_fraction
-from kptrace.tracer.services import ServiceView
+from kptrace.tracer.service_view import ServiceView
 
 __all__ = [
     "render_diagnostics",

@@ -16,20 +16,10 @@ from kptrace.model.dataplane import Dataplane
 from kptrace.model.kube import SERVICE_CHAIN_PREFIXES, chain_hash_of, entry_point_kind, service_chain_hash
 from kptrace.model.rules import Chain, Rule, Ruleset
 from kptrace.tracer.packet import Origin
-from kptrace.tracer.service_view import (
-    Endpoint,
-    EntryPoint,
-    EntryTrace,
-    ServiceView,
-    host_in,
-    trace_entries,
-    traced_shares,
-)
+from kptrace.tracer.service_view import Endpoint, EntryPoint, EntryTrace, ServiceView, trace_entries, traced_shares
 
-# The values every mode's view is made of, and the entry-point tracing the modes share, live in service_view;
-# they are named here too, where the IPVS and nftables views and the renderers have always found them.
-__all__ = ["Endpoint", "EntryPoint", "EntryTrace", "ServiceView", "all_service_views", "find_services", "host_in",
-           "service_views", "trace_entries", "traced_shares"]
+# The values every mode's view is made of, and the entry-point tracing the modes share, live in service_view.
+__all__ = ["all_service_views", "find_services", "service_views"]
 
 _PROTOS = ("tcp", "udp", "sctp")
 

@@ -19,7 +19,7 @@ from kptrace.model.ipvs import VirtualService
 from kptrace.model.kube import service_chain_hash
 from kptrace.tracer.defaults import plan_packet, trace_packet
 from kptrace.tracer.packet import Origin
-from kptrace.tracer.services import Endpoint, EntryPoint, EntryTrace, ServiceView
+from kptrace.tracer.service_view import Endpoint, EntryPoint, EntryTrace, ServiceView
 
 __all__ = ["ipvs_service_views"]
 

@@ -15,7 +15,7 @@ from kptrace.model.dataplane import Dataplane
 from kptrace.model.programmed import ProgrammedPort
 from kptrace.model.programmed_nft import nft_chain_service, read_nft
 from kptrace.tracer.packet import Origin
-from kptrace.tracer.services import Endpoint, EntryPoint, ServiceView, trace_entries, traced_shares
+from kptrace.tracer.service_view import Endpoint, EntryPoint, ServiceView, trace_entries, traced_shares
 
 __all__ = ["has_nft_services", "nft_service_views"]
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from kptrace.model.nft.expr import NftRule
+from kptrace.model.tree import TableTree
 
 __all__ = [
     "NftChain", "NftRuleset", "NftSet", "NftTable",
@@ -283,7 +284,7 @@ class NftTable:
 
 
 @dataclass(slots=True)
-class NftRuleset:
+class NftRuleset(TableTree[NftRule]):
     """Every table of one input, keyed by (family, name)."""
 
     tables: dict[tuple[str, str], NftTable] = field(default_factory=dict)
@@ -313,16 +314,3 @@ class NftRuleset:
         made = {id(c): n for n, c in enumerate(out)}
         out.sort(key=lambda c: (c.priority or 0, -made[id(c)]))
         return out
-
-    def iter_rules(self) -> Iterator[NftRule]:
-        for t in self.tables.values():
-            for c in t.chains.values():
-                yield from c.rules
-
-    @property
-    def rule_count(self) -> int:
-        return sum(len(c) for t in self.tables.values() for c in t.chains.values())
-
-    @property
-    def chain_count(self) -> int:
-        return sum(len(t.chains) for t in self.tables.values())

@@ -316,7 +316,7 @@ def _hostport(address: str | None, port: int) -> str:
 
 
 def service_graph(views: Iterable, *, top: int = TOP, full: bool = False) -> Graph:
-    """Service ports (:class:`~kptrace.tracer.services.ServiceView`) as one graph: every entry point traced
+    """Service ports (:class:`~kptrace.tracer.service_view.ServiceView`) as one graph: every entry point traced
     from each origin -> chains, sets, maps, IPVS virtual services -> endpoints with their shares (from a pod
     to the ClusterIP, as ``svc`` prints them)."""
     views = list(views)
