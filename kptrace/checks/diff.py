@@ -284,7 +284,12 @@ def probe_affinity(dp: Dataplane, probe: Probe, plan=None) -> frozenset[str]:
 
     if plan is None:
         return frozenset()
-    return frozenset(n for o in trace_packet(dp, plan).outcomes if o.dnat == probe.returning for n in o.recent)
+    # Each endpoint's returning client asks the same new client's trace: made once per plan (dp.cache).
+    cache = dp.cache.setdefault("new-client-recent", {})
+    got = cache.get(plan)
+    if got is None:
+        got = cache[plan] = tuple((o.dnat, o.recent) for o in trace_packet(dp, plan).outcomes)
+    return frozenset(n for dnat, recent in got if dnat == probe.returning for n in recent)
 
 
 def _entry_point(dp: Dataplane, probe: Probe) -> str | None:
