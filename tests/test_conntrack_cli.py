@@ -97,3 +97,65 @@ def test_a_bundle_names_its_node_for_the_cluster_state(tmp_path, run):
     assert code == 1, err
     (s,) = json.loads(out)["stale"]
     assert s["endpoint"] == "10.180.0.12:53" and "not an endpoint of ns12/svc12:dns in the API" in s["reason"]
+
+
+@pytest.mark.parametrize("name", ["crlf-elided", "prompt-stats", "xml-cut"])
+def test_what_reading_a_pasted_table_found_is_in_the_report(name, run):
+    """A paste's elisions and a count that does not add up make a partial table: `conntrack` says so (the notes the
+    fixture's .expect.toml lists), in the text and in the JSON, whatever it found stale."""
+    import tomllib
+
+    pasted = ROOT / "fixtures" / "conntrack" / "pasted"
+    expect = tomllib.loads((pasted / f"{name}.expect.toml").read_text())
+    path = next(p for p in pasted.iterdir() if p.stem == name and p.suffix != ".toml")
+    code, out, err = run("conntrack", "--dump", "fixtures/conntrack/stale/node.nft", "--conntrack", str(path), "-o", "json")
+    notes = json.loads(out)["notes"]
+    assert expect["notes"], name
+    for want in expect["notes"]:
+        assert any(want in n for n in notes), (want, notes)
+    code, out, err = run("conntrack", "--dump", "fixtures/conntrack/stale/node.nft", "--conntrack", str(path))
+    for want in expect["notes"]:
+        assert want in out + err, (want, out, err)
+
+
+def test_lines_a_lenient_reading_skipped_are_reported(tmp_path, run):
+    cut = tmp_path / "cut.conntrack"
+    cut.write_text((ROOT / "fixtures" / "conntrack" / "stale" / "node.conntrack").read_text()[:3000])  # ends mid-line
+    last = len(cut.read_text().splitlines())
+    code, out, err = run("conntrack", "--dump", "fixtures/conntrack/stale/node.nft", "--conntrack", str(cut))
+    assert code == 3 and f"cut.conntrack:{last}:" in err
+    code, out, err = run("conntrack", "--dump", "fixtures/conntrack/stale/node.nft", "--conntrack", str(cut), "--lenient", "-o", "json")
+    notes = json.loads(out)["notes"]
+    assert any("1 line skipped" in n and f"line {last}," in n for n in notes), notes
+
+
+def test_an_empty_table_is_said_and_a_binary_one_is_one_error(tmp_path, run):
+    empty = tmp_path / "empty.conntrack"
+    empty.write_text("")
+    code, out, err = run("conntrack", "--dump", "fixtures/conntrack/stale/node.nft", "--conntrack", str(empty))
+    assert code == 0 and "0 read" in out and "no entries at all" in out + err
+    binary = tmp_path / "table.bin"
+    binary.write_bytes(b"tcp 6 " + bytes(range(256)) * 8)
+    code, out, err = run("conntrack", "--dump", "fixtures/conntrack/stale/node.nft", "--conntrack", str(binary))
+    assert code == 3 and err.count("error:") == 1 and "binary data (a NUL byte)" in err, err
+    corrupt = tmp_path / "table.gz"  # a .gz is read through gzip: one that is not gzip is said so
+    corrupt.write_bytes(b"\x1f\x8b\x08\x00" + bytes(range(256)) * 8)
+    code, out, err = run("conntrack", "--dump", "fixtures/conntrack/stale/node.nft", "--conntrack", str(corrupt))
+    assert code == 3 and "cannot be read as gzip" in err and "internal error" not in err, err
+
+
+def test_closed_connections_are_counted_apart(run):
+    """TIME_WAIT and CLOSE entries to Service entry points are not checked (the next SYN replaces them); the report
+    says how many, so the count of entries to entry points does not silently leave them out."""
+    table = ROOT / "fixtures" / "conntrack" / "ipt-overall.conntrack"
+    closed = sum(1 for line in table.read_text().splitlines() if line.startswith("tcp") and line.split()[3] in ("TIME_WAIT", "CLOSE"))
+    assert closed
+    code, out, err = run("conntrack", "--dump", "fixtures/nft/migration/overall.iptables-save", "--conntrack", str(table),
+                          "--node-ip", "192.168.0.2", "-o", "json")
+    d = json.loads(out)
+    assert any(n.startswith(f"{closed} closed TCP connection") for n in d["notes"]), d["notes"]
+
+
+def test_stdin_twice_is_a_usage_error(run):
+    code, out, err = run("conntrack", "--dump", "fixtures/conntrack/stale/node.nft", "--conntrack", "-", "--conntrack", "-")
+    assert code == 2 and "once" in err

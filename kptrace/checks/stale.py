@@ -185,14 +185,15 @@ class _Check:
         self._last: tuple[ConntrackEntry, tuple[str, Stale | None]] | None = None
 
     def entry(self, e: ConntrackEntry, origin: str | None = None) -> tuple[str, Stale | None]:
-        """``(bucket, stale)``: bucket "other" (not DNATed, closed, no ports), "nodeport-unknown", "elsewhere"
-        (DNATed to no entry point of these rules) or "service"; ``stale`` the finding, or None. ``origin``
-        overrides the one the entry's source gives (the per-key decision asks each)."""
-        if not e.dnat or e.orig_dport is None:
-            return "other", None
+        """``(bucket, stale)``: bucket "closed" (a closed TCP connection, whatever else it holds: the reader decides
+        them once), "other" (not DNATed, no ports), "nodeport-unknown", "elsewhere" (DNATed to no entry point of
+        these rules) or "service"; ``stale`` the finding, or None. ``origin`` overrides the one the entry's source
+        gives (the per-key decision asks each)."""
         if e.protocol == "tcp" and e.state in _CLOSED:
             # a closed connection: the SYN that reuses its 5-tuple drops this entry, and the new connection is
             # translated by the current rules (seen in the kernel: tests/test_stale_kernel.py)
+            return "closed", None
+        if not e.dnat or e.orig_dport is None:
             return "other", None
         idx = self.idx
         key = idx.key_of(e)
@@ -262,37 +263,52 @@ class _Check:
         return self.entry(e)
 
 
-def find_stale(dp: Dataplane, entries: Iterable[ConntrackEntry], *, expected: dict[str, set[str]] | None = None,
+def find_stale(dp: Dataplane, *tables: Iterable[ConntrackEntry], expected: dict[str, set[str]] | None = None,
                service_cidrs: Iterable[str] = ()) -> StaleReport:
-    """Every stale entry of ``entries`` (streamed: a million-entry table is never held whole).
+    """Every stale entry of ``tables``, the node's conntrack tables (streamed: a million-entry table is never held
+    whole). An IPv6 connection in two of them (``conntrack -L`` of conntrack-tools >= 1.4.7 lists the IPv6 table
+    too, beside ``conntrack -L -f ipv6``) is counted once.
 
     ``expected``: Service port name -> the endpoints the API has for it (from the cluster state); an entry to
     an endpoint the rules still have but the API does not is stale too (the rules are behind).
 
-    Given a :class:`~kptrace.parsers.conntrack.ConntrackReader`, only the entries whose answer depends on more
-    than where they were sent and where they went are built (:meth:`_Check.decide`); the others are counted."""
+    A table given as a :class:`~kptrace.parsers.conntrack.ConntrackReader` has only the entries whose answer
+    depends on more than where they were sent and where they went built (:meth:`_Check.decide`); the others are
+    counted. What its reading found (a paste's prompts and elisions, lines skipped by a lenient reader, a count
+    that does not add up) is in the report's notes."""
     report = StaleReport()
     check = _Check(dp, expected, service_cidrs)
-    only = getattr(entries, "only", None)
-    if only is not None:
-        entries = only(check.decide, {"tcp": _CLOSED})
-    counts = {"other": 0, "nodeport-unknown": 0, "elsewhere": 0, "service": 0}
-    v6_seen: set[tuple] = set()
-    for e in entries:
-        if e.family == 6:  # `conntrack -L` of conntrack-tools >= 1.4.7 lists IPv6 too: a second table repeats them
-            ident = (e.protocol, e.orig_src, e.orig_dst, e.orig_sport, e.orig_dport, e.zone)
-            if ident in v6_seen:
-                continue
-            v6_seen.add(ident)
-        bucket, stale = check.finding(e)
-        counts[bucket] += 1
-        if stale is not None:
-            report.stale.append(stale)
-    for bucket, n in getattr(entries, "counted", {}).items():
-        counts[bucket] += n
+    counts = {"other": 0, "closed": 0, "nodeport-unknown": 0, "elsewhere": 0, "service": 0}
+    v6_seen: set[tuple] = set()  # the entries built here
+    v6_counted: set[tuple] = set()  # the readers' (their own form)
+    for entries in tables:
+        only = getattr(entries, "only", None)
+        if only is not None:
+            entries = only(check.decide, {"tcp": _CLOSED}, v6_counted)
+        for e in entries:
+            if e.family == 6:
+                ident = (e.protocol, e.orig_src, e.orig_dst, e.orig_sport, e.orig_dport, e.zone)
+                if ident in v6_seen:
+                    continue
+                v6_seen.add(ident)
+            bucket, stale = check.finding(e)
+            counts[bucket] += 1
+            if stale is not None:
+                report.stale.append(stale)
+        for bucket, n in getattr(entries, "counted", {}).items():
+            counts[bucket] += n
+        report.notes.extend(getattr(entries, "notes", ()))
+        skipped = getattr(entries, "skipped", 0)
+        if skipped:
+            d = entries.diagnostics[0]  # type: ignore[attr-defined]  # a reader's: it counted them
+            report.notes.append(f"{d.source}: {skipped} line{'s' * (skipped != 1)} skipped, not read as entries (--lenient); "
+                                f"the first at line {d.line}, column {d.col}: {d.message}")
     report.entries = sum(counts.values())
     report.service_entries = counts["service"]
-    nodeports_unknown, elsewhere = counts["nodeport-unknown"], counts["elsewhere"]
+    closed, nodeports_unknown, elsewhere = counts["closed"], counts["nodeport-unknown"], counts["elsewhere"]
+    if closed:
+        report.notes.append(f"{closed} closed TCP connection{'s' * (closed != 1)} (TIME_WAIT, CLOSE) not checked: the next "
+                            "connection from the same client port replaces its entry and is translated by the current rules")
     if nodeports_unknown:
         report.notes.append(f"{nodeports_unknown} DNATed entr{'ies' if nodeports_unknown != 1 else 'y'} to a NodePort's port on "
                             "an address kptrace cannot tell is the node's: not checked (give --node-ip)")

@@ -43,12 +43,14 @@ def conntrack_tables(tables: list[str], bundle: str | None) -> list[str]:
     return []
 
 
-def read_tables(tables: list[str], lenient: bool):
-    """Every entry of every table, streamed."""
+def read_tables(tables: list[str], lenient: bool) -> list:
+    """A reader of each table (opened now: a missing file is an error before anything is read), for
+    :func:`~kptrace.checks.stale.find_stale`, which streams them."""
     from kptrace.parsers.conntrack import read_conntrack
 
-    for t in tables:
-        yield from read_conntrack(t, lenient=lenient)
+    if tables.count("-") > 1:
+        raise typer.BadParameter("- (stdin) can be given once", param_hint="--conntrack")
+    return [read_conntrack(t, lenient=lenient) for t in tables]
 
 
 def conntrack(
@@ -99,7 +101,7 @@ def conntrack(
         if not node_name:
             raise typer.BadParameter("--cluster-state needs --node-name: which node the table is from", param_hint="--node-name")
         expected = _expected_endpoints(cluster_state, node_name, dp, max_size)
-    report = find_stale(dp, read_tables(tables, lenient), expected=expected, service_cidrs=service_cidr)
+    report = find_stale(dp, *read_tables(tables, lenient), expected=expected, service_cidrs=service_cidr)
     table = ", ".join(tables)
     if output is OutputFormat.json:
         from kptrace.render.json_out import dumps as to_json

@@ -255,7 +255,7 @@ def _add_stale(report, dp, node, state, profile, tables, bundle, lenient) -> Non
         for e in expected_ports(state, node, fam, profile=profile)[0]:
             eps = {x.address for x in (e.cluster_chain_endpoints or ())} | {x.address for x in (e.local_chain_endpoints or ())}
             expected.setdefault(e.spn, set()).update(eps)
-    stale = find_stale(dp, read_tables(tables, lenient), expected=expected)
+    stale = find_stale(dp, *read_tables(tables, lenient), expected=expected)
     report.findings.extend(stale_findings(stale, node))
     report.notes.append(f"conntrack: {stale.entries} entries read ({', '.join(tables)}), {stale.service_entries} to Service "
                         f"entry points, {len(stale.stale)} stale")

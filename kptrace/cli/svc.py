@@ -153,7 +153,7 @@ def _stale_by_view(dp, views, tables, bundle, lenient):
         return None
     from kptrace.checks.stale import find_stale
 
-    report = find_stale(dp, read_tables(tables, lenient))
+    report = find_stale(dp, *read_tables(tables, lenient))
     out: dict[int, list] = {}
     for v in views:
         dsts = {(e.address, e.port) for e in v.entry_points}

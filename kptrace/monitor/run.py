@@ -182,11 +182,8 @@ class Monitor:
                 eps = {x.address for x in (e.cluster_chain_endpoints or ())} | {x.address for x in (e.local_chain_endpoints or ())}
                 expected.setdefault(e.spn, set()).update(eps)
 
-        def entries():
-            for source, text in read.conntrack:
-                yield from iter_conntrack(text.splitlines(), source, lenient=True)
-
-        found = find_stale(read.dataplane, entries(), expected=expected)
+        tables = [iter_conntrack(text.splitlines(), source, lenient=True) for source, text in read.conntrack]
+        found = find_stale(read.dataplane, *tables, expected=expected)
         report.findings.extend(stale_findings(found, node))
         return len(found.stale)
 

@@ -98,6 +98,7 @@ def read_conntrack(path: str, *, lenient: bool = False, source: str | None = Non
             import gzip
 
             f = closing = gzip.open(path, "rt", encoding="utf-8", errors="replace", newline="")
+            return ConntrackReader(_unzipped(f, path), name, lenient=lenient, closing=closing)
         else:
             f = closing = open(path, encoding="utf-8", errors="replace", newline="")
     except FileNotFoundError:
@@ -107,6 +108,17 @@ def read_conntrack(path: str, *, lenient: bool = False, source: str | None = Non
     except PermissionError:
         raise InputError(f"{path}: permission denied", hint="check the file's permissions (or run with sudo)") from None
     return ConntrackReader(f, name, lenient=lenient, closing=closing)
+
+
+def _unzipped(f, path: str):
+    """The lines of a gzip file; a file that is not one (or is cut) is an :class:`~kptrace.errors.InputError`."""
+    import zlib
+
+    try:
+        yield from f
+    except (OSError, EOFError, zlib.error) as e:
+        raise InputError(f"{path}: cannot be read as gzip ({e})",
+                         hint="pass the table as it came (`conntrack -L`), or gzip it whole: `gzip -t FILE` checks it") from None
 
 
 def looks_like_conntrack(text_head: str) -> bool:

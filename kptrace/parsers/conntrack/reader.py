@@ -65,6 +65,7 @@ class ConntrackReader:
         self._format_checked = False
         self._decide: Callable[[ConntrackEntry], str | None] | None = None
         self._alike: set[tuple[str, str]] = set()
+        self._v6_seen: set[tuple] = set()
         #: entries counted, not built, by what :meth:`only`'s ``decide`` said of them
         self.counted: dict[str, int] = {}
         self._gen = self._run()
@@ -75,7 +76,7 @@ class ConntrackReader:
     def __next__(self) -> ConntrackEntry:
         return next(self._gen)
 
-    def only(self, decide, alike: Mapping[str, frozenset[str]] | None = None) -> "ConntrackReader":
+    def only(self, decide, alike: Mapping[str, frozenset[str]] | None = None, seen: set[tuple] | None = None) -> "ConntrackReader":
         """Build only the entries an analysis needs; count the others. Call before iterating.
 
         ``decide(entry)`` is asked once for each (protocol, original destination and port, reply source and port)
@@ -85,8 +86,12 @@ class ConntrackReader:
         a name to only count them in :attr:`counted` under it. An analysis whose answer depends on nothing else
         (the stale check: where the connection was sent, and where the rules send it now) then reads most lines
         of a million-entry table with one ``split`` and a dictionary look-up (benchmarks/conntrack.py). An IPv6
-        connection listed twice (conntrack-tools 1.4.7 lists the IPv6 table again) is counted once."""
+        connection listed twice (conntrack-tools 1.4.7 lists the IPv6 table again) is counted once; ``seen`` (the
+        IPv6 connections counted so far) is shared by the readers of one node's tables (``conntrack -L`` and
+        ``conntrack -L -f ipv6`` list them both)."""
         self._decide = decide
+        if seen is not None:
+            self._v6_seen = seen
         self._alike = {(proto, state) for proto, states in (alike or {}).items() for state in states}
         return self
 
@@ -118,11 +123,15 @@ class ConntrackReader:
                 if size > WHOLE_BYTES:
                     whole = False
                     break
+            self._binary(head)
             if whole:
                 yield from self._pasted("".join(head))
             else:
                 yield from self._stream(head, it)
             here = self.read + self.skipped + sum(self.counted.values())
+            if whole and not here and self.shown is None and not any(h.strip() for h in head):
+                self.notes.append(f"{self.source}: no entries at all (an idle node's table, or conntrack's output went "
+                                  "elsewhere: it prints its entries on stdout and its count on stderr)")
             if self.shown is not None and self.shown != here and not self._filtered:
                 self.notes.append(f"{self.source}: conntrack says it showed {self.shown} entries, but {here} "
                                   f"are here: {'some are missing (cut or elided)' if here < self.shown else 'the copy is not one listing'}")
@@ -131,6 +140,14 @@ class ConntrackReader:
         finally:
             if self._closing is not None:
                 self._closing.close()
+
+    def _binary(self, head: list[str]) -> None:
+        """A NUL byte in the first lines: not a listing at all (one error, not one a line)."""
+        for n, line in enumerate(head[:20000], 1):
+            col = line.find("\0")
+            if col >= 0:
+                raise ParseError([Diagnostic("error", "binary data (a NUL byte), not a conntrack table", self.source, n, col + 1, "",
+                                             hint="expected the text output of `conntrack -L`; is this a compressed or binary file?")])
 
     def _pasted(self, text: str) -> Iterator[ConntrackEntry]:
         """A text small enough for the shared paste pre-pass (every paste is)."""
@@ -180,7 +197,7 @@ class ConntrackReader:
         alike_states = {state for _, state in alike}
         states = STATES
         unreplied = "[UNREPLIED]"
-        v6_seen: set[tuple] = set()
+        v6_seen = self._v6_seen
         lines_of = self._lines_of
         try:
             for n, raw in numbered:
