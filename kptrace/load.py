@@ -12,7 +12,13 @@ from kptrace.model.dataplane import Dataplane
 from kptrace.model.rules import Ruleset
 from kptrace.model.source import SourceText
 from kptrace.parsers.detect import FORMATS, detect_format, formats_read
-from kptrace.parsers.iptables_save import ParseResult, chain_from_lines, parse_all_rules, parse_iptables_save
+from kptrace.parsers.iptables_save import (
+    ParseResult,
+    chain_from_lines,
+    family_parts,
+    parse_all_rules,
+    parse_iptables_save,
+)
 from kptrace.parsers.paste import split_dumps
 from kptrace.parsers.rulecheck import check_rules
 from kptrace.sources.files import DEFAULT_MAX_BYTES, read_source
@@ -127,7 +133,14 @@ def _read_all(sources: Iterable[SourceText], *, lenient: bool, full: bool):
         if fmt not in (None, "iptables-save"):
             raise InputError(f"{src.name}: this is {FORMATS[fmt]}, which kptrace does not read here",
                              hint=f"kptrace reads {formats_read()}")
-        results.append(parse_iptables_save(src, lenient=lenient))
+        parts = family_parts(src.text, src.name)
+        for fam, part in parts:
+            dump = parse_iptables_save(SourceText(src.name, part) if len(parts) > 1 else src, family=fam, lenient=lenient)
+            if len(parts) > 1:
+                kept = [n for n, line in enumerate(part.split("\n"), 1) if line.strip()]
+                dump.ruleset.notes.append(f"{src.name}: lines {kept[0]}-{kept[-1]} read as the IPv{fam} dump "
+                                         f"(an {'ip6' if fam == 6 else 'ip'}tables-save of its own)")
+            results.append(dump)
     return results, ipvs, ipsets, nft
 
 
