@@ -364,3 +364,27 @@ def test_an_ipv4_and_an_ipv6_dump_in_one_text_are_each_their_family(how, tmp_pat
     for fam in (4, 6):
         assert shape(dp.rulesets[fam]) == shape(apart.rulesets[fam]), fam
         assert any(f"read as the IPv{fam} dump" in n for n in dp.rulesets[fam].notes)
+
+
+@pytest.mark.parametrize("indent", ["  ", "\t", "    "])
+def test_a_paste_indented_on_every_line_reads_as_the_dump(indent, tmp_path):
+    """A dump pasted with every line indented (a mail, a ticket, a code block in a markdown list) reads as the dump
+    does, a note says the indent was taken away, and a problem is still pointed at in the original line."""
+    from kptrace.load import load_dumps
+
+    dump = ROOT / "fixtures" / "samples" / "bootcamp.rules"
+    lines = dump.read_text().splitlines()
+    pasted = tmp_path / "pasted.txt"
+    pasted.write_text("".join(indent + x + "\n" for x in lines))
+    shape = {4: None}
+    for path in (dump, pasted):
+        rs = load_dumps([str(path)]).rulesets[4]
+        got = {(t, c): len(chain) for t, table in rs.tables.items() for c, chain in table.chains.items()}
+        assert shape[4] is None or got == shape[4]
+        shape[4] = got
+    assert any("indent" in n and "taken away" in n for n in load_dumps([str(pasted)]).rulesets[4].notes)
+    n = next(i for i, x in enumerate(lines) if "--comment" in x and x.startswith("-A"))
+    lines[n] = lines[n].replace("--comment", "--coment", 1)
+    pasted.write_text("".join(indent + x + "\n" for x in lines))
+    d = next(d for d in load_dumps([str(pasted)], full=True, lenient=True).rulesets[4].diagnostics if "--coment" in d.message)
+    assert d.line == n + 1 and d.text == indent + lines[n] and d.col == len(indent) + lines[n].index("--coment") + 1

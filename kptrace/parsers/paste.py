@@ -195,10 +195,11 @@ def clean_paste(text: str, source: str = "-", *, keep_commands: bool = False) ->
     if not _looks_pasted(text):
         return Paste(text, (), PasteMap(text), source=source)
     text, original, done = _normalised(text)
+    marks = _Marks()
+    text = _dedented(text, marks.columns, done)
     starts = _lines_to_look_at(text)
     if not starts:
-        return Paste(text, _summary(source, done), PasteMap(original), source=source)
-    marks = _Marks()
+        return Paste(text, _summary(source, done), PasteMap(original, marks.columns), source=source)
     marks.read(text, sorted(starts), keep_commands)
     other_level, prose = marks.drop_asides(text)
     if marks.edits:
@@ -244,6 +245,23 @@ def _normalised(text: str) -> tuple[str, str, dict[str, list[int] | bool]]:
     if "\t" in original:
         done["tabs read as spaces"] = True
     return text, original, done
+
+
+def _dedented(text: str, columns: dict[int, list[int]], done: dict) -> str:
+    """``text`` without the indent every line with text has (a paste indented in a mail, a ticket, a markdown list),
+    each line's columns kept in ``columns``; no tool prints every line indented."""
+    first = text.lstrip("\n")
+    if first[:1] != " ":
+        return text
+    lines = text.split("\n")
+    indent = min((len(x) - len(x.lstrip(" ")) for x in lines if x.strip()), default=0)
+    if not indent:
+        return text
+    for n, line in enumerate(lines, 1):
+        if line.strip():
+            lines[n - 1] = _cut(line, [(0, indent)], columns, n)
+    done[f"an indent of {indent} column{'s' * (indent != 1)} on every line, taken away"] = True
+    return "\n".join(lines)
 
 
 def _lines_to_look_at(text: str) -> set[int]:
@@ -379,7 +397,7 @@ def split_dumps(text: str) -> list[str]:
 
 def _looks_pasted(text: str) -> bool:
     """Whether ``text`` may hold anything :func:`clean_paste` takes away (the fast path: a clean dump says no)."""
-    if "\r" in text or "\x1b" in text or "\t" in text:
+    if "\r" in text or "\x1b" in text or "\t" in text or text.lstrip("\n")[:1] == " ":
         return True
     if not text.isascii() and _ODD_SPACES.search(text):
         return True
