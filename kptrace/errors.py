@@ -3,6 +3,7 @@
 Exception tree::
 
     KptraceError                 any error kptrace reports to a user (never a traceback)
+    ├── UsageError               a command-line value that is malformed   -> EXIT_USAGE (2)
     ├── InputError               input cannot be read or understood      -> EXIT_INPUT (3)
     │   └── ParseError           ... with the diagnostics that say where
     ├── NotFoundError            the Service / chain / packet target is not in the input -> EXIT_NOT_FOUND (4)
@@ -39,6 +40,7 @@ __all__ = [
     "KptraceError",
     "NotFoundError",
     "ParseError",
+    "UsageError",
     "format_diagnostic",
 ]
 
@@ -120,6 +122,12 @@ class KptraceError(Exception):
 
     def render(self) -> str:
         return self.message + (f"\n  hint: {self.hint}" if self.hint else "")
+
+
+class UsageError(KptraceError):
+    """A command-line value that is malformed whatever the input holds (``--kube-proxy-version banana``)."""
+
+    exit_code = EXIT_USAGE
 
 
 class InputError(KptraceError):

@@ -6,7 +6,7 @@ import gc
 import os
 from typing import Iterable
 
-from kptrace.errors import InputError, ParseError
+from kptrace.errors import InputError, ParseError, UsageError
 from kptrace.model.addr import parse_addr
 from kptrace.model.dataplane import Dataplane
 from kptrace.model.rules import Ruleset
@@ -36,7 +36,13 @@ def load_dumps(paths: Iterable[str], *, node_ips: Iterable[str] = (), lenient: b
     there is an error, not silently read as what it is.
     Raises :class:`InputError` / :class:`ParseError` with positions.
     """
-    sources = [read_source(p, max_bytes=max_bytes) for p in paths]
+    paths = list(paths)
+    if paths.count("-") > 1:
+        raise UsageError("- (stdin) is given more than once: it can be read only once",
+                         hint="give each other input as a file")
+    tools = {"ipvsadm": "ipvsadm -Ln", "ipset": "ipset save"}
+    sources = [read_source(p, max_bytes=max_bytes, tool=tools.get((expect or {}).get(p, ""), "iptables-save"))
+               for p in paths]
     for path, src in zip(paths, sources):
         want = (expect or {}).get(path)
         if want is not None:

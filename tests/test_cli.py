@@ -194,7 +194,15 @@ def test_packet_partial_dump_says_which_chain_it_needs(run):
     (["parse", YAOBANK, "--max-size", "-5"], 2, "is not a size"),
     (["packet", "--dump", YAOBANK, "--ipvs", YAOBANK, "--dst", "10.0.0.1:80"], 3, "given as an `ipvsadm` listing, but this is iptables-save"),
     (["svc", "nope/nothing", "--dump", YAOBANK], 4, "no rules for nope/nothing"),
-    (["svc", "not a query", "--dump", YAOBANK], 3, "not a Service name"),
+    (["svc", "not a query", "--dump", YAOBANK], 2, "not a Service name"),
+    (["packet", "--dump", YAOBANK, "--dst", "10.0.0.1:80", "--graph", "-", "-o", "json"], 2, "writes the graph to stdout"),
+    (["packet", "--dump", YAOBANK, "--ipvs", "fixtures", "--dst", "10.0.0.1:80"], 3, "pass the ipvsadm -Ln output file"),
+    (["packet", "--dump", "-", "--dump", "-", "--dst", "10.0.0.1:80"], 2, "can be read only once"),
+    (["packet", "--dump", YAOBANK, "--dst", "10.0.0.1:+8080"], 2, "is not IP:PORT"),
+    (["packet", "--dump", YAOBANK, "--dst", "10.0.0.1:80_80"], 2, "is not IP:PORT"),
+    (["packet", "--dump", YAOBANK, "--dst", "10.0.0.1:\uff18\uff10"], 2, "is not IP:PORT"),
+    (["packet", "--dump", YAOBANK, "--dst", "198.19.40.210:80", "--affinity", "garbage"], 2, "neither IP:PORT nor a KUBE-SEP-"),
+    (["packet", "--dump", YAOBANK, "--dst", "198.19.40.210:80", "--affinity", "10.9.9.9:80"], 4, "no endpoint chain DNATs to it"),
     (["packet", "--dump", "tests/cases/parse/errors/missing-commit.rules", "--dst", "10.96.0.1:443"], 3, "has no COMMIT"),
 ])
 def test_bad_input_is_a_clear_error(run, args, code, needle):

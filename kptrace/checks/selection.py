@@ -108,9 +108,9 @@ def profile_for_version(version: str | None) -> Profile:
     try:
         major, minor = (int(x) for x in version.lstrip("v").split(".")[:2])
     except ValueError:
-        from kptrace.errors import InputError
+        from kptrace.errors import UsageError
 
-        raise InputError(f"--kube-proxy-version {version!r} is not MAJOR.MINOR", hint="e.g. --kube-proxy-version 1.29") from None
+        raise UsageError(f"--kube-proxy-version {version!r} is not MAJOR.MINOR", hint="e.g. --kube-proxy-version 1.29") from None
     m = (major, minor)
     return Profile(node_hints=m >= (1, 34), topology_needs_annotation=m < (1, 30),
                    cluster_terminating_fallback=m >= (1, 26), local_terminating_fallback=m >= (1, 26),

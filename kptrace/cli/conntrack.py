@@ -74,6 +74,9 @@ def conntrack(
 ) -> None:
     from kptrace.checks.stale import find_stale
 
+    if "-" in tables and "-" in [*dumps, ipvs, ipset]:
+        raise typer.BadParameter("- (stdin) is given for the rules and the table: it can be read only once; give one "
+                                 "of them as a file", param_hint="--conntrack")
     dp = load_input(dumps, bundle, False, node_ips, lenient=lenient, max_size=max_size, ipvs=ipvs, ipset=ipset)
     warn_diagnostics(dp.diagnostics)
     tables = conntrack_tables(tables, bundle)

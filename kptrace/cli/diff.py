@@ -52,7 +52,7 @@ def diff(
     if graph or html:
         from kptrace.cli.options import check_picture_tools
 
-        check_picture_tools(graph)
+        check_picture_tools(graph, output)
     pictures = (graph, html)
     if nodes:
         if sides or before or after:

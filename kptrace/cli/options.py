@@ -168,10 +168,14 @@ HtmlOpt = typer.Option(
 )
 
 
-def check_picture_tools(graph: str | None) -> None:
-    """Before any input is read: an SVG or PNG --graph needs Graphviz's dot (exit 5 with a hint when it is missing)."""
+def check_picture_tools(graph: str | None, output=None) -> None:
+    """Before any input is read: an SVG or PNG --graph needs Graphviz's dot (exit 5 with a hint when it is missing);
+    a graph on stdout leaves no room for ``-o json`` there (a usage error, not JSON silently left out)."""
     from kptrace.render.graph import graph_format, require_dot
 
+    if graph in ("-", "dot:-", "mmd:-") and output is not None and getattr(output, "value", output) == "json":
+        raise typer.BadParameter(f"--graph {graph} writes the graph to stdout, where -o json would go too: write the graph "
+                                 "to a file (--graph FILE.dot) or leave out -o json", param_hint="--graph")
     if graph and graph_format(graph) in ("svg", "png"):
         require_dot()
 

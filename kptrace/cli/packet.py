@@ -57,7 +57,7 @@ def packet(
     if graph:
         from kptrace.cli.options import check_picture_tools
 
-        check_picture_tools(graph)
+        check_picture_tools(graph, output)
     dp = source.load(lenient=lenient, max_size=max_size)
     warn_diagnostics(dp.diagnostics)
     plan = plan_packet(dp, format_addr(fam, addr), port, src=src, origin=origin, proto=proto.lower(), sport=sport, in_iface=in_iface,

@@ -42,7 +42,7 @@ def svc(
     if graph or html:
         from kptrace.cli.options import check_picture_tools
 
-        check_picture_tools(graph)
+        check_picture_tools(graph, output)
     dp = source.load(lenient=lenient, max_size=max_size)
     warn_diagnostics(dp.diagnostics)
     if cluster_state and not node_name and dp.ipvs is None:

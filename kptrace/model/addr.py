@@ -118,12 +118,20 @@ def parse_endpoint(text: str) -> tuple[int, int, int | None]:
     text = text.strip()
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
-        port = int(rest[1:]) if rest.startswith(":") and rest[1:] else None
+        port = _port(rest[1:]) if rest.startswith(":") and rest[1:] else None
         v, a = parse_addr(host)
         return v, a, port
     if text.count(":") == 1:
         host, port_s = text.split(":")
         v, a = parse_addr(host)
-        return v, a, int(port_s)
+        return v, a, _port(port_s)
     v, a = parse_addr(text)
     return v, a, None
+
+
+def _port(text: str) -> int:
+    """A port as written: ASCII digits (a minus sign kept, so that -1 is said to be out of range); not int()'s
+    "+80", "8_0", " 80" or other scripts' digits."""
+    if not (text.isascii() and text.lstrip("-").isdigit()):
+        raise ValueError(f"{text!r} is not a port number")
+    return int(text)

@@ -419,15 +419,12 @@ def _inventory_families(console: Console, inv: dict) -> None:
             t.add_row(name, str(c["chains"]), str(c["rules"]))
         t.add_row(Text("total", style="bold"), str(fam["chains"]), str(fam["rules"]))
         print_grid(console, t)
-        names = fam["service_names"]
+        names = [n[:-1] if n.endswith(":") else n for n in fam["service_names"]]  # "ns/name:" is an unnamed port's
         shown = ", ".join(names[:8]) + (f", ... and {len(names) - 8} more" if len(names) > 8 else "")
+        chains, rejects = fam["endpoint_chains"], fam["no_endpoint_rejects"]
         console.print(
-            f"Service ports: {fam['service_ports']} with endpoints ({fam['endpoint_chains']} endpoint chains)"
-            + (
-                f", {fam['no_endpoint_rejects']} REJECT rules for Services without endpoints"
-                if fam["no_endpoint_rejects"]
-                else ""
-            )
+            f"Service ports: {fam['service_ports']} with endpoints ({chains} endpoint chain{'s' * (chains != 1)})"
+            + (f", {rejects} REJECT rule{'s' * (rejects != 1)} for Services without endpoints" if rejects else "")
         )
         if names:
             console.print(f"  named in comments: {shown}")
@@ -494,7 +491,7 @@ def _inventory_ipvs(console: Console, inv: dict) -> None:
     sets = inv.get("ipsets")
     if sets:
         console.print(
-            f"[bold]ipsets[/] from {escape(sets['source'])}: {len(sets['sets'])} sets, "
+            f"[bold]ipsets[/] from {escape(sets['source'])}: {len(sets['sets'])} set{'s' * (len(sets['sets']) != 1)}, "
             f"{sum(x['members'] for x in sets['sets'].values())} members",
             highlight=False,
         )

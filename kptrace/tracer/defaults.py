@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kptrace.errors import InputError, NotFoundError
-from kptrace.model.addr import format_addr, parse_addr
+from kptrace.errors import InputError, NotFoundError, UsageError
+from kptrace.model.addr import format_addr, parse_addr, parse_endpoint
 from kptrace.model.dataplane import Dataplane
 from kptrace.tracer.engine import Tracer
 from kptrace.tracer.kubeproxy import pod_cidr
@@ -142,6 +142,12 @@ def resolve_affinity(dp: Dataplane, family: int, endpoint: str) -> frozenset[str
     t = rs.tables.get("nat") if rs else None
     if t is None:
         raise NotFoundError("no nat table to find the affinity endpoint in")
+    try:
+        parse_endpoint(endpoint)
+    except ValueError:
+        if not endpoint.startswith("KUBE-SEP-"):
+            raise UsageError(f"--affinity {endpoint!r} is neither IP:PORT nor a KUBE-SEP-… chain",
+                             hint="give the endpoint a client is pinned to, as IP:PORT or its KUBE-SEP-… chain") from None
     if endpoint.startswith("KUBE-SEP-"):
         if endpoint not in t.chains:
             raise NotFoundError(f"--affinity {endpoint}: no such chain in the input")

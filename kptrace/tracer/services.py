@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from kptrace.errors import InputError, NotFoundError
+from kptrace.errors import InputError, NotFoundError, UsageError
 from kptrace.model.addr import is_uint, parse_endpoint
 from kptrace.model.dataplane import Dataplane
 from kptrace.model.kube import SERVICE_CHAIN_PREFIXES, chain_hash_of, entry_point_kind, service_chain_hash
@@ -124,7 +124,7 @@ def find_services(dp: Dataplane, query: str) -> list[_Key]:
     try:
         fam, addr, dport = parse_endpoint(query)
     except ValueError:
-        raise InputError(f"{query!r} is not a Service name, address or chain",
+        raise UsageError(f"{query!r} is not a Service name, address or chain",
                          hint="give NAMESPACE/NAME[:PORT], a ClusterIP[:PORT], or a KUBE-SVC-… chain") from None
     ruleset = dp.ruleset(fam)
     if ruleset is None:
@@ -449,7 +449,8 @@ def _endpoints(rs: Ruleset, svc_chain: str, entries: list[EntryPoint], listed: l
         missing = [sep for sep, d in listed if rs.chain("nat", sep) is None]
         if missing:
             named = all(not d.startswith("?") for _, d in listed)
-            notes.append(f"a connection continues in {missing[0]}" + (f" (or {len(missing) - 1} other endpoint chains)" if len(missing) > 1 else "")
+            others = len(missing) - 1
+            notes.append(f"a connection continues in {missing[0]}" + (f" (or {others} other endpoint chain{'s' * (others > 1)})" if others else "")
                          + ", which is not in this input: "
                          + ("the endpoints' addresses come from the rules' comments" if named else
                             "the endpoints' addresses are not in it (paste those chains too)"))

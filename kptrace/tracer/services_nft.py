@@ -9,7 +9,7 @@ elements' addresses, so ``ns/name``, ``ns/name:port``, ``IP[:port]`` and a chain
 
 from __future__ import annotations
 
-from kptrace.errors import InputError
+from kptrace.errors import InputError, UsageError
 from kptrace.model.addr import is_uint, parse_endpoint
 from kptrace.model.dataplane import Dataplane
 from kptrace.model.programmed import ProgrammedPort
@@ -110,7 +110,7 @@ def _matches(p: ProgrammedPort, query: str) -> bool:
     try:
         fam, addr, eport = parse_endpoint(query)
     except ValueError:
-        raise InputError(f"{query!r} is not a Service name, address or chain",
+        raise UsageError(f"{query!r} is not a Service name, address or chain",
                          hint="give NAMESPACE/NAME[:PORT], a ClusterIP[:PORT], or a service-…/endpoint-… chain") from None
     from kptrace.model.addr import format_addr
 
