@@ -92,6 +92,10 @@ def _load_texts(sources: Iterable[SourceText], *, node_ips: Iterable[str], lenie
         if not rs.tables and (ipvs is not None and rs.sources == [ipvs.source] or nft is not None):
             continue  # IPVS or nftables only: no iptables input, said above
         _finish_ruleset(rs, lenient=lenient, full=full)
+        errors = [d for d in rs.diagnostics if d.severity == "error"]
+        if errors and lenient and not full:  # said with a trace's results (text and JSON); parse lists them itself
+            rs.notes.append(f"IPv{rs.family}: {len(errors)} error{'s' * (len(errors) != 1)} in the input, read on (--lenient): "
+                            f"the first at {errors[0].location}: {errors[0].message}; what follows may be missing")
     return Dataplane(rulesets, node_ips, ipvs=ipvs, ipsets=ipsets, nft=nft)
 
 

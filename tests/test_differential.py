@@ -93,3 +93,24 @@ def test_every_fixture_dump_is_in_the_differential_suite():
     partial |= {d for d in dumps if d.startswith("nft/")}
     # The partial syncs are alike; two of them stand for the rest.
     assert dumps - partial <= covered, sorted(dumps - partial - covered)
+
+
+@pytest.mark.netns
+def test_a_comment_without_its_closing_quote_is_read_as_the_kernel_reads_it():
+    """fixtures/edge/bootcamp-unterminated-quote.rules: the kernel is loaded with the file's own text, so it reads the
+    line itself (the rest of the line into the comment: no --dport, no jump), and the packets of every Service, and
+    one to the Service whose rule it is, go where kptrace says."""
+    require_netns("iptables-nft-restore", "conntrack", "xtables-monitor", "nfacct")
+    from kptrace.lab.verify import VerifyPacket
+    from kptrace.tracer.defaults import plan_packet
+
+    path = FIXTURES / "edge" / "bootcamp-unterminated-quote.rules"
+    dp = load_dumps([str(path)], node_ips=["192.168.193.172"], full=True)
+    assert any("a quote that nothing closes" in d.message for d in dp.diagnostics)
+    broken = plan_packet(dp, "10.106.224.41", 8080)
+    packets = [VerifyPacket("default/kubernetes-bootcamp-v1 (its rule's quote unclosed) from a pod", broken),
+               *packets_for_all_services(dp)]
+    results = run_verify(dp, packets, confidence=CONFIDENCE, restore={4: path.read_text()})
+    report = [f"{r.label}: " + "; ".join(r.problems) for r in results if r.status == "disagree"]
+    assert not report, "kernel and kptrace disagree:\n" + "\n".join(report)
+    assert results[0].status == "agree", results[0]

@@ -114,9 +114,17 @@ OutputOpt = typer.Option(OutputFormat.rich, "--output", "-o", callback=_output_c
 
 def warn_diagnostics(diagnostics, limit: int = 5) -> None:
     """Warnings from reading the input go to stderr, briefly; `kptrace parse` shows them all."""
+    import re
+    from dataclasses import replace
+
     from kptrace.render.text import render_diagnostics
 
-    warnings = [d for d in diagnostics if d.severity != "note"]
+    # An error here was read on (--lenient; else it would have stopped the command): said as a warning, and a hint
+    # to pass --lenient is dropped.
+    warnings = [d if d.severity != "error" else
+                replace(d, severity="warning", message=f"{d.message} (read on: --lenient)",
+                        hint=re.sub(r",? or pass --lenient[^;.]*|pass --lenient[^;.]*", "", d.hint).strip(" ;,"))
+                for d in diagnostics if d.severity != "note"]
     if warnings:
         render_diagnostics(stderr_console(), warnings, limit=limit)
 

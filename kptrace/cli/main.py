@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 
@@ -39,19 +40,29 @@ def _root(
     _state["debug"] = debug or bool(os.environ.get("KPTRACE_DEBUG"))
 
 
+def _help(doc: str | None) -> str:
+    """A command's docstring as help: each paragraph's hard-wrapped lines joined (the help wraps them to the
+    terminal itself; kept, they left ragged short lines), indented lines (examples) kept as they are."""
+    paragraphs = []
+    for para in inspect.cleandoc(doc or "").split("\n\n"):
+        lines = para.split("\n")
+        paragraphs.append(para if any(x[:1].isspace() for x in lines) else " ".join(x.strip() for x in lines))
+    return "\n\n".join(paragraphs)
+
+
 def _register() -> None:
     from kptrace.cli import collect, conntrack, diff, drift, monitor, node, packet, parse, svc, verify
 
-    app.command("packet", help=packet.__doc__)(packet.packet)
-    app.command("svc", help=svc.__doc__)(svc.svc)
-    app.command("parse", help=parse.__doc__)(parse.parse)
-    app.command("verify", help=verify.__doc__)(verify.verify)
-    app.command("collect", help=collect.__doc__)(collect.collect)
-    app.command("drift", help=drift.__doc__)(drift.drift)
-    app.command("diff", help=diff.__doc__)(diff.diff)
-    app.command("conntrack", help=conntrack.__doc__)(conntrack.conntrack)
-    app.command("monitor", help=monitor.__doc__)(monitor.monitor)
-    app.command("node", help=node.__doc__)(node.node)
+    app.command("packet", help=_help(packet.__doc__))(packet.packet)
+    app.command("svc", help=_help(svc.__doc__))(svc.svc)
+    app.command("parse", help=_help(parse.__doc__))(parse.parse)
+    app.command("verify", help=_help(verify.__doc__))(verify.verify)
+    app.command("collect", help=_help(collect.__doc__))(collect.collect)
+    app.command("drift", help=_help(drift.__doc__))(drift.drift)
+    app.command("diff", help=_help(diff.__doc__))(diff.diff)
+    app.command("conntrack", help=_help(conntrack.__doc__))(conntrack.conntrack)
+    app.command("monitor", help=_help(monitor.__doc__))(monitor.monitor)
+    app.command("node", help=_help(node.__doc__))(node.node)
 
 
 _register()

@@ -126,9 +126,12 @@ def packets_for_all_services(dp: Dataplane) -> list[VerifyPacket]:
 
 
 def run_verify(dp: Dataplane, packets: Iterable[VerifyPacket], *, connections: int | None = None, confidence: float = 0.999,
-               progress: Callable[[str], None] | None = None) -> list[VerifyResult]:
+               progress: Callable[[str], None] | None = None, restore: dict[int, str] | None = None) -> list[VerifyResult]:
+    """Each packet traced by kptrace and sent through real netfilter loaded with the dump (``restore``: these
+    iptables-restore texts instead of :func:`normalised`'s, e.g. the node's own dump as it was: the kernel then
+    reads the text too, not only kptrace's model of it)."""
     packets = list(packets)
-    restore = normalised(dp)
+    restore = normalised(dp) if restore is None else restore
     nft = normalised_nft(dp)
     text = "\n".join(restore.values())
     nfacct = set(re.findall(r"--nfacct-name\s+(\S+)", text))

@@ -18,7 +18,7 @@ from kptrace.model.addr import is_uint
 from kptrace.model.rules import Chain, Match, Option, RawRule, Rule, Target
 from kptrace.parsers.grammar import Grammar, ModuleGrammar
 from kptrace.parsers.paste import PasteMap
-from kptrace.parsers.tokens import fast_tokens, tokenize
+from kptrace.parsers.tokens import fast_tokens, tokenize, unterminated_quote
 from kptrace.parsers.values import HINTS, check_value
 
 __all__ = ["RuleParser"]
@@ -87,7 +87,15 @@ class RuleParser:
         text = raw.text
         toks = fast_tokens(text)
         if toks is None:
-            toks = [t for t, _, _ in tokenize(text)]
+            spans = tokenize(text)
+            toks = [t for t, _, _ in spans]
+            col = unterminated_quote(text)
+            if col is not None:
+                self.problem("warning", "a quote that nothing closes: iptables-restore reads the rest of the line into this "
+                             "value, so what follows it is not part of the rule", raw, text,
+                             next(k for k, (_, c, _) in enumerate(spans) if c == col),
+                             "the kernel holds the rule without those options (iptables-save prints the value over two lines); "
+                             "close the quote if they were meant")
         g = self.g
         base_grammar = g.base
         base_canon = base_grammar.canon.get
@@ -127,6 +135,9 @@ class RuleParser:
                 continue
             if target_name:
                 # Everything after the target belongs to the target.
+                if t in ("-j", "--jump", "-g", "--goto"):
+                    self.problem("error", f"multiple -j flags not allowed ({target_name}, then {' '.join(toks[i:i + 2])})",
+                                 raw, text, i, "a rule has one target: iptables-restore refuses this line")
                 name = target_grammar.canon.get(t) if target_grammar is not None else None
                 if name is not None and target_grammar is not None:
                     vals, i = take(toks, i + 1, target_grammar.options[name], raw, text)
@@ -242,6 +253,11 @@ class RuleParser:
         groups.extend((g.matches.get(m.module), m.options) for m in matches)
         if target is not None:
             groups.append((target_grammar, target.options))
+        needs = _REQUIRED.get(target.name) if target is not None else None
+        if target is not None and needs is not None and not any(o.name in needs for o in target.options):
+            at = next((i for i, t in enumerate(toks) if t == target.name and i and toks[i - 1] in ("-j", "--jump", "-g", "--goto")), None)
+            self.problem("error", f"{target.name}: option {' or '.join(needs)} must be specified", raw, text, at,
+                         "iptables-restore refuses this target without it; was the rule cut?")
         for grammar, options in groups:
             types = grammar.types if grammar is not None else None
             if not types:
@@ -266,6 +282,10 @@ def _value_index(toks: list[str], o: Option) -> int | None:
     # An alias spelling (--to for --to-destination), or "! " between: the value's own token.
     return next((i for i, t in enumerate(toks) if t == o.args[0]), None)
 
+
+#: targets iptables refuses without one of these options (DNAT: option "--to-destination" must be specified)
+_REQUIRED = {"DNAT": ("--to-destination",), "SNAT": ("--to-source",),
+             "MARK": ("--set-xmark", "--set-mark", "--and-mark", "--or-mark", "--xor-mark")}
 
 #: tokens that always start a new part of a rule, never a value
 _STRUCTURE = {"!", "-m", "--match", "-j", "--jump", "-g", "--goto", "-s", "-d", "-p", "-i", "-o"}

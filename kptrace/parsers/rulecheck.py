@@ -63,6 +63,7 @@ _TARGET = "|".join((
 _KUBE_SHAPE = re.compile(rf"-A {_CHAIN}(?: (?:{_MATCH}))*(?: (?:{_TARGET}))?")
 _V6_VALUES = re.compile(rf" -[sd] ({_IP6}(?:/{_PLEN6})?)(?= |$)| --to-destination (\[{_IP6}\]:\S+)")
 _BUILTIN_TARGETS = {"ACCEPT", "DROP", "RETURN", "QUEUE"}
+_NEEDS_OPTIONS = {"DNAT", "SNAT", "MARK"}  # targets iptables refuses without their options
 
 
 def check_rules(rs: Ruleset, *, values: bool = True) -> None:
@@ -90,6 +91,8 @@ def check_rules(rs: Ruleset, *, values: bool = True) -> None:
                 if text[0] == "[":
                     text = text[text.index("]") + 1:].lstrip()
                 m = shape(text) if values else None
+                if m is not None and m.group("chain") in _NEEDS_OPTIONS:
+                    m = None  # "-j DNAT" alone fits the jump alternative: the parser says what it lacks
                 if m is not None:
                     target = m.group("chain")
                     if target is not None:

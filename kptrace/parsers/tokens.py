@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["fast_tokens", "rule_tokens", "tokenize"]
+__all__ = ["fast_tokens", "rule_tokens", "tokenize", "unterminated_quote"]
 
-_TOKEN = re.compile(r'"((?:[^"\\]|\\.)*)"|(\S+)')
+# An opening quote that no quote closes takes the rest of the line into its value, as iptables-restore does
+# (the kernel then holds a comment that ends with the line's newline; iptables-save prints it over two lines).
+_TOKEN = re.compile(r'"((?:[^"\\]|\\.)*)"|"((?:[^"\\]|\\.)*)$|(\S+)')
 _UNESCAPE = re.compile(r"\\(.)")
 
 
@@ -25,11 +27,26 @@ def tokenize(text: str) -> list[tuple[str, int, int]]:
     """
     out = []
     for m in _TOKEN.finditer(text):
-        if m.group(1) is not None:
-            out.append((_UNESCAPE.sub(r"\1", m.group(1)), m.start() + 1, m.end() - m.start()))
+        quoted = m.group(1) if m.group(1) is not None else m.group(2)
+        if quoted is not None:
+            out.append((_UNESCAPE.sub(r"\1", quoted), m.start() + 1, m.end() - m.start()))
         else:
-            out.append((m.group(2), m.start() + 1, m.end() - m.start()))
+            out.append((m.group(3), m.start() + 1, m.end() - m.start()))
     return out
+
+
+def unterminated_quote(text: str) -> int | None:
+    """The column (1-based) of a double quote that no quote closes, or None.
+
+    >>> unterminated_quote('-A X -m comment --comment "a b -j ACCEPT'), unterminated_quote('--comment "a" -j X')
+    (27, None)
+    """
+    if '"' not in text:
+        return None
+    for m in _TOKEN.finditer(text):
+        if m.group(2) is not None:
+            return m.start() + 1
+    return None
 
 
 def fast_tokens(text: str) -> list[str] | None:

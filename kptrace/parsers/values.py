@@ -15,6 +15,7 @@ port 99999 is out of range (0-65535)
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import re
@@ -129,7 +130,34 @@ def _port_list(value: str) -> str | None:
     return None
 
 
+@functools.cache
+def _protocol_names() -> frozenset[str]:
+    """The protocol names iptables takes (its own, then /etc/protocols': grammars/names.toml), and ``all``."""
+    import tomllib
+
+    from kptrace.parsers.grammar import grammar_path
+
+    with open(grammar_path("names.toml"), "rb") as f:
+        return frozenset(tomllib.load(f)["protocols"]["names"]) | {"all"}
+
+
+def _protocol(value: str) -> str | None:
+    """``-p``: a name iptables knows or a number it has a name for (``-p 300`` is refused as unknown too)."""
+    if value.lower() in _protocol_names() or (is_uint(value) and int(value) <= 255):
+        return None
+    return f"unknown protocol {value!r}"
+
+
+def _interface(value: str) -> str | None:
+    """``-i`` / ``-o``: a name shorter than IFNAMSIZ (16, its NUL included), a ``+`` ending it a wildcard."""
+    if len(value) > 15:
+        return f"interface name {value!r} must be shorter than IFNAMSIZ (15 characters at most)"
+    return None
+
+
 _CHECKS = {
+    "protocol": _protocol,
+    "interface": _interface,
     "address": _address,
     "port-range": _port_range,
     "port-range-dash": lambda v: _port_range(v, "-"),
@@ -144,6 +172,8 @@ _CHECKS = {
 
 #: what to tell the user, per type
 HINTS = {
+    "protocol": "iptables takes tcp, udp, sctp, icmp, ... (the names of /etc/protocols), all, or a number it has a name for",
+    "interface": "Linux interface names are 15 characters at most (eth0, cali1234567890a, veth+)",
     "address": "addresses are written 10.0.0.1, 10.0.0.0/8 or 2001:db8::/32",
     "port-range": "ports are 0-65535, a range as 30000:32767",
     "port-range-dash": "ports are 0-65535, a range as 1024-65535",

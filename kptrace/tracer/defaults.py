@@ -76,11 +76,32 @@ def plan_packet(dp: Dataplane, dst: str, dport: int, *, src: str | None = None, 
         if node_ips:
             notes.append(f"--src {src} is not among the --node-ip addresses but --from node says it is the node's")
     if not node_ips:
-        # With no node addresses, the destination asked for counts as the node's own unless the rules
-        # say it is a Service address (a NodePort to "the node" is what people mean).
-        if parse_addr(dst)[1] not in _service_addresses(dp, family):
+        # With no node addresses, the destination asked for counts as the node's own unless the rules say it is a
+        # Service address, or no NodePort has its port (a NodePort to "the node" is what people mean; 8.8.8.8:53 is a
+        # pod going out). Either way the trace says it assumed so.
+        nodeports = _nodeport_ports(dp, family)
+        if parse_addr(dst)[1] not in _service_addresses(dp, family) and (nodeports is None or (proto, dport) in nodeports):
             assumed_local.append(dst)
     return PacketPlan(Packet(src, dst, dport, proto, sport, origin, in_iface, out_iface), tuple(assumed_local), tuple(notes))
+
+
+def _nodeport_ports(dp: Dataplane, family: int) -> set[tuple[str, int]] | None:
+    """(protocol, port) of each NodePort nat KUBE-NODEPORTS matches; None when the rules have no such chain (nftables
+    or IPVS mode, a partial dump: nothing to tell by)."""
+    key = ("nodeport_ports", family)
+    if key not in dp.cache:
+        chain = dp.rulesets[family].chain("nat", "KUBE-NODEPORTS")
+        found: set[tuple[str, int]] | None = None
+        if chain is not None:
+            found = set()
+            for raw in chain.raw:
+                words = raw.text.split()
+                proto = words[words.index("-p") + 1] if "-p" in words[:-1] else "tcp"
+                for i, w in enumerate(words[:-1]):
+                    if w == "--dport" and words[i + 1].isdigit():
+                        found.add((proto, int(words[i + 1])))
+        dp.cache[key] = found
+    return dp.cache[key]
 
 
 def _service_addresses(dp: Dataplane, family: int) -> set[int]:
