@@ -280,3 +280,16 @@ def test_found_by_the_property_suite(run, args, code, needle):
     got, out, err = run(*args)
     assert got == code, (out, err)
     assert needle in out + err, (out, err)
+
+
+def test_without_node_ip_a_destination_is_the_nodes_only_on_a_nodeport(run):
+    """No --node-ip: 203.0.113.9:30180 (yaobank/customer's NodePort) is taken for the node's own address and is
+    DNATed to the Service; 8.8.8.8:53 (no NodePort has 53) is a pod going out. Both say what they assumed."""
+    code, out, err = run("packet", "--dump", YAOBANK, "--dst", "203.0.113.9:30180", "-o", "json")
+    d = json.loads(out)
+    assert code == 0 and all(o["dnat"] for o in d["outcomes"]), d["outcomes"]
+    assert any("203.0.113.9 assumed to be a node address" in a for o in d["outcomes"] for a in o["assumptions"])
+    code, out, err = run("packet", "--dump", YAOBANK, "--dst", "8.8.8.8:53", "--proto", "udp", "-o", "json")
+    d = json.loads(out)
+    assert code == 0 and [o["delivery"] for o in d["outcomes"]] == ["forward"], d["outcomes"]
+    assert any("8.8.8.8 assumed not to be a node address" in a for o in d["outcomes"] for a in o["assumptions"])
