@@ -233,6 +233,14 @@ class RuleParser:
                     module_opts.append(_new(Option, (name, vals, negate)))
                 negate = False
                 continue
+            if t.startswith("-") and len(t) > 1:  # a mistyped option ("-dd"): said once, its value taken with it
+                import difflib
+
+                near = difflib.get_close_matches(t, [*base_arity, *_STRUCTURE], n=1, cutoff=0.6)
+                self.problem("error", f"unknown option {t!r}", raw, text, i,
+                             f"did you mean {near[0]}?" if near else "iptables' own options are -s -d -p -i -o -m -j -g")
+                i += 2 if i + 1 < n and not toks[i + 1].startswith("-") else 1
+                continue
             self.problem("error", f"unexpected {t!r}", raw, text, i,
                          "options start with - or --; is a value missing its option, or a comment not quoted?")
             i += 1
