@@ -91,6 +91,9 @@ def test_every_fixture_dump_is_in_the_differential_suite():
     # nft/*.iptables-save is the CNI half of a mixed node (kube-proxy's half is nft): the pair is traced together
     # by tests/test_nft_flows.py against flows the kernel ran (fixtures/nft/make_nft.py --check).
     partial |= {d for d in dumps if d.startswith("nft/")}
+    # edge/ dumps are replayed from their own text, each by its own test (the kernel reads the text, not kptrace's
+    # model of it): test_a_comment_without_its_closing_quote_is_read_as_the_kernel_reads_it.
+    partial |= {"edge/bootcamp-unterminated-quote.rules"}
     # The partial syncs are alike; two of them stand for the rest.
     assert dumps - partial <= covered, sorted(dumps - partial - covered)
 
