@@ -41,6 +41,7 @@ __all__ = [
     "NotFoundError",
     "ParseError",
     "UsageError",
+    "binary_data",
     "format_diagnostic",
 ]
 
@@ -108,6 +109,12 @@ def format_diagnostic(d: Diagnostic, *, max_width: int = 160) -> str:
     if d.hint:
         out.append(f"  hint: {d.hint}")
     return "\n".join(out)
+
+
+def binary_data(source: str, line: int, col: int, what: str, tool: str) -> Diagnostic:
+    """The error for an input with a NUL byte at ``line``:``col``: not ``what`` (the text output of ``tool``)."""
+    return Diagnostic("error", f"binary data (a NUL byte), not {what}", source, line, col, "",
+                      hint=f"expected the text output of `{tool}`; is this a compressed or binary file?")
 
 
 class KptraceError(Exception):

@@ -181,7 +181,6 @@ class _Check:
         idx.service_cidrs.extend(parse_cidr(c) for c in service_cidrs)
         self.expected = expected
         self.nodeport_numbers = {(k[0], k[1], k[3]) for k in idx.entries if k[2] is None}
-        self._decided: dict[tuple, str | None] = {}
         self._last: tuple[ConntrackEntry, tuple[str, Stale | None]] | None = None
 
     def entry(self, e: ConntrackEntry, origin: str | None = None) -> tuple[str, Stale | None]:
@@ -229,14 +228,6 @@ class _Check:
         """For :meth:`ConntrackReader.only`: the bucket of every entry with ``e``'s protocol, state, original
         destination and reply source, when it is one bucket and none of them is stale, from whatever client;
         None when the client matters (some origin would find it stale, the entry point has source ranges)."""
-        closed = e.protocol == "tcp" and e.state in _CLOSED
-        key = (e.family, e.protocol, e.orig_dst, e.orig_dport, e.reply_src, e.reply_sport, closed)
-        if key in self._decided:  # another state of the same flow (the reader asks per state)
-            return self._decided[key]
-        got = self._decided[key] = self._decide(e)
-        return got
-
-    def _decide(self, e: ConntrackEntry) -> str | None:
         got = bucket, stale = self.entry(e)
         if stale is not None:
             self._last = (e, got)  # the reader yields this entry next: find_stale takes the finding made here
@@ -255,7 +246,7 @@ class _Check:
         return bucket
 
     def finding(self, e: ConntrackEntry) -> tuple[str, Stale | None]:
-        """:meth:`entry` of an entry the reader yields (the one :meth:`_decide` just looked at, if it is)."""
+        """:meth:`entry` of an entry the reader yields (the one :meth:`decide` just looked at, if it is)."""
         last = self._last
         if last is not None and last[0] is e:
             self._last = None

@@ -7,7 +7,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Grammar", "ModuleGrammar", "grammar_path", "iptables_grammar"]
+__all__ = ["Grammar", "ModuleGrammar", "grammar_path", "iptables_grammar", "names_table"]
 
 
 def grammar_path(name: str) -> Path:
@@ -45,6 +45,13 @@ def _module(name: str, data: dict) -> ModuleGrammar:
     aliases = dict(data.get("aliases", {}))
     canon = {**aliases, **{k: k for k in options}}
     return ModuleGrammar(name, options, aliases, bool(data.get("implicit", False)), canon, dict(data.get("types", {})))
+
+
+@functools.cache
+def names_table() -> dict:
+    """``grammars/names.toml`` (services, protocols, ICMP types by name), read once per process."""
+    with open(grammar_path("names.toml"), "rb") as f:
+        return tomllib.load(f)
 
 
 @functools.cache

@@ -261,7 +261,7 @@ class RuleParser:
         groups.extend((g.matches.get(m.module), m.options) for m in matches)
         if target is not None:
             groups.append((target_grammar, target.options))
-        needs = _REQUIRED.get(target.name) if target is not None else None
+        needs = REQUIRED_OPTIONS.get(target.name) if target is not None else None
         if target is not None and needs is not None and not any(o.name in needs for o in target.options):
             at = next((i for i, t in enumerate(toks) if t == target.name and i and toks[i - 1] in ("-j", "--jump", "-g", "--goto")), None)
             self.problem("error", f"{target.name}: option {' or '.join(needs)} must be specified", raw, text, at,
@@ -292,8 +292,8 @@ def _value_index(toks: list[str], o: Option) -> int | None:
 
 
 #: targets iptables refuses without one of these options (DNAT: option "--to-destination" must be specified)
-_REQUIRED = {"DNAT": ("--to-destination",), "SNAT": ("--to-source",),
-             "MARK": ("--set-xmark", "--set-mark", "--and-mark", "--or-mark", "--xor-mark")}
+REQUIRED_OPTIONS = {"DNAT": ("--to-destination",), "SNAT": ("--to-source",),
+                    "MARK": ("--set-xmark", "--set-mark", "--and-mark", "--or-mark", "--xor-mark")}
 
 #: tokens that always start a new part of a rule, never a value
 _STRUCTURE = {"!", "-m", "--match", "-j", "--jump", "-g", "--goto", "-s", "-d", "-p", "-i", "-o"}

@@ -83,6 +83,7 @@ def parse_iptables_save(
 
 
 _TOOL = re.compile(r"\bip(6?)tables(?:-legacy|-nft)?-(?:save|restore)\b")
+_TABLE_WORD = re.compile(r"\*([a-z]+)[ \t\r]*$", re.M)  # found from its "*" (a fast search), not tried at every line
 
 
 def family_parts(text: str, name: str = "<input>") -> list[tuple[int | None, str]]:
@@ -98,7 +99,19 @@ def family_parts(text: str, name: str = "<input>") -> list[tuple[int | None, str
     >>> [(f, [n for n, line in enumerate(p.split("\\n"), 1) if line]) for f, p in family_parts(v4 + v6)]
     [(4, [1, 2, 3, 4]), (6, [5, 6, 7, 8])]
     """
-    if "*" not in text:
+    # Most inputs are one dump: each table once and one tool named, told by two scans at C speed (the walk below
+    # over a 434,000-line dump costs 0.35 s of its load).
+    tables = [m.group(1) for m in _TABLE_WORD.finditer(text)
+              if not text[text.rfind("\n", 0, m.start()) + 1:m.start()].strip(" \t>")]  # "*nat", indented or quoted too
+    tools = set()
+    at = text.find("tables-")
+    while at >= 0:  # a search for the literal: the tool regex tried at every position costs 1.4 s there
+        line_end = text.find("\n", at)
+        m = _TOOL.search(text, max(0, at - 3), line_end if line_end >= 0 else len(text))
+        if m is not None:
+            tools.add(m.group(1))
+        at = text.find("tables-", at + 7)
+    if len(tables) == len(set(tables)) and len(tools) < 2:
         return [(None, text)]
     lines = text.split("\n")
     clean = clean_paste(text, name).only("iptables-save").text.split("\n") if "\n*" in text or text.startswith("*") else lines

@@ -20,6 +20,7 @@ import re
 
 from kptrace.errors import Diagnostic
 from kptrace.model.rules import BUILTIN_CHAINS, Ruleset
+from kptrace.parsers.iptables_rule import REQUIRED_OPTIONS
 from kptrace.parsers.values import HINTS, check_value
 
 __all__ = ["check_rules", "find_loops"]
@@ -63,7 +64,7 @@ _TARGET = "|".join((
 _KUBE_SHAPE = re.compile(rf"-A {_CHAIN}(?: (?:{_MATCH}))*(?: (?:{_TARGET}))?")
 _V6_VALUES = re.compile(rf" -[sd] ({_IP6}(?:/{_PLEN6})?)(?= |$)| --to-destination (\[{_IP6}\]:\S+)")
 _BUILTIN_TARGETS = {"ACCEPT", "DROP", "RETURN", "QUEUE"}
-_NEEDS_OPTIONS = {"DNAT", "SNAT", "MARK"}  # targets iptables refuses without their options
+_NEEDS_OPTIONS = frozenset(REQUIRED_OPTIONS)  # targets iptables refuses without their options
 
 
 def check_rules(rs: Ruleset, *, values: bool = True) -> None:

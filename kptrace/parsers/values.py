@@ -133,12 +133,9 @@ def _port_list(value: str) -> str | None:
 @functools.cache
 def _protocol_names() -> frozenset[str]:
     """The protocol names iptables takes (its own, then /etc/protocols': grammars/names.toml), and ``all``."""
-    import tomllib
+    from kptrace.parsers.grammar import names_table
 
-    from kptrace.parsers.grammar import grammar_path
-
-    with open(grammar_path("names.toml"), "rb") as f:
-        return frozenset(tomllib.load(f)["protocols"]["names"]) | {"all"}
+    return frozenset(names_table()["protocols"]["names"]) | {"all"}
 
 
 def _protocol(value: str) -> str | None:

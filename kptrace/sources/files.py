@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from kptrace.errors import Diagnostic, InputError, ParseError
+from kptrace.errors import Diagnostic, InputError, ParseError, binary_data
 from kptrace.model.source import SourceText
 
 __all__ = ["DEFAULT_MAX_BYTES", "read_source"]
@@ -56,10 +56,7 @@ def read_source(path: str, *, max_bytes: int = DEFAULT_MAX_BYTES, tool: str = "i
     if nul >= 0:
         line = data.count(b"\n", 0, nul) + 1
         col = nul - (data.rfind(b"\n", 0, nul) + 1) + 1
-        raise ParseError([Diagnostic(
-            "error", "binary data (a NUL byte), not a text dump", name, line, col, "",
-            hint=f"expected the text output of `{tool}`; is this a compressed or binary file?",
-        )])
+        raise ParseError([binary_data(name, line, col, "a text dump", tool)])
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:

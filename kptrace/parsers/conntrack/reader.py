@@ -9,7 +9,7 @@ import socket
 from dataclasses import replace
 from typing import IO, Callable, Iterable, Iterator, Mapping
 
-from kptrace.errors import Diagnostic, ParseError
+from kptrace.errors import Diagnostic, ParseError, binary_data
 from kptrace.model.conntrack import ConntrackEntry
 from kptrace.parsers.conntrack.line import (
     FAMILIES,
@@ -146,8 +146,7 @@ class ConntrackReader:
         for n, line in enumerate(head[:20000], 1):
             col = line.find("\0")
             if col >= 0:
-                raise ParseError([Diagnostic("error", "binary data (a NUL byte), not a conntrack table", self.source, n, col + 1, "",
-                                             hint="expected the text output of `conntrack -L`; is this a compressed or binary file?")])
+                raise ParseError([binary_data(self.source, n, col + 1, "a conntrack table", "conntrack -L")])
 
     def _pasted(self, text: str) -> Iterator[ConntrackEntry]:
         """A text small enough for the shared paste pre-pass (every paste is)."""

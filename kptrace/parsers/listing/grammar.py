@@ -11,7 +11,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from kptrace.parsers.grammar import grammar_path
+from kptrace.parsers.grammar import grammar_path, names_table
 
 __all__ = ["ListingGrammar", "Module", "Phrase", "compile_phrase", "listing_grammar", "save_string"]
 
@@ -167,8 +167,7 @@ def listing_grammar() -> ListingGrammar:
     """``grammars/iptables_list.toml`` and ``grammars/names.toml``, compiled once per process."""
     with open(grammar_path("iptables_list.toml"), "rb") as f:
         data = tomllib.load(f)
-    with open(grammar_path("names.toml"), "rb") as f:
-        names = tomllib.load(f)
+    names = names_table()
     types = data["types"]
 
     def module(name: str, spec: dict, save: str) -> Module:
